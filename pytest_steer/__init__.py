@@ -1,0 +1,35 @@
+"""pytest-steer: LLM steering evaluations (PASTA on IFEval) as pytest tests.
+
+Heavy modules (torch, transformers) load on first use, so that `pytest` stays fast in projects
+that have the plugin installed but don't run steering tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "PASTA": "steering",
+    "SteeringControl": "steering",
+    "SteeringError": "steering",
+    "highlight_batch": "steering",
+    "load_model": "models",
+    "LoadedModel": "models",
+    "ModelLoadError": "models",
+    "GenerationEngine": "generation",
+    "GenerationSettings": "generation",
+    "GenerationRequest": "generation",
+    "Generation": "generation",
+    "ResultRow": "results",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'pytest_steer' has no attribute {name!r}")

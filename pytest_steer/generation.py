@@ -1,0 +1,296 @@
+"""The batched generation engine: chat template, left padding, mixed steering configs per batch,
+and per-row seeded sampling so that results do not depend on batch composition.
+
+Sampling is Gumbel-max: each row adds Gumbel noise drawn from a counter-based hash of
+(row seed, step, vocab index) to its processed logits and takes the argmax. That samples exactly
+from softmax(logits / T) (after top-k/top-p), and a row's random numbers depend only on its own
+seed, so trial t of the baseline and trial t of every steered config use the same draws (paired).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from .steering import SteeringControl, SteeringError, enable_steering_backend, highlight_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings shared by every row of a run."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = True
+    # None = the model's own generation_config value (what `model.generate(do_sample=True)` would use)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int = 0
+    static_cache: bool = False  # StaticCache (+ torch.compile on CUDA): pays off on large grids
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature is not None and not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+    def resolved(self, model: Any) -> "GenerationSettings":
+        """Fill unset sampling knobs from the model's generation_config, so caches and reports see real values."""
+        if not self.do_sample:
+            return dataclasses.replace(self, temperature=None, top_p=None, top_k=None)
+        gc = getattr(model, "generation_config", None)
+        return dataclasses.replace(
+            self,
+            temperature=self.temperature if self.temperature is not None else (getattr(gc, "temperature", None) or 1.0),
+            top_p=self.top_p if self.top_p is not None else getattr(gc, "top_p", None),
+            top_k=self.top_k if self.top_k is not None else getattr(gc, "top_k", None),
+        )
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One row to generate: a case under one steering config and trial."""
+
+    key: str
+    prompt: str
+    instructions: tuple[str, ...] | None
+    alpha: float | None  # None = unsteered baseline
+    trial: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    request: GenerationRequest
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" (end-of-turn token) or "length" (max_new_tokens reached)
+    seed: int
+
+
+def row_seed(seed: int, key: str, trial: int) -> int:
+    """A row's sampling seed from (run seed, case, trial): the same for every steering config."""
+    digest = hashlib.sha256(f"{seed}\x1f{key}\x1f{trial}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32) on int64 tensors holding values < 2**32."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def hash_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniform (0, 1) numbers [rows, vocab] that depend only on (row seed, step, vocab index)."""
+    dev = seeds.device
+    s = _mix32((seeds.to(torch.int64) & _MASK32) ^ ((step * 0x9E3779B9) & _MASK32))
+    idx = torch.arange(vocab, device=dev, dtype=torch.int64)
+    x = _mix32(s[:, None] ^ _mix32(idx ^ 0x85EBCA6B)[None, :])
+    x = _mix32(x ^ (s[:, None] >> 7))
+    # 32 random bits -> (0, 1), float64 so no value rounds to 0 or 1
+    return (x.to(torch.float64) + 0.5) / 4294967296.0
+
+
+class GumbelSampler(LogitsProcessor):
+    """Adds per-row seeded Gumbel noise; greedy decoding of the result samples from softmax(scores)."""
+
+    def __init__(self, seeds: Sequence[int], prompt_len: int) -> None:
+        self.seeds = torch.tensor(list(seeds), dtype=torch.int64)
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        u = hash_uniform(self.seeds.to(scores.device), step, scores.shape[-1])
+        gumbel = (-torch.log(-torch.log(u))).to(torch.float32)
+        return scores.float() + gumbel
+
+
+class OutOfMemory(Exception):
+    """Raised (or mapped from torch.OutOfMemoryError) when a batch does not fit."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (OutOfMemory, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class Progress:
+    """What a progress callback gets after each batch."""
+
+    done: int
+    total: int
+    new_tokens: int
+    elapsed_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float:
+        return self.elapsed_s / self.done * (self.total - self.done) if self.done else float("nan")
+
+
+@dataclass
+class GenerationEngine:
+    """Generates steered and unsteered rows in shared batches.
+
+    `control` is a steering control whose strength is replaced per row by the request's alpha
+    (baseline rows get alpha 1, a no-op), so one forward graph serves every row.
+    """
+
+    model: Any
+    tokenizer: Any
+    control: SteeringControl | None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    batch_size: int = 16
+    on_missing: str = "error"  # instruction substring not in prompt: "error" or "warn" (row runs unsteered)
+    sort_by_length: bool = True
+    _oom_logged: bool = field(default=False, init=False, repr=False)
+
+    def validate(self, requests: Sequence[GenerationRequest]) -> None:
+        """Every check that can fail, before any generation: cheap, so call it at session start."""
+        steered = [r for r in requests if r.alpha is not None]
+        if steered and self.control is None:
+            raise SteeringError("requests ask for steering but the engine has no steering control")
+        for r in steered:
+            if not r.instructions:
+                raise SteeringError(
+                    f"case {r.key!r} has no `instructions` field, so PASTA has nothing to highlight; "
+                    "use a Split-IFEval-style dataset or run only the baseline for it"
+                )
+        if self.control is not None:
+            self.control.with_alpha([r.alpha or 1.0 for r in steered] or 1.0)
+            self.control.validate(self.model)
+        for r in steered:  # raises for substrings not in their prompt (or warns with on_missing="warn")
+            highlight_batch(self.tokenizer, [r.prompt], [r.instructions], keys=[r.key], on_missing=self.on_missing)
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        on_batch: Callable[[list[Generation]], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> list[Generation]:
+        """Generate all requests; `on_batch` sees each finished batch at once (e.g. to persist it)."""
+        self.validate(requests)
+        if self.control is not None:
+            enable_steering_backend(self.model)
+        order = list(range(len(requests)))
+        if self.sort_by_length:  # less padding; results don't move because seeding is per row
+            order.sort(key=lambda i: len(requests[i].prompt))
+        results: dict[int, Generation] = {}
+        start, new_tokens = time.perf_counter(), 0
+        pending = order
+        while pending:
+            chunk = pending[: self.batch_size]
+            try:
+                gens = self._generate_batch([requests[i] for i in chunk])
+            except Exception as exc:
+                if not _is_oom(exc) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                if not self._oom_logged:
+                    log.warning("out of memory during generation; batch size halved to %d and retrying", self.batch_size)
+                    self._oom_logged = True
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            for i, g in zip(chunk, gens):
+                results[i] = g
+            pending = pending[len(chunk):]
+            new_tokens += sum(g.n_tokens for g in gens)
+            if on_batch is not None:
+                on_batch(gens)
+            if on_progress is not None:
+                on_progress(Progress(len(results), len(requests), new_tokens, time.perf_counter() - start))
+        return [results[i] for i in range(len(requests))]
+
+    def _processors(self, seeds: list[int], prompt_len: int) -> LogitsProcessorList:
+        s = self.settings.resolved(self.model)
+        if not s.do_sample:
+            return LogitsProcessorList()
+        procs: list[LogitsProcessor] = []
+        if s.temperature is not None and s.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(s.temperature))
+        if s.top_k is not None:
+            procs.append(TopKLogitsWarper(s.top_k))
+        if s.top_p is not None and s.top_p < 1.0:
+            procs.append(TopPLogitsWarper(s.top_p))
+        procs.append(GumbelSampler(seeds, prompt_len))
+        return LogitsProcessorList(procs)
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not ids and self.tokenizer.eos_token_id is not None:
+            ids = [self.tokenizer.eos_token_id]
+        return ids
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
+        dev = next(self.model.parameters()).device
+        enc = highlight_batch(
+            self.tokenizer, [r.prompt for r in batch], [r.instructions if r.alpha is not None else None for r in batch],
+            keys=[r.key for r in batch], on_missing=self.on_missing, device=dev,
+        )
+        seeds = [row_seed(self.settings.seed, r.key, r.trial) for r in batch]
+        prompt_len = enc.input_ids.shape[1]
+        eos = self._eos_ids()
+        config = GenerationConfig(
+            max_new_tokens=self.settings.max_new_tokens,
+            do_sample=False,  # sampling happens in GumbelSampler, per row
+            eos_token_id=eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+            cache_implementation="static" if self.settings.static_cache else None,
+        )
+        kwargs: dict[str, Any] = dict(
+            input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=config,
+            logits_processor=self._processors(seeds, prompt_len),
+        )
+        if self.control is None:
+            out = self.model.generate(**kwargs)
+        else:
+            alphas = [1.0 if (r.alpha is None or bad) else r.alpha for r, bad in zip(batch, enc.unsteerable)]
+            with self.control.with_alpha(alphas).steer(self.model, enc.highlight):
+                out = self.model.generate(**kwargs)
+        return [self._decode(r, out[i, prompt_len:], s, eos) for i, (r, s) in enumerate(zip(batch, seeds))]
+
+    def _decode(self, req: GenerationRequest, tokens: torch.Tensor, seed: int, eos: list[int]) -> Generation:
+        toks = tokens.tolist()
+        stop = next((j for j, t in enumerate(toks) if t in eos), None)
+        kept = toks if stop is None else toks[:stop]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        n = len(toks) if stop is None else stop + 1
+        return Generation(req, text, n, "length" if stop is None else "stop", seed)
+
+
+def grid_requests(
+    cases: Iterable[Any], alphas: Sequence[float | None], trials: Sequence[int]
+) -> list[GenerationRequest]:
+    """Every (case, config, trial) row of a sweep; `cases` need key, prompt and instructions."""
+    return [
+        GenerationRequest(c.key, c.prompt, tuple(c.instructions) if c.instructions else None, a, t)
+        for t in trials for a in alphas for c in cases
+    ]
