@@ -49,6 +49,7 @@ class ResultRow:
     quality: float  # reward or fluency, see quality_name
     quality_name: str  # e.g. "fluency" or "reward:OpenAssistant/reward-model-deberta-v3-large-v2"
     relevance: float | None = None
+    run: str = ""  # id of the run spec (grid and settings) that produced the row
     strength: float = field(default=0.0)
 
     def __post_init__(self) -> None:

@@ -202,3 +202,23 @@ def test_highlight_batch_missing_substring(embedded):
     with pytest.warns(UserWarning, match="runs unsteered"):
         batch = highlight_batch(tok, ["Say hi."], [["Say bye."]], keys=["k1"], on_missing="warn")
     assert batch.unsteerable == [True] and not batch.highlight.any()
+
+
+def test_shared_split_ifeval_rows_are_located_in_the_chat_prompt(embedded):
+    """Real Split-IFEval rows: every instruction substring maps to highlighted tokens of the chat prompt."""
+    from pathlib import Path
+
+    from pytest_steer.cases import load_cases
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "split_ifeval_dev.jsonl"
+    if not path.is_file():
+        pytest.skip(f"shared test data not found at {path}")
+    cases = load_cases(path)
+    assert len(cases) == 20 and all(c.steerable for c in cases)
+    tok = embedded.tokenizer
+    for case in cases:
+        for sub in case.instructions:
+            batch = highlight_batch(tok, [case.prompt], [[sub]], keys=[case.key])
+            marked = tok.decode(batch.input_ids[0][batch.highlight[0]])
+            # the highlighted tokens cover the substring (token edges may add a space or punctuation)
+            assert sub.strip() in marked, (case.key, sub, marked)
