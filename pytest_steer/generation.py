@@ -101,15 +101,23 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+_INDEX_HASH: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _index_hash(vocab: int, device: torch.device) -> torch.Tensor:
+    """Hashed vocab indices, computed once per (vocab size, device): the per-step work is then one mix."""
+    k = (vocab, str(device))
+    if k not in _INDEX_HASH:
+        _INDEX_HASH[k] = _mix32(torch.arange(vocab, device=device, dtype=torch.int64) ^ 0x85EBCA6B)
+    return _INDEX_HASH[k]
+
+
 def hash_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Uniform (0, 1) numbers [rows, vocab] that depend only on (row seed, step, vocab index)."""
-    dev = seeds.device
-    s = _mix32((seeds.to(torch.int64) & _MASK32) ^ ((step * 0x9E3779B9) & _MASK32))
-    idx = torch.arange(vocab, device=dev, dtype=torch.int64)
-    x = _mix32(s[:, None] ^ _mix32(idx ^ 0x85EBCA6B)[None, :])
-    x = _mix32(x ^ (s[:, None] >> 7))
-    # 32 random bits -> (0, 1), float64 so no value rounds to 0 or 1
-    return (x.to(torch.float64) + 0.5) / 4294967296.0
+    """Uniform (0, 1) float32 numbers [rows, vocab] that depend only on (row seed, step, vocab index)."""
+    s = _mix32(_mix32(seeds.to(torch.int64) & _MASK32) ^ ((step * 0x9E3779B9) & _MASK32))
+    x = _mix32(s[:, None] ^ _index_hash(vocab, seeds.device)[None, :])
+    # the top 24 bits -> (0, 1); float32 holds them exactly, so no value rounds to 0 or 1
+    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
 
 
 class GumbelSampler(LogitsProcessor):
@@ -122,8 +130,7 @@ class GumbelSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_len
         u = hash_uniform(self.seeds.to(scores.device), step, scores.shape[-1])
-        gumbel = (-torch.log(-torch.log(u))).to(torch.float32)
-        return scores.float() + gumbel
+        return scores.float() - torch.log(-torch.log(u))
 
 
 class OutOfMemory(Exception):

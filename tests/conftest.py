@@ -1,11 +1,41 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_steer.models import LoadedModel, load_model
+
+# pytester's in-process runs unload modules first imported inside them; pyarrow extension types
+# (registered by `datasets`) can't be registered twice, so load these once for the whole session.
+import datasets  # noqa: E402,F401
+import pandas.core.arrays.arrow.extension_types  # noqa: E402,F401  (what to_parquet registers)
+import if_verifiable  # noqa: E402,F401
+import pytest_steer.reporting  # noqa: E402,F401
+import pytest_steer.session  # noqa: E402,F401
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def embedded() -> LoadedModel:
     """The embedded SmolLM2-135M-Instruct (converted once into the user cache)."""
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded: LoadedModel) -> Path:
+    """A 2-layer random Llama with the embedded chat tokenizer, saved like a hub model: fast end-to-end runs."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tok = embedded.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

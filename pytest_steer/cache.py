@@ -1,0 +1,336 @@
+"""A content-addressed on-disk store of finished generations and scores, so reruns reuse them.
+
+Each record is one JSON file named by the sha256 of its key's canonical JSON, under
+`root/<kind>/<2 hex>/<hash>.json`. Files are written atomically (temp file in the same directory,
+fsync, `os.replace`), so a crash or two pytest-xdist workers writing the same record never leave a
+partial file behind. A record that fails its checks on read is reported, deleted and treated as a
+miss, so the caller regenerates it instead of using bad data. Only JSON is ever read or written.
+
+Keys name everything that determines a result: a wrong hit silently reuses a stale response,
+while a needless miss only costs time, so when in doubt a field goes into the key.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .generation import Generation, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RECORD_FIELDS = {"format", "key", "value", "checksum"}
+_FINGERPRINT_ATTR = "_pytest_steer_fingerprint"
+_REPLACE_RETRIES = 5  # Windows refuses os.replace onto a file another process has open for a moment
+
+
+def canonical_json(obj: Any, *, allow_nan: bool = False) -> str:
+    """One text per JSON value: sorted keys, no whitespace, floats as Python's shortest round-trip repr.
+
+    NaN and infinities are refused by default because they never compare equal to themselves.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=allow_nan, default=_json_scalar)
+
+
+def _json_scalar(obj: Any) -> Any:
+    """Accept numpy/torch scalars (np.float32, np.int64, np.bool_) that metrics tend to return."""
+    item = getattr(obj, "item", None)
+    if callable(item) and getattr(obj, "ndim", 0) == 0:
+        return item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable; cache keys and values must be plain JSON data")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def key_hash(key: Mapping[str, Any]) -> str:
+    """The address of a record: sha256 of the key's canonical JSON (as it reads back, so (1, 2) and [1, 2] agree)."""
+    return _sha256(canonical_json(_normalised(key)))
+
+
+def _normalised(key: Mapping[str, Any]) -> Any:
+    """The key as it reads back from JSON (tuples become lists, int dict keys strings)."""
+    return json.loads(canonical_json(key))
+
+
+@dataclass
+class CacheStats:
+    """Lookup counters of one ResultCache; a corrupt record counts as corrupt and as a miss."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    corrupt: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+class ResultCache:
+    """JSON records addressed by the hash of their key, grouped by `kind` ("generation", "score-fluency").
+
+    With `enabled=False` every get is a miss and put does nothing, so callers need no second code path.
+    """
+
+    def __init__(self, root: Path, *, enabled: bool = True) -> None:
+        self.root = Path(root)
+        self.enabled = enabled
+        self.stats = CacheStats()
+        self._reported: set[Path] = set()
+
+    def path(self, kind: str, key: Mapping[str, Any]) -> Path:
+        """Where the record for `key` lives (whether or not it exists)."""
+        h = key_hash(key)
+        return _kind_dir(self.root, kind) / h[:2] / f"{h}.json"
+
+    def get(self, kind: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The stored value for `key`, or None (missing, disabled, or corrupt and now deleted)."""
+        if not self.enabled:
+            self.stats.misses += 1
+            return None
+        path = self.path(kind, key)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+                identity = _file_identity(os.fstat(fh.fileno()))
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        value, problem = _check_record(raw, _normalised(key))
+        if problem is not None:
+            self._discard(path, identity, problem)
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        return value
+
+    def put(self, kind: str, key: Mapping[str, Any], value: Mapping[str, Any]) -> None:
+        """Store `value` under `key` atomically; the last of concurrent writers of one record wins whole."""
+        if not self.enabled:
+            return
+        if not isinstance(value, Mapping):
+            raise TypeError(f"cache values must be JSON objects (mappings), got {type(value).__name__}")
+        value = dict(value)
+        record = {"format": FORMAT, "key": _normalised(key), "value": value,
+                  "checksum": _sha256(canonical_json(value, allow_nan=True))}
+        data = (canonical_json(record, allow_nan=True) + "\n").encode("utf-8")
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.stats.writes += 1
+
+    def clear(self, kind: str | None = None) -> None:
+        """Delete every record (and stray temp file) of one kind, or of all kinds."""
+        targets = [_kind_dir(self.root, kind)] if kind is not None else (
+            [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else [])
+        for target in targets:
+            try:
+                shutil.rmtree(target)
+            except FileNotFoundError:  # already gone, e.g. another worker cleared it
+                pass
+
+    def _discard(self, path: Path, identity: tuple[int, ...], problem: str) -> None:
+        """Delete a bad record, unless a concurrent writer has already replaced it with a new file."""
+        self.stats.corrupt += 1
+        outcome = "deleted it; it will be regenerated"
+        try:
+            if _file_identity(os.stat(path)) == identity:
+                path.unlink()
+            else:
+                outcome = "a concurrent writer has replaced it since"
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            outcome = f"could not delete it ({exc}); it will be regenerated"
+        if path not in self._reported:
+            self._reported.add(path)
+            log.warning("pytest-steer cache: corrupt record %s: %s; %s", path, problem, outcome)
+
+
+def _kind_dir(root: Path, kind: str) -> Path:
+    """A kind is one plain directory name, so it can never point outside the cache root."""
+    if not _KIND.fullmatch(kind):
+        raise ValueError(f"cache kind must be letters, digits, '.', '_' or '-', got {kind!r}")
+    return root / kind
+
+
+def _file_identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _replace(src: str, dst: Path) -> None:
+    for attempt in range(_REPLACE_RETRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == _REPLACE_RETRIES - 1:
+                raise
+            time.sleep(0.01 * 2**attempt)
+
+
+def _check_record(raw: bytes, key: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(value, None) for a sound record of `key`, else (None, why it is unusable)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, f"not valid JSON (truncated or overwritten?): {exc}"
+    if not isinstance(record, dict) or set(record) != _RECORD_FIELDS:
+        return None, "not a pytest-steer cache record"
+    if record["format"] != FORMAT:
+        return None, f"unsupported record format {record['format']!r} (this version reads {FORMAT})"
+    value = record["value"]
+    if not isinstance(value, dict) or _sha256(canonical_json(value, allow_nan=True)) != record["checksum"]:
+        return None, "checksum mismatch (the value was edited or damaged)"
+    if record["key"] != key:
+        return None, "the stored key differs from the requested one (edited file or hash collision)"
+    return value, None
+
+
+def default_cache_dir() -> Path:
+    """The results cache inside pytest-steer's user cache (see `models.cache_root`)."""
+    from .models import cache_root
+
+    return cache_root() / "results"
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+@functools.cache
+def numerics_versions() -> dict[str, str]:
+    """Versions whose upgrades can change generated tokens or scores, so they invalidate the cache."""
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "pytest_steer": __version__}
+
+
+def generation_key(
+    *,
+    model_identity: str,
+    tokenizer_fingerprint: str,
+    case_hash: str,
+    steering: Mapping[str, Any] | None,
+    alpha: float | None,
+    settings: Mapping[str, Any],
+    trial: int,
+    seed: int,
+    dtype: str,
+    device_type: str,
+    attn_implementation: str,
+) -> dict[str, Any]:
+    """Everything that determines one generated text.
+
+    `steering` (e.g. `PASTA.describe()`) enters only steered rows (alpha not None): a baseline row is
+    the same whatever the steering config, so changing the layers must not regenerate it.
+    `settings` should be the resolved GenerationSettings as a dict, `seed` the row's seed (`row_seed`),
+    `attn_implementation` the kernel the model was loaded with ("sdpa", "eager").
+    """
+    if alpha is not None and steering is None:
+        raise ValueError("a steered row (alpha is not None) needs its steering config in the key")
+    return {
+        "model": model_identity,
+        "tokenizer": tokenizer_fingerprint,
+        "case": case_hash,
+        "steering": None if alpha is None else dict(steering or {}),
+        "alpha": None if alpha is None else float(alpha),
+        "settings": dict(settings),
+        "trial": int(trial),
+        "seed": int(seed),
+        "dtype": str(dtype).removeprefix("torch."),
+        "device_type": device_type,
+        "attn_implementation": attn_implementation,
+        "versions": numerics_versions(),
+    }
+
+
+def score_key(*, scorer: str, scorer_identity: str, generation_key_hash: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Key of a score: scores live apart from generations, so changing the scorer does not regenerate."""
+    return {
+        "scorer": scorer,
+        "scorer_identity": scorer_identity,
+        "generation": generation_key_hash,
+        "options": dict(options),
+        "versions": numerics_versions(),
+    }
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what turns a prompt into tokens and tokens back into text.
+
+    Vocabulary and, for fast tokenizers, the whole backend (merges, normalizer, decoder, added tokens)
+    are hashed once and remembered on the tokenizer; the chat template and special tokens, which
+    callers may set after loading, are re-read on every call. The backend's padding and truncation
+    state is left out: encoding a padded batch changes it, but not the tokens of a prompt.
+    """
+    size = len(tokenizer)
+    cached = getattr(tokenizer, _FINGERPRINT_ATTR, None)
+    if cached is None or cached[0] != size:
+        parts: dict[str, Any] = {"vocab": sorted(tokenizer.get_vocab().items())}
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            spec = json.loads(backend.to_str())
+            spec.pop("padding", None)
+            spec.pop("truncation", None)
+            parts["backend"] = spec
+        cached = (size, _sha256(canonical_json(parts, allow_nan=True)))
+        setattr(tokenizer, _FINGERPRINT_ATTR, cached)
+    return _sha256(canonical_json({
+        "vocab": cached[1],
+        "class": type(tokenizer).__name__,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special_tokens": getattr(tokenizer, "special_tokens_map", {}),
+        "clean_up_tokenization_spaces": getattr(tokenizer, "clean_up_tokenization_spaces", None),
+    }))
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation <-> record
+
+
+def generation_to_record(g: Generation) -> dict[str, Any]:
+    """The cacheable part of a Generation; the request is rebuilt by the caller, whose key found it."""
+    return {"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason, "seed": g.seed}
+
+
+def generation_from_record(request: GenerationRequest, record: Mapping[str, Any]) -> Generation:
+    """Rebuild a Generation for `request` from a record written by `generation_to_record`."""
+    from .generation import Generation
+
+    try:
+        text, n_tokens, finish, seed = record["text"], record["n_tokens"], record["finish_reason"], record["seed"]
+    except KeyError as exc:
+        raise ValueError(f"not a generation record: missing {exc.args[0]!r}") from None
+    if not (isinstance(text, str) and type(n_tokens) is int and finish in ("stop", "length") and type(seed) is int):
+        raise ValueError(f"not a generation record: {dict(record)!r:.200}")
+    return Generation(request, text, n_tokens, finish, seed)

