@@ -180,8 +180,17 @@ def pytest_configure(config: pytest.Config) -> None:
 # -- parametrization and fixtures -------------------------------------------------------------------
 
 
+def _own_params(metafunc: pytest.Metafunc) -> set[str]:
+    """Names the test parametrizes itself: a user's own `alpha` parameter is not our grid."""
+    names: set[str] = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        argnames = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        names.update(n.strip() for n in argnames.split(",")) if isinstance(argnames, str) else names.update(argnames)
+    return names
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not GRID_FIXTURES & set(metafunc.fixturenames):
+    if not GRID_FIXTURES & set(metafunc.fixturenames) or GRID_FIXTURES & _own_params(metafunc):
         return
     spec = _plugin(metafunc.config).spec_for(metafunc.definition)
     configs = [a for a in spec.configs() if a is not None or spec.include_baseline]
@@ -283,8 +292,10 @@ _RESULT = pytest.StashKey[tuple]()
 
 
 def _uses_steering(item: pytest.Item) -> bool:
-    names = set(getattr(item, "fixturenames", ()))
-    return bool(names & (GRID_FIXTURES | {"steer_eval", "steer_cases", "pasta", "steer_model"}))
+    cs = getattr(item, "callspec", None)
+    if cs is not None and "steer_point" in cs.params:
+        return True
+    return bool(set(getattr(item, "fixturenames", ())) & {"steer_eval", "steer_cases", "pasta", "steer_model"})
 
 
 @pytest.hookimpl(trylast=True)

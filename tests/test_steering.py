@@ -222,3 +222,17 @@ def test_shared_split_ifeval_rows_are_located_in_the_chat_prompt(embedded):
             marked = tok.decode(batch.input_ids[0][batch.highlight[0]])
             # the highlighted tokens cover the substring (token edges may add a space or punctuation)
             assert sub.strip() in marked, (case.key, sub, marked)
+
+
+def test_static_cache_generation_matches_dynamic():
+    """With a static KV cache the keys run to max_cache_len; the bias pads with zeros and masks still apply."""
+    model = tiny_model("llama")
+    ids, att, hl = _batch(model, extra=0)
+    ctl = PASTA(head_config=[0, 1], alpha=[8.0, 1.0, 30.0])
+    outs = {}
+    for impl in ("dynamic", "static"):
+        with ctl.steer(model, highlight=hl):
+            outs[impl] = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=6, do_sample=False,
+                                        pad_token_id=0, eos_token_id=None,
+                                        cache_implementation=None if impl == "dynamic" else "static")
+    assert torch.equal(outs["dynamic"], outs["static"])
