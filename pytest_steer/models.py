@@ -56,6 +56,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def worker_device(devices: str, index: int) -> str:
+    """Device of xdist worker `index`: "auto" spreads workers round-robin over visible GPUs (CPU if none),
+    "cuda:0,cuda:1" maps them in turn."""
+    if devices == "auto":
+        n = torch.cuda.device_count()
+        return f"cuda:{index % n}" if n else "cpu"
+    choices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not choices:
+        raise ValueError(f"--steer-devices {devices!r} names no device; use auto or e.g. cuda:0,cuda:1")
+    return choices[index % len(choices)]
+
+
+def split_cpu_threads(workers: int) -> int:
+    """Give each of `workers` processes its share of the cores: oversubscribed OpenMP threads spin and
+    can make CPU matmuls 30x slower."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on CUDA (fast, what the seed study ran), float32 on CPU (bf16 matmuls are slow there)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -50,6 +50,10 @@ def parse_positive_int(text: str) -> int:
     return n
 
 
+def parse_batch_size(text: str) -> int | str:
+    return "auto" if str(text).strip() == "auto" else parse_positive_int(text)
+
+
 def parse_layers(text: str) -> str | list[int] | dict[int, list[int]]:
     """"middle" (default: the seed study's 8..23 of 28, scaled), "all", "8-23", "8,9,10" or JSON {"8": [0, 1]}."""
     text = str(text).strip()
@@ -135,6 +139,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("model", str, "embedded", "model: 'embedded' (SmolLM2-135M-Instruct), a Hugging Face id or a local directory", marker=False),
     Option("device", str, "auto", "torch device for the model (auto: cuda if present)", marker=False),
+    Option("devices", str, None, "device per xdist worker: auto (round-robin over visible GPUs) or a list like cuda:0,cuda:1", marker=False),
     Option("dtype", str, "auto", "model dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", marker=False),
     Option("attn", parse_choice("sdpa", "eager"), "sdpa", "attention kernel that PASTA steers: sdpa or eager", marker=False),
     Option("trust_remote_code", parse_bool, False, "allow model code from the hub (off unless asked)", flag=True, marker=False),
@@ -157,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorer"),
     Option("reward_max_length", parse_positive_int, 1024, "max tokens of a (prompt, response) pair for reward models"),
     Option("relevance", parse_bool, False, "also score prompt/response relevance with MiniLM embeddings", flag=True),
-    Option("batch_size", parse_positive_int, 16, "generation batch size (halved automatically on out-of-memory)"),
+    Option("batch_size", parse_batch_size, "auto", "generation batch size, or auto (16 on CPU, 512 on CUDA); halved automatically on out-of-memory"),
     Option("on_missing", parse_choice("error", "warn"), "error", "instruction text not found in its prompt: error, or warn and run the row unsteered"),
     Option("max_quality_drop", parse_float, 0.5, "quality drop from baseline allowed for the recommended alpha"),
     Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),
@@ -196,7 +201,7 @@ class RunSpec:
     quality_batch_size: int = 8
     reward_max_length: int = 1024
     relevance: bool = False
-    batch_size: int = 16
+    batch_size: int | str = "auto"
     on_missing: str = "error"
     max_quality_drop: float = 0.5
     static_cache: bool = False

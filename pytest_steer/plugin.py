@@ -72,7 +72,16 @@ class SteerPlugin:
         except argparse.ArgumentTypeError as exc:
             raise pytest.UsageError(f"pytest-steer ini option: {exc}") from None
         g = self.global_settings
-        self.model_settings = ModelSettings(g["model"], g["device"], g["dtype"], g["attn"], g["trust_remote_code"])
+        device = g["device"]
+        if self.is_worker:
+            from .models import split_cpu_threads, worker_device
+
+            index = int(str(config.workerinput["workerid"]).removeprefix("gw"))
+            if g["devices"]:
+                device = worker_device(g["devices"], index)
+            if not str(device).startswith("cuda") and not (device == "auto" and _cuda_available()):
+                split_cpu_threads(int(config.workerinput.get("workercount", 1)))
+        self.model_settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
         self.report_dir = Path(config.invocation_params.dir) / g["report_dir"]
         self._run: Any = None
         self.specs: list[RunSpec] = []
@@ -137,6 +146,12 @@ class SteerPlugin:
                     tr.write("\n")
             else:
                 tr.write_line(line)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class _nullcontext:

@@ -71,6 +71,7 @@ class SteerRun:
     _cases: dict[tuple, CaseSet] = field(default_factory=dict, init=False, repr=False)
     _scorers: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
     _units: dict[tuple[RunSpec, int], list[ResultRow]] = field(default_factory=dict, init=False, repr=False)
+    _batch_sizes: dict[RunSpec, int] = field(default_factory=dict, init=False, repr=False)  # after OOM halving
     generated_rows: int = field(default=0, init=False)  # rows that really went through the model
     cached_rows: int = field(default=0, init=False)  # rows taken from the cache
     generation_seconds: float = field(default=0.0, init=False)
@@ -124,9 +125,15 @@ class SteerRun:
             self._scorers[("relevance",)] = make_quality_scorer("relevance", self.model)
         return self._scorers[("relevance",)]
 
+    def batch_size(self, spec: RunSpec) -> int:
+        """"auto" starts large on CUDA and lets out-of-memory halving find the size; 16 suits 2 CPU cores."""
+        if spec.batch_size != "auto":
+            return int(spec.batch_size)
+        return 512 if self.model.device.type == "cuda" else 16
+
     def engine(self, spec: RunSpec) -> GenerationEngine:
         return GenerationEngine(self.model.model, self.model.tokenizer, self.control(spec), self.settings(spec),
-                                batch_size=spec.batch_size, on_missing=spec.on_missing)
+                                batch_size=self._batch_sizes.get(spec, self.batch_size(spec)), on_missing=spec.on_missing)
 
     def requests(self, spec: RunSpec, trial: int) -> list[GenerationRequest]:
         return [
@@ -198,6 +205,7 @@ class SteerRun:
 
             start = time.perf_counter()
             engine.generate([requests[i] for i in missing], on_batch=persist, on_progress=self.on_progress)
+            self._batch_sizes[spec] = engine.batch_size  # an OOM-halved size sticks for the next units
             self.generation_seconds += time.perf_counter() - start
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
@@ -282,6 +290,8 @@ class SteerRun:
             "transformers": transformers.__version__,
             "cache hit rate": f"{self.cached_rows / total:.0%} of {total} rows" if total else "n/a",
         }
+        if self._batch_sizes:
+            out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:
             out["generation"] = f"{self.generated_tokens} tokens in {self.generation_seconds:.1f} s " \
                                 f"({self.generated_tokens / self.generation_seconds:.1f} tokens/s)"
