@@ -61,11 +61,7 @@ def load_baseline(path: str | Path) -> StoredBaseline:
         raise BaselineMismatch(f"stored baseline {path} is not valid JSON ({exc}); save it again with --steer-save-baseline") from None
     if doc.get("format") != FORMAT:
         raise BaselineMismatch(f"stored baseline {path} has format {doc.get('format')!r}, expected {FORMAT}; save it again")
-    rows = []
-    for d in doc["rows"]:
-        d.pop("strength", None)
-        rows.append(ResultRow(**d))
-    return StoredBaseline(doc["settings"], rows, doc.get("meta", {}))
+    return StoredBaseline(doc["settings"], [ResultRow.from_dict(d) for d in doc["rows"]], doc.get("meta", {}))
 
 
 def check_compatible(stored: StoredBaseline, current: Mapping[str, Any], path: str | Path) -> None:

@@ -133,6 +133,34 @@ class GumbelSampler(LogitsProcessor):
         return scores.float() - torch.log(-torch.log(u))
 
 
+class TopPCandidates(LogitsProcessor):
+    """Nucleus (top-p) filtering computed on the `k` most likely tokens instead of a full vocabulary sort.
+
+    A token is kept when the probability mass of the tokens above it is < top_p, as in transformers'
+    TopPLogitsWarper. Whenever the k candidates hold at least top_p of the mass, every kept token is
+    among them and the result is the same; rows where they don't fall back to the full sort. The full
+    sort of 16 x 49k logits took 22% of a CPU decode step; topk(256) costs a few percent of that.
+    """
+
+    def __init__(self, top_p: float, k: int = 256) -> None:
+        self.top_p, self.k = float(top_p), k
+        self._full = TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.k, scores.shape[-1])
+        logits = scores.float()
+        top, idx = logits.topk(k, dim=-1)
+        p = (top - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
+        cum = p.cumsum(-1)
+        keep = (cum - p) < self.top_p
+        keep[:, 0] = True
+        out = torch.full_like(logits, -math.inf).scatter_(-1, idx, top.masked_fill(~keep, -math.inf))
+        short = cum[:, -1] < self.top_p
+        if short.any():
+            out[short] = self._full(input_ids[short], logits[short])
+        return out
+
+
 class OutOfMemory(Exception):
     """Raised (or mapped from torch.OutOfMemoryError) when a batch does not fit."""
 
@@ -244,7 +272,7 @@ class GenerationEngine:
         if s.top_k is not None:
             procs.append(TopKLogitsWarper(s.top_k))
         if s.top_p is not None and s.top_p < 1.0:
-            procs.append(TopPLogitsWarper(s.top_p))
+            procs.append(TopPCandidates(s.top_p))
         procs.append(GumbelSampler(seeds, prompt_len))
         return LogitsProcessorList(procs)
 
@@ -268,7 +296,7 @@ class GenerationEngine:
         config = GenerationConfig(
             max_new_tokens=self.settings.max_new_tokens,
             do_sample=False,  # sampling happens in GumbelSampler, per row
-            eos_token_id=eos,
+            eos_token_id=eos or None,
             pad_token_id=self.tokenizer.pad_token_id,
             cache_implementation="static" if self.settings.static_cache else None,
         )

@@ -162,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorer"),
     Option("reward_max_length", parse_positive_int, 1024, "max tokens of a (prompt, response) pair for reward models"),
     Option("relevance", parse_bool, False, "also score prompt/response relevance with MiniLM embeddings", flag=True),
-    Option("batch_size", parse_batch_size, "auto", "generation batch size, or auto (16 on CPU, 512 on CUDA); halved automatically on out-of-memory"),
+    Option("batch_size", parse_batch_size, "auto", "generation batch size, or auto (32 on CPU, 512 on CUDA); halved automatically on out-of-memory"),
     Option("on_missing", parse_choice("error", "warn"), "error", "instruction text not found in its prompt: error, or warn and run the row unsteered"),
     Option("max_quality_drop", parse_float, 0.5, "quality drop from baseline allowed for the recommended alpha"),
     Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),

@@ -6,6 +6,7 @@ The work lives in `session.SteerRun`; this module only translates between pytest
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -130,7 +131,7 @@ class SteerPlugin:
         eta = f"{p.eta_s:.0f}s" if p.eta_s == p.eta_s else "?"
         line = f"steer: generated {p.done}/{p.total} rows, {p.tokens_per_s:.1f} tokens/s, ETA {eta}"
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        tty = tr is not None and tr._tw.hasmarkup and not self.is_worker
+        tty = tr is not None and tr.isatty() and not self.is_worker
         if not tty and not finished and now - self._progress_last < 10:
             return
         self._progress_last = now
@@ -274,8 +275,7 @@ def pasta(request: pytest.FixtureRequest) -> Any:
     spec = plugin.spec_for(request.node)
 
     def make(alpha: float = 10.0, **overrides: Any) -> Any:
-        return plugin.run.control(spec).with_alpha(alpha) if not overrides else \
-            type(plugin.run.control(spec))(**{**plugin.run.control(spec).__dict__, "alpha": alpha, **overrides})
+        return dataclasses.replace(plugin.run.control(spec), alpha=alpha, **overrides)
 
     return make
 

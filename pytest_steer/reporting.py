@@ -29,15 +29,6 @@ def rows_payload(plugin: Any) -> str:
     }, allow_nan=True)
 
 
-def _rows_from_dicts(dicts: list[dict[str, Any]]) -> list[ResultRow]:
-    out = []
-    for d in dicts:
-        d = dict(d)
-        d.pop("strength", None)
-        out.append(ResultRow(**d))
-    return out
-
-
 def gather(plugin: Any) -> tuple[list[ResultRow], dict[str, dict[str, Any]], dict[str, str]]:
     """All rows of the session, de-duplicated on (run, example, config, trial), with settings and details."""
     from .plugin import run_settings
@@ -50,7 +41,7 @@ def gather(plugin: Any) -> tuple[list[ResultRow], dict[str, dict[str, Any]], dic
         rows += run.all_rows()
         settings.update({s.key(): run_settings(run, s) for s in plugin.specs})
         meta = run.meta()
-    rows += _rows_from_dicts(plugin.worker_rows)
+    rows += [ResultRow.from_dict(d) for d in plugin.worker_rows]
     if plugin.worker_meta:
         meta = {k: v for k, v in plugin.worker_meta[0].items() if not k.startswith("_")}
         gen = sum(m["_generated"] for m in plugin.worker_meta)

@@ -55,6 +55,11 @@ class ResultRow:
     def __post_init__(self) -> None:
         self.strength = steering_strength(self.alpha)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResultRow":
+        """Rebuild a row from `dataclasses.asdict` output (JSON files, xdist payloads); strength is derived."""
+        return cls(**{k: v for k, v in d.items() if k != "strength"})
+
 
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
 
@@ -78,7 +83,5 @@ def read_jsonl(path: Path) -> list[ResultRow]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
-                d: dict[str, Any] = json.loads(line)
-                d.pop("strength", None)
-                out.append(ResultRow(**d))
+                out.append(ResultRow.from_dict(json.loads(line)))
     return out

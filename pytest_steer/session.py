@@ -126,10 +126,10 @@ class SteerRun:
         return self._scorers[("relevance",)]
 
     def batch_size(self, spec: RunSpec) -> int:
-        """"auto" starts large on CUDA and lets out-of-memory halving find the size; 16 suits 2 CPU cores."""
+        """"auto" starts large on CUDA and lets out-of-memory halving find the size; on CPU 32 (bench/README.md)."""
         if spec.batch_size != "auto":
             return int(spec.batch_size)
-        return 512 if self.model.device.type == "cuda" else 16
+        return 512 if self.model.device.type == "cuda" else 32
 
     def engine(self, spec: RunSpec) -> GenerationEngine:
         return GenerationEngine(self.model.model, self.model.tokenizer, self.control(spec), self.settings(spec),

@@ -149,3 +149,20 @@ def test_progress_reports_done_total_and_rate(embedded):
     eng.generate([_req(i, None, 0) for i in range(3)], on_progress=seen.append)
     assert [p.done for p in seen] == [2, 3] and seen[-1].total == 3
     assert seen[-1].tokens_per_s > 0 and math.isfinite(seen[0].eta_s)
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+@pytest.mark.parametrize("temperature", [0.2, 1.0, 3.0])
+def test_top_p_on_candidates_equals_the_full_sort(top_p, temperature):
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from pytest_steer.generation import TopPCandidates
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 5000, generator=g) * 4 / temperature
+    ids = torch.zeros(64, 1, dtype=torch.long)
+    expected = TopPLogitsWarper(top_p)(ids, scores.clone())
+    got = TopPCandidates(top_p, k=64)(ids, scores.clone())  # small k: some rows need the fallback
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    kept = ~torch.isinf(got)
+    assert torch.allclose(got[kept], scores[kept])

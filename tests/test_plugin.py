@@ -341,3 +341,18 @@ def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester:
     result = pytester.runpytest(*base[:7], "32", *base[8:], "--steer-compare", str(stored))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot compare with stored baseline*max_new_tokens: stored 16, now 32*"])
+
+
+def test_model_cases_and_pasta_fixtures(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytester.makepyfile('''
+        import pytest
+
+        @pytest.mark.steer(per_type=2, layers="0", scale_position="exclude")
+        def test_fixtures(steer_model, steer_cases, pasta):
+            assert steer_model.model.config.num_hidden_layers == 2
+            assert len(steer_cases) == 8 and all(c.steerable for c in steer_cases)
+            ctl = pasta(alpha=0.5)
+            assert ctl.alphas == [0.5] and ctl.scale_position == "exclude" and list(ctl.head_config) == [0]
+    ''')
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path))
+    result.assert_outcomes(passed=1)
