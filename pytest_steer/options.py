@@ -146,10 +146,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", str, "embedded", "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"),
     Option("split", str, "train", "dataset split for Hugging Face datasets"),
     Option("types", parse_types, SEED_TYPES, "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'"),
-    Option("per_type", parse_positive_int, 2, "cases sampled per instruction type"),
+    Option("per_type", parse_positive_int, 4, "cases sampled per instruction type"),
     Option("case_seed", int, 123, "seed of the balanced case sampling"),
-    Option("alphas", parse_alphas, (5.0, 20.0), "PASTA strengths to sweep, comma-separated (the baseline is always added)"),
-    Option("trials", parse_positive_int, 2, "sampled trials per config"),
+    Option("alphas", parse_alphas, (5.0, 10.0, 20.0), "PASTA strengths to sweep, comma-separated (the baseline is always added)"),
+    Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("layers", parse_layers, "middle", "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"),
     Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
@@ -185,10 +185,10 @@ class RunSpec:
     dataset: str = "embedded"
     split: str = "train"
     types: tuple[str, ...] = SEED_TYPES
-    per_type: int = 2
+    per_type: int = 4
     case_seed: int = 123
-    alphas: tuple[float, ...] = (5.0, 20.0)
-    trials: int = 2
+    alphas: tuple[float, ...] = (5.0, 10.0, 20.0)
+    trials: int = 3
     layers: Any = "middle"
     scale_position: str = "include"
     max_new_tokens: int = 96

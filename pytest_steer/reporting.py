@@ -62,7 +62,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
     summary = config_summary(df)
     intervals = config_intervals(df)
-    shared = [c for c in intervals.columns if c in summary.columns and c != "config"]
+    # config_summary already has each metric's mean and std over trials, under IFEval's names
+    shared = [c for c in intervals.columns
+              if (c in summary.columns and c != "config") or c.endswith(("_mean", "_std"))]
     return summary.merge(intervals.drop(columns=shared), on="config", how="left")
 
 

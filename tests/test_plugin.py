@@ -79,7 +79,7 @@ def _generated(path: Path) -> list:
 
 def test_options_have_their_own_help_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*pytest-steer: LLM steering evaluations*", "*--steer-alphas=ALPHAS*", "*default: 5.0,20.0*"])
+    result.stdout.fnmatch_lines(["*pytest-steer: LLM steering evaluations*", "*--steer-alphas=ALPHAS*", "*default: 5.0,10.0,20.0*"])
 
 
 def test_bad_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
