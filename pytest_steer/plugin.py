@@ -6,6 +6,7 @@ The work lives in `session.SteerRun`; this module only translates between pytest
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -135,13 +136,13 @@ class SteerPlugin:
         if not tty and not finished and now - self._progress_last < 10:
             return
         self._progress_last = now
-        if self.is_worker:
-            sys.__stderr__.write(f"[{self.config.workerinput['workerid']}] {line}\n")
-            sys.__stderr__.flush()
-            return
         capman = self.config.pluginmanager.get_plugin("capturemanager")
-        with capman.global_and_fixture_disabled() if capman else _nullcontext():
-            if tty:
+        # capture owns fds 1 and 2 while a test runs; xdist workers inherit the controller's stderr
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            if self.is_worker:
+                sys.__stderr__.write(f"[{self.config.workerinput['workerid']}] {line}\n")
+                sys.__stderr__.flush()
+            elif tty:
                 tr.write("\r" + line.ljust(78), flush=True)
                 if finished:
                     tr.write("\n")
@@ -153,14 +154,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 _PLUGIN = pytest.StashKey[SteerPlugin]()

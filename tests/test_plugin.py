@@ -94,6 +94,7 @@ def test_end_to_end_small_grid(pytester: pytest.Pytester, tiny_model_dir: Path, 
     result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "-v", "--junitxml=junit.xml"))
     result.assert_outcomes(passed=13)
     result.stdout.fnmatch_lines([
+        "steer: generated 12/12 rows, * tokens/s, ETA 0s",  # plain progress lines: stdout is not a TTY here
         "*test_gate?baseline-trial0? PASSED*", "*test_gate?alpha5-trial0? PASSED*", "*test_gate?alpha20-trial1? PASSED*",
         "*pytest-steer*", "baseline *2*", "alpha20 *2*", "recommended: *",
     ])
@@ -188,8 +189,9 @@ def test_marker_sets_the_grid_and_command_line_wins(pytester: pytest.Pytester, t
 def test_k_selects_a_slice(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
     pytester.makeconftest(INNER_CONFTEST)
     pytester.makepyfile(test_evals=TESTS)
-    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "-k", "test_gate and alpha20"))
+    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "-k", "test_gate and alpha20", "-q"))
     result.assert_outcomes(passed=2)
+    assert "steer: generated" not in result.stdout.str()  # -q keeps progress quiet
     # a trial's unit is generated whole (baseline + every alpha), so its rows pair up
     assert len(_generated(pytester.path)) == 24
 
