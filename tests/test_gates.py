@@ -5,46 +5,18 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats as sps
 
 from pytest_steer.gates import assert_at_least, assert_better, assert_not_worse
-from pytest_steer.results import BASELINE, ResultRow, to_frame
+from pytest_steer.results import BASELINE
 from pytest_steer.stats import bootstrap_interval, wilson_interval
+
+from .factories import make_frame
 
 N_EXAMPLES, N_TRIALS = 48, 5
 
 
-def make_frame(follow: dict[str, np.ndarray], quality: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """A results table: `follow[config]` is an (examples, trials) bool array, `quality` alike floats."""
-    rows = []
-    for config, f in follow.items():
-        alpha = None if config == BASELINE else float(config.removeprefix("alpha"))
-        q = np.zeros(f.shape) if quality is None else quality[config]
-        for e, t in np.ndindex(f.shape):
-            ok = bool(f[e, t])
-            rows.append(
-                ResultRow(
-                    key=f"case{e:03d}",
-                    instruction_id_list=["punctuation:no_comma"],
-                    config=config,
-                    alpha=alpha,
-                    trial=t,
-                    seed=1000 * e + t,
-                    prompt="Write without commas.",
-                    response="ok",
-                    n_tokens=2,
-                    finish_reason="stop",
-                    follow_all=ok,
-                    follow_list=[ok],
-                    loose_follow_all=ok,
-                    loose_follow_list=[ok],
-                    quality=float(q[e, t]),
-                    quality_name="fluency",
-                )
-            )
-    return to_frame(rows)
 
 
 def follow_with(n_pass: int) -> np.ndarray:
