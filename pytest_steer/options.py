@@ -161,6 +161,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("quality", str, "fluency", "quality scorer: 'fluency' (offline) or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2"),
     Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorer"),
     Option("reward_max_length", parse_positive_int, 1024, "max tokens of a (prompt, response) pair for reward models"),
+    Option("reward_tf32", parse_bool, False, "TF32 matmuls for the reward model on CUDA (faster; scores drift slightly from fp32)", flag=True),
     Option("relevance", parse_bool, False, "also score prompt/response relevance with MiniLM embeddings", flag=True),
     Option("batch_size", parse_batch_size, "auto", "generation batch size, or auto (32 on CPU, 512 on CUDA); halved automatically on out-of-memory"),
     Option("on_missing", parse_choice("error", "warn"), "error", "instruction text not found in its prompt: error, or warn and run the row unsteered"),
@@ -200,6 +201,7 @@ class RunSpec:
     quality: str = "fluency"
     quality_batch_size: int = 8
     reward_max_length: int = 1024
+    reward_tf32: bool = False
     relevance: bool = False
     batch_size: int | str = "auto"
     on_missing: str = "error"

@@ -110,11 +110,11 @@ class SteerRun:
     def scorer(self, spec: RunSpec) -> Any:
         from .metrics.quality import make_quality_scorer
 
-        k = (spec.quality, spec.quality_batch_size, spec.reward_max_length)
+        k = (spec.quality, spec.quality_batch_size, spec.reward_max_length, spec.reward_tf32)
         if k not in self._scorers:
             opts: dict[str, Any] = {"batch_size": spec.quality_batch_size}
             if spec.quality not in ("fluency", "", None):
-                opts["max_length"] = spec.reward_max_length
+                opts.update(max_length=spec.reward_max_length, tf32=spec.reward_tf32)
             self._scorers[k] = make_quality_scorer(spec.quality, self.model, **opts)
         return self._scorers[k]
 
@@ -237,7 +237,8 @@ class SteerRun:
         scorer = self.scorer(spec)
         identity = self.model.identity if scorer.name == "fluency" else scorer.name
         qual = self._cached_scores(
-            scorer.name, scorer, identity, {"batch_size": spec.quality_batch_size, "max_length": spec.reward_max_length},
+            scorer.name, scorer, identity,
+            {"batch_size": spec.quality_batch_size, "max_length": spec.reward_max_length, "tf32": spec.reward_tf32},
             gen_hashes, lambda idx: scorer.score([prompts[i] for i in idx], [texts[i] for i in idx]).values,
         )
         rel: list[float | None] = [None] * len(gens)
