@@ -174,7 +174,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PLUGIN] = plugin
     # pytest-html reads htmlpath in its own pytest_configure, which runs after this one
     if plugin.global_settings["html"] and not getattr(config.option, "htmlpath", None) and not plugin.is_worker \
-            and hasattr(config.option, "htmlpath"):
+            and hasattr(config.option, "htmlpath") and not config.option.collectonly:
         config.option.htmlpath = str(plugin.report_dir / "report.html")
         config.option.self_contained_html = True
     if plugin.global_settings["compare"]:
