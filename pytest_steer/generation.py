@@ -296,6 +296,9 @@ class GenerationEngine:
         config = GenerationConfig(
             max_new_tokens=self.settings.max_new_tokens,
             do_sample=False,  # sampling happens in GumbelSampler, per row
+            # greedy no-op values, so the model's sampling defaults aren't merged in (and warned about);
+            # our own warpers above apply the resolved temperature/top-p/top-k
+            temperature=1.0, top_p=1.0, top_k=50,
             eos_token_id=eos or None,
             pad_token_id=self.tokenizer.pad_token_id,
             cache_implementation="static" if self.settings.static_cache else None,
