@@ -218,8 +218,10 @@ class GenerationEngine:
         if self.control is not None:
             self.control.with_alpha([r.alpha or 1.0 for r in steered] or 1.0)
             self.control.validate(self.model)
-        for r in steered:  # raises for substrings not in their prompt (or warns with on_missing="warn")
-            highlight_batch(self.tokenizer, [r.prompt], [r.instructions], keys=[r.key], on_missing=self.on_missing)
+        # raises for substrings not in their prompt (or warns with on_missing="warn"); each case once,
+        # not once per alpha and trial
+        for key, prompt, instructions in dict.fromkeys((r.key, r.prompt, r.instructions) for r in steered):
+            highlight_batch(self.tokenizer, [prompt], [instructions], keys=[key], on_missing=self.on_missing)
 
     def generate(
         self,

