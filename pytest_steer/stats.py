@@ -244,23 +244,23 @@ def non_inferiority(
     control: Sequence[float] | np.ndarray,
     margin: float,
     *,
-    alpha: float = 0.05,
+    confidence: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     cluster: Sequence | np.ndarray | None = None,
 ) -> NonInferiority:
-    """One-sided non-inferiority test at level `alpha`: is treated worse by less than `margin`?
+    """Non-inferiority: is treated worse than control by less than `margin`?
 
-    Passes when the lower bound of the two-sided (1 - 2*alpha) paired bootstrap CI of
-    mean(treated - control) is > -margin, the usual equivalence of a one-sided test at alpha with
-    a (1 - 2*alpha) interval (alpha=0.05 -> 90% CI; the 95%-CI convention is alpha=0.025).
+    Passes when the lower bound of the two-sided `confidence` paired bootstrap CI of
+    mean(treated - control) is > -margin: a one-sided test at (1 - confidence) / 2 (2.5% by
+    default). This is the project's one convention, shared with `gates.assert_not_worse`.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if not 0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     diff = paired_bootstrap_diff(
-        treated, control, n_resamples=n_resamples, confidence=1 - 2 * alpha, seed=seed, cluster=cluster
+        treated, control, n_resamples=n_resamples, confidence=confidence, seed=seed, cluster=cluster
     )
     return NonInferiority(diff, float(margin))
 

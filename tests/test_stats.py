@@ -144,14 +144,36 @@ def test_non_inferiority_uses_the_one_sided_interval() -> None:
     rng = np.random.default_rng(3)
     control = rng.normal(0.5, 0.1, size=200)
     treated = control - 0.02 + rng.normal(0, 0.01, size=200)
-    ok = non_inferiority(treated, control, margin=0.05, alpha=0.05)
-    assert ok.diff.confidence == pytest.approx(0.90)  # alpha = 0.05 one-sided <-> 90% two-sided
+    ok = non_inferiority(treated, control, margin=0.05)
+    assert ok.diff.confidence == pytest.approx(0.95)  # one convention: two-sided 95%, one-sided 2.5%
     assert ok.passed and ok.diff.low > -0.05
     bad = non_inferiority(treated, control, margin=0.01)
     assert not bad.passed
     assert "required lower bound > -0.010" in str(bad)
     with pytest.raises(ValueError):
         non_inferiority(treated, control, margin=-0.1)
+
+
+def test_non_inferiority_and_the_gate_share_one_convention() -> None:
+    """stats.non_inferiority and gates.assert_not_worse read the same interval on the same pairs."""
+    from pytest_steer.gates import assert_not_worse
+    from tests.factories import make_frame
+
+    rng = np.random.default_rng(5)
+    base_q = rng.normal(0.0, 1.0, size=(30, 3))
+    frame = make_frame({"baseline": np.ones((30, 3), bool), "alpha5": np.ones((30, 3), bool)},
+                       {"baseline": base_q, "alpha5": base_q - 0.1 + rng.normal(0, 0.2, size=(30, 3))})
+    b = frame[frame["config"] == "baseline"].sort_values(["key", "trial"])
+    t = frame[frame["config"] == "alpha5"].sort_values(["key", "trial"])
+    ni = non_inferiority(t["quality"].to_numpy(float), b["quality"].to_numpy(float), margin=0.3,
+                         cluster=t["key"].to_numpy())
+    comp = assert_not_worse(frame, "alpha5", "quality", margin=0.3)
+    assert (comp.diff.low, comp.diff.high, comp.diff.confidence) == pytest.approx((ni.diff.low, ni.diff.high, 0.95))
+    margin = -ni.diff.low - 1e-6  # just inside the bound: both must fail
+    assert not non_inferiority(t["quality"].to_numpy(float), b["quality"].to_numpy(float), margin=margin,
+                               cluster=t["key"].to_numpy()).passed
+    with pytest.raises(AssertionError):
+        assert_not_worse(frame, "alpha5", "quality", margin=margin)
 
 
 # --- Wilson and t ------------------------------------------------------------------------------
