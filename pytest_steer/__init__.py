@@ -1,4 +1,4 @@
-"""pytest-steer: LLM steering evaluations (PASTA on IFEval) as pytest tests.
+"""pytest-steer: LLM steering evaluations (PASTA, activation steering, prompting; IFEval or your task) as pytest tests.
 
 Heavy modules (torch, transformers) load on first use, so that `pytest` stays fast in projects
 that have the plugin installed but don't run steering tests.
@@ -12,10 +12,28 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PASTA": "steering",
-    "SteeringControl": "steering",
-    "SteeringError": "steering",
-    "highlight_batch": "steering",
+    "PASTA": "methods.pasta",
+    "ActivationSteering": "methods.actadd",
+    "PromptEmphasis": "methods.prompt",
+    "SteeringMethod": "methods.base",
+    "SteeringError": "methods.base",
+    "Config": "methods.base",
+    "PrepareContext": "methods.base",
+    "user_turn": "methods.base",
+    "register_method": "methods",
+    "Task": "tasks",
+    "CaseSplit": "tasks",
+    "register_task": "tasks",
+    "Case": "cases",
+    "CaseSet": "cases",
+    "Metric": "scores",
+    "Sample": "scores",
+    "Score": "scores",
+    "Scorer": "scores",
+    "scorer": "scores",
+    "RunSpec": "options",
+    "SteerRun": "session",
+    "ModelSettings": "session",
     "load_model": "models",
     "LoadedModel": "models",
     "ModelLoadError": "models",

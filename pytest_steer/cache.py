@@ -5,6 +5,9 @@ Each record is one JSON file named by the sha256 of its key's canonical JSON, un
 fsync, `os.replace`), so a crash or two pytest-xdist workers writing the same record never leave a
 partial file behind. A record that fails its checks on read is reported, deleted and treated as a
 miss, so the caller regenerates it instead of using bad data. Only JSON is ever read or written.
+The cache only saves time: a directory that cannot be read or written costs a warning, never a run.
+
+This is a leaf module (records and keys only): the engine turns its objects into records itself.
 
 Keys name everything that determines a result: a wrong hit silently reuses a stale response,
 while a needless miss only costs time, so when in doubt a field goes into the key.
@@ -12,6 +15,7 @@ while a needless miss only costs time, so when in doubt a field goes into the ke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -21,16 +25,15 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
-
-if TYPE_CHECKING:
-    from .generation import Generation, GenerationRequest
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+CACHE_ENV = "PYTEST_STEER_CACHE"
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RECORD_FIELDS = {"format", "key", "value", "checksum"}
 _FINGERPRINT_ATTR = "_pytest_steer_fingerprint"
@@ -70,12 +73,13 @@ def _normalised(key: Mapping[str, Any]) -> Any:
 
 @dataclass
 class CacheStats:
-    """Lookup counters of one ResultCache; a corrupt record counts as corrupt and as a miss."""
+    """Counters of one ResultCache; a corrupt or unreadable record counts as a miss too."""
 
     hits: int = 0
     misses: int = 0
     writes: int = 0
     corrupt: int = 0
+    unwritable: int = 0  # puts that failed (read-only directory, disk full, ...): the result was not stored
 
     @property
     def hit_rate(self) -> float:
@@ -87,6 +91,8 @@ class ResultCache:
     """JSON records addressed by the hash of their key, grouped by `kind` ("generation", "score-fluency").
 
     With `enabled=False` every get is a miss and put does nothing, so callers need no second code path.
+    The cache only saves time, so a disk that refuses it never fails a run: a failed put or get logs
+    one warning per cache and is counted, and the run goes on uncached.
     """
 
     def __init__(self, root: Path, *, enabled: bool = True) -> None:
@@ -94,6 +100,7 @@ class ResultCache:
         self.enabled = enabled
         self.stats = CacheStats()
         self._reported: set[Path] = set()
+        self._warned: set[str] = set()
 
     def path(self, kind: str, key: Mapping[str, Any]) -> Path:
         """Where the record for `key` lives (whether or not it exists)."""
@@ -101,7 +108,7 @@ class ResultCache:
         return _kind_dir(self.root, kind) / h[:2] / f"{h}.json"
 
     def get(self, kind: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The stored value for `key`, or None (missing, disabled, or corrupt and now deleted)."""
+        """The stored value for `key`, or None (missing, disabled, unreadable, or corrupt and now deleted)."""
         if not self.enabled:
             self.stats.misses += 1
             return None
@@ -113,6 +120,10 @@ class ResultCache:
         except FileNotFoundError:
             self.stats.misses += 1
             return None
+        except OSError as exc:
+            self.stats.misses += 1
+            self._warn_once("read", f"cannot read {path} ({_reason(exc)}); treating it as a miss")
+            return None
         value, problem = _check_record(raw, _normalised(key))
         if problem is not None:
             self._discard(path, identity, problem)
@@ -122,7 +133,10 @@ class ResultCache:
         return value
 
     def put(self, kind: str, key: Mapping[str, Any], value: Mapping[str, Any]) -> None:
-        """Store `value` under `key` atomically; the last of concurrent writers of one record wins whole."""
+        """Store `value` under `key` atomically; the last of concurrent writers of one record wins whole.
+
+        A value that is not JSON data raises (a bug in the caller); a disk that refuses the write does not.
+        """
         if not self.enabled:
             return
         if not isinstance(value, Mapping):
@@ -132,28 +146,47 @@ class ResultCache:
                   "checksum": _sha256(canonical_json(value, allow_nan=True))}
         data = (canonical_json(record, allow_nan=True) + "\n").encode("utf-8")
         path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            _replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            _write_atomically(path, data)
+        except OSError as exc:
+            self.stats.unwritable += 1
+            self._warn_once("write", f"cannot write to {self.root} ({_reason(exc)}); "
+                                     "results are not cached, the run goes on")
+            return
         self.stats.writes += 1
 
+    def check_writable(self) -> str | None:
+        """Why records cannot be stored here, or None; tries a real file, for a warning at start-up."""
+        if not self.enabled:
+            return None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root) as fh:
+                fh.write(b"x")
+                fh.flush()
+        except OSError as exc:
+            return f"pytest-steer cache {self.root} is not writable ({_reason(exc)}); results will not be cached"
+        return None
+
     def clear(self, kind: str | None = None) -> None:
-        """Delete every record (and stray temp file) of one kind, or of all kinds."""
-        targets = [_kind_dir(self.root, kind)] if kind is not None else (
-            [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else [])
-        for target in targets:
-            try:
-                shutil.rmtree(target)
-            except FileNotFoundError:  # already gone, e.g. another worker cleared it
-                pass
+        """Delete every record (and stray temp file) of one kind, or of all kinds.
+
+        When that fails the cache is disabled for this run, so no record meant to be gone is reused.
+        """
+        try:
+            targets = [_kind_dir(self.root, kind)] if kind is not None else (
+                [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else [])
+            for target in targets:
+                with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
+                    shutil.rmtree(target)
+        except OSError as exc:
+            self.enabled = False
+            self._warn_once("clear", f"cannot clear {self.root} ({_reason(exc)}); the cache is off for this run")
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("pytest-steer cache: %s", message)
 
     def _discard(self, path: Path, identity: tuple[int, ...], problem: str) -> None:
         """Delete a bad record, unless a concurrent writer has already replaced it with a new file."""
@@ -171,6 +204,26 @@ class ResultCache:
         if path not in self._reported:
             self._reported.add(path)
             log.warning("pytest-steer cache: corrupt record %s: %s; %s", path, problem, outcome)
+
+
+def _reason(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a temp file in the record's directory, fsync it, and rename it over the record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _kind_dir(root: Path, kind: str) -> Path:
@@ -213,10 +266,19 @@ def _check_record(raw: bytes, key: Any) -> tuple[dict[str, Any] | None, str | No
     return value, None
 
 
-def default_cache_dir() -> Path:
-    """The results cache inside pytest-steer's user cache (see `models.cache_root`)."""
-    from .models import cache_root
+def cache_root() -> Path:
+    """Where pytest-steer keeps converted models and results.
 
+    `$PYTEST_STEER_CACHE` wins, then `$XDG_CACHE_HOME/pytest-steer`, then `~/.cache/pytest-steer`.
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pytest-steer"
+
+
+def default_cache_dir() -> Path:
+    """The results cache inside pytest-steer's user cache."""
     return cache_root() / "results"
 
 
@@ -240,8 +302,8 @@ def generation_key(
     model_identity: str,
     tokenizer_fingerprint: str,
     case_hash: str,
-    steering: Mapping[str, Any] | None,
-    alpha: float | None,
+    method_identity: Mapping[str, Any] | None,
+    value: float | str | None,
     settings: Mapping[str, Any],
     trial: int,
     seed: int,
@@ -251,19 +313,22 @@ def generation_key(
 ) -> dict[str, Any]:
     """Everything that determines one generated text.
 
-    `steering` (e.g. `PASTA.describe()`) enters only steered rows (alpha not None): a baseline row is
-    the same whatever the steering config, so changing the layers must not regenerate it.
+    `method_identity` is the steering method's name under "method" plus its `identity()` (layers, fitted
+    vectors' hash, ...); it enters only steered rows (value not None): a baseline row is the same whatever
+    method is swept, so changing the method's settings must not regenerate it. Numbers are keyed as
+    floats (4 and 4.0 steer alike), text values (a prompt variant) as they are.
     `settings` should be the resolved GenerationSettings as a dict, `seed` the row's seed (`row_seed`),
     `attn_implementation` the kernel the model was loaded with ("sdpa", "eager").
     """
-    if alpha is not None and steering is None:
-        raise ValueError("a steered row (alpha is not None) needs its steering config in the key")
+    if value is not None and (method_identity is None or "method" not in method_identity):
+        raise ValueError("a steered row (value is not None) needs its method identity, with the method's name "
+                         "under 'method', in the key")
     return {
         "model": model_identity,
         "tokenizer": tokenizer_fingerprint,
         "case": case_hash,
-        "steering": None if alpha is None else dict(steering or {}),
-        "alpha": None if alpha is None else float(alpha),
+        "method": None if value is None else dict(method_identity or {}),
+        "value": _key_value(value),
         "settings": dict(settings),
         "trial": int(trial),
         "seed": int(seed),
@@ -274,13 +339,32 @@ def generation_key(
     }
 
 
-def score_key(*, scorer: str, scorer_identity: str, generation_key_hash: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Key of a score: scores live apart from generations, so changing the scorer does not regenerate."""
+def _key_value(value: float | str | None) -> float | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"a steering value must be a number or text, got {value!r}")
+    return float(value)
+
+
+def score_key(
+    *,
+    scorer: str,
+    scorer_identity: str,
+    generation_key_hash: str,
+    options: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Key of a score: scores live apart from generations, so changing the scorer does not regenerate.
+
+    `extra` holds whatever else the score depends on, e.g. the baseline row's length for a length ratio.
+    """
     return {
         "scorer": scorer,
         "scorer_identity": scorer_identity,
         "generation": generation_key_hash,
         "options": dict(options),
+        "extra": dict(extra or {}),
         "versions": numerics_versions(),
     }
 
@@ -312,25 +396,3 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         "special_tokens": getattr(tokenizer, "special_tokens_map", {}),
         "clean_up_tokenization_spaces": getattr(tokenizer, "clean_up_tokenization_spaces", None),
     }))
-
-
-# ---------------------------------------------------------------------------------------------
-# Generation <-> record
-
-
-def generation_to_record(g: Generation) -> dict[str, Any]:
-    """The cacheable part of a Generation; the request is rebuilt by the caller, whose key found it."""
-    return {"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason, "seed": g.seed}
-
-
-def generation_from_record(request: GenerationRequest, record: Mapping[str, Any]) -> Generation:
-    """Rebuild a Generation for `request` from a record written by `generation_to_record`."""
-    from .generation import Generation
-
-    try:
-        text, n_tokens, finish, seed = record["text"], record["n_tokens"], record["finish_reason"], record["seed"]
-    except KeyError as exc:
-        raise ValueError(f"not a generation record: missing {exc.args[0]!r}") from None
-    if not (isinstance(text, str) and type(n_tokens) is int and finish in ("stop", "length") and type(seed) is int):
-        raise ValueError(f"not a generation record: {dict(record)!r:.200}")
-    return Generation(request, text, n_tokens, finish, seed)

@@ -1,30 +1,31 @@
-"""The result object a test receives: aggregate metrics as attributes, records, a DataFrame view,
-the paired baseline, and statistical gates.
+"""The result object a test receives: every declared metric as an attribute, records, a DataFrame
+view, the paired baseline, and statistical gates that work on every metric.
 
 Metrics are `MetricValue`s: floats that remember their name, config and baseline, so a plain
-`assert result.strict_prompt_accuracy >= 0.5` can explain itself when it fails.
+`assert result.strict_prompt_accuracy >= 0.5` can explain itself when it fails. All numbers come
+from `reduce`, the same reducer the report uses.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from . import gates
+from . import gates, reduce
+from .methods.base import Config
+from .reduce import Comparison
 from .results import BASELINE, ResultRow, to_frame
+from .scores import Metric
+from .stats import Interval
 
-#: metric name -> column of the results table that the statistical gates test
-GATE_COLUMNS = {
-    "strict_prompt_accuracy": "follow_all",
-    "loose_prompt_accuracy": "loose_follow_all",
-    "quality": "quality",
-    "mean_reward": "quality",
-    "fluency": "quality",
-}
+#: older attribute names that still mean something -> the metric they read
+ALIASES = {"mean_reward": "reward"}
+_OWN = frozenset({"config", "trial", "rows", "metrics", "baseline", "primary"})
 
 
 class MetricValue(float):
@@ -35,41 +36,64 @@ class MetricValue(float):
     trial: int | None
     n: int
     baseline: float | None
+    direction: int
 
     def __new__(cls, value: float, *, name: str, config: str, trial: int | None, n: int,
-                baseline: float | None = None) -> "MetricValue":
+                baseline: float | None = None, direction: int = 1) -> MetricValue:
         obj = super().__new__(cls, value)
-        obj.name, obj.config, obj.trial, obj.n, obj.baseline = name, config, trial, n, baseline
+        obj.name, obj.config, obj.trial, obj.n = name, config, trial, n
+        obj.baseline, obj.direction = baseline, direction
         return obj
 
     def describe(self) -> str:
         where = f"{self.config}, trial {self.trial}" if self.trial is not None else f"{self.config}, all trials"
         base = "" if self.baseline is None else f"; baseline {self.baseline:.4g}"
-        return f"{self.name} = {float(self):.4g} ({where}, n={self.n}{base})"
-
-
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+        better = {1: "; higher is better", -1: "; lower is better"}.get(self.direction, "")
+        return f"{self.name} = {float(self):.4g} ({where}, n={self.n}{base}{better})"
 
 
 @dataclass
 class EvalResult:
-    """Scored responses of one steering config: one trial, or all trials pooled (trial=None)."""
+    """Scored responses of one config: one trial, or all trials pooled (trial=None).
 
-    config: str
-    alpha: float | None
+    `metrics` are the task's declared metrics (every one becomes an attribute), `primary` the name of
+    the task's headline metric (the first metric if not given), `baseline` the unsteered result of
+    the same cases and trials, for the paired gates.
+    """
+
+    config: Config | str
     trial: int | None
     rows: list[ResultRow]
-    baseline: "EvalResult | None" = field(default=None, repr=False)
+    metrics: Sequence[Metric]
+    baseline: EvalResult | None = field(default=None, repr=False)
+    primary: str | None = None
+
+    def __post_init__(self) -> None:
+        self.metrics = list(self.metrics)
+        if not self.metrics:
+            raise ValueError("EvalResult needs at least one declared metric")
+        if self.primary is None:
+            self.primary = self.metrics[0].name
+
+    @property
+    def label(self) -> str:
+        return self.config.label if isinstance(self.config, Config) else str(self.config)
+
+    @property
+    def method(self) -> str:
+        if isinstance(self.config, Config):
+            return self.config.method
+        return self.rows[0].method if self.rows else (BASELINE if self.label == BASELINE else "")
+
+    @property
+    def value(self) -> float | str | None:
+        if isinstance(self.config, Config):
+            return self.config.value
+        return self.rows[0].value if self.rows else None
 
     @property
     def is_baseline(self) -> bool:
-        return self.config == BASELINE
-
-    @property
-    def quality_name(self) -> str:
-        return self.rows[0].quality_name if self.rows else "quality"
+        return self.config.is_baseline if isinstance(self.config, Config) else self.label == BASELINE
 
     @property
     def records(self) -> list[ResultRow]:
@@ -77,93 +101,97 @@ class EvalResult:
 
     @cached_property
     def frame(self) -> pd.DataFrame:
-        """One row per (example, trial) with prompt, response, per-instruction results and scores."""
-        return to_frame(self.rows)
-
-    def _raw(self) -> dict[str, float]:
-        rows = self.rows
-        strict = [f for r in rows for f in r.follow_list]
-        loose = [f for r in rows for f in r.loose_follow_list]
-        out = {
-            "strict_prompt_accuracy": _mean([float(r.follow_all) for r in rows]),
-            "strict_instruction_accuracy": _mean([float(f) for f in strict]),
-            "loose_prompt_accuracy": _mean([float(r.loose_follow_all) for r in rows]),
-            "loose_instruction_accuracy": _mean([float(f) for f in loose]),
-            "quality": _mean([r.quality for r in rows]),
-        }
-        if any(r.relevance is not None for r in rows):
-            out["relevance"] = _mean([r.relevance for r in rows if r.relevance is not None])
-        return out
+        """One row per (case, trial): prompt, response, tags, details and one column per metric."""
+        return to_frame(self.rows, [m.name for m in self.metrics])
 
     @cached_property
-    def metrics(self) -> dict[str, MetricValue]:
-        """Every aggregate metric by name; the quality score is also under its own name (fluency / mean_reward)."""
-        raw = self._raw()
-        base = self.baseline._raw() if self.baseline is not None else {}
-        if self.quality_name.startswith("reward"):
-            raw["mean_reward"] = raw["quality"]
-            base.setdefault("mean_reward", base.get("quality", math.nan))
-        elif self.quality_name == "fluency":
-            raw["fluency"] = raw["quality"]
-            base.setdefault("fluency", base.get("quality", math.nan))
+    def by_name(self) -> dict[str, Metric]:
+        return {m.name: m for m in self.metrics}
+
+    def metric(self, name: str) -> Metric:
+        """The declared metric called `name` (or an alias); KeyError lists what there is."""
+        if name not in self.by_name and ALIASES.get(name) in self.by_name:
+            name = ALIASES[name]
+        if name not in self.by_name:
+            raise KeyError(f"{self.label} has no metric {name!r}; available: {', '.join(self.by_name)}")
+        return self.by_name[name]
+
+    @cached_property
+    def metric_values(self) -> dict[str, MetricValue]:
+        """Every declared metric's mean over these rows, with the baseline's alongside."""
+        mine = reduce.means(self.frame, self.metrics)
+        base = reduce.means(self.baseline.frame, self.metrics) if self.baseline is not None else {}
         return {
-            k: MetricValue(v, name=k, config=self.config, trial=self.trial, n=len(self.rows), baseline=base.get(k))
-            for k, v in raw.items()
+            m.name: MetricValue(mine[m.name], name=m.name, config=self.label, trial=self.trial, n=len(self.rows),
+                                baseline=base.get(m.name), direction=m.direction)
+            for m in self.metrics
         }
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("rows", "baseline", "config"):
+        if name.startswith("_") or name in _OWN:
             raise AttributeError(name)
-        metrics = self.metrics
-        if name in metrics:
-            return metrics[name]
-        raise AttributeError(f"EvalResult has no metric {name!r}; available: {', '.join(sorted(metrics))}")
+        try:
+            return self.metric_values[self.metric(name).name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
 
     @property
     def per_type(self) -> dict[str, float]:
-        """Strict follow rate by instruction type."""
-        seen: dict[str, list[bool]] = {}
-        for r in self.rows:
-            for iid, ok in zip(r.instruction_id_list, r.follow_list):
-                seen.setdefault(iid, []).append(ok)
-        return {k: sum(v) / len(v) for k, v in sorted(seen.items())}
+        """Rate per tag (IFEval: instruction type) of the first per_tag metric, else of the primary metric."""
+        metric = next((m for m in self.metrics if m.per_tag), self.metric(str(self.primary)))
+        table = reduce.by_tag(self.frame, metric)
+        if table.empty or self.label not in table.columns:
+            return {}
+        return {str(t): float(v) for t, v in table[self.label].dropna().items()}
 
     def properties(self) -> list[tuple[str, float | int | str]]:
-        """Primitive (name, value) pairs for `record_property` (JUnit XML) and the HTML table."""
+        """Primitive (name, value) pairs for `record_property` (JUnit XML; xdist sends only primitives)."""
+        value = self.value
         props: list[tuple[str, float | int | str]] = [
-            ("steer_config", self.config),
-            ("steer_alpha", "" if self.alpha is None else float(self.alpha)),
+            ("steer_config", self.label),
+            ("steer_method", self.method),
+            ("steer_value", "" if value is None else value if isinstance(value, str) else float(value)),
+            ("steer_trial", "" if self.trial is None else int(self.trial)),
             ("steer_n", len(self.rows)),
-            ("steer_quality_name", self.quality_name),
+            ("steer_primary", str(self.primary)),
         ]
-        if self.trial is not None:
-            props.append(("steer_trial", int(self.trial)))
-        props += [(k, round(float(v), 6)) for k, v in self.metrics.items()]
-        props += [(f"follow_rate[{k}]", round(v, 6)) for k, v in self.per_type.items()]
+        props += [(k, _rounded(v)) for k, v in self.metric_values.items()]
+        props += [(f"follow_rate[{k}]", _rounded(v)) for k, v in self.per_type.items()]
         return props
 
     # -- statistical gates (see pytest_steer.gates for when to use which) ------------------------
 
-    def _column(self, metric: str) -> str:
-        if metric not in GATE_COLUMNS:
-            raise ValueError(f"no statistical gate for {metric!r}; use one of {', '.join(GATE_COLUMNS)}")
-        return GATE_COLUMNS[metric]
-
-    def _paired_frame(self) -> pd.DataFrame:
+    def _paired(self) -> tuple[pd.DataFrame, str]:
+        """This result's rows with its baseline's, and the baseline's label."""
         if self.baseline is None:
-            raise ValueError(f"{self.config} has no baseline to compare with")
-        return pd.concat([self.frame, self.baseline.frame], ignore_index=True)
+            raise ValueError(f"{self.label} has no baseline to compare with")
+        return pd.concat([self.frame, self.baseline.frame], ignore_index=True), self.baseline.label
 
-    def assert_at_least(self, metric: str, threshold: float, *, confidence: float = 0.95) -> Any:
+    def assert_at_least(self, metric: str, threshold: float, *, confidence: float = 0.95) -> Interval:
         """Pass when the lower confidence bound of `metric` is >= threshold."""
-        return gates.assert_at_least(self.frame, self._column(metric), threshold, confidence=confidence)
+        return gates.assert_at_least(self.frame, self.metric(metric), threshold, confidence=confidence)
 
-    def assert_not_worse(self, metric: str, margin: float, *, confidence: float = 0.95) -> Any:
-        """Non-inferiority against the paired baseline: the CI of (this - baseline) stays above -margin."""
+    def assert_at_most(self, metric: str, threshold: float, *, confidence: float = 0.95) -> Interval:
+        """Pass when the upper confidence bound of `metric` is <= threshold (e.g. repetition)."""
+        return gates.assert_at_most(self.frame, self.metric(metric), threshold, confidence=confidence)
+
+    def assert_not_worse(self, metric: str, margin: float, *, confidence: float = 0.95) -> Comparison | None:
+        """Non-inferiority against the paired baseline in the metric's good direction; the baseline
+        itself passes trivially (returns None)."""
+        m = self.metric(metric)
         if self.is_baseline:
             return None
-        return gates.assert_not_worse(self._paired_frame(), self.config, self._column(metric), margin, confidence=confidence)
+        frame, baseline = self._paired()
+        return gates.assert_not_worse(frame, self.label, m, margin, baseline=baseline, confidence=confidence)
 
-    def assert_better(self, metric: str, *, level: float = 0.05) -> Any:
-        """A significant improvement over the paired baseline (exact McNemar / bootstrap)."""
-        return gates.assert_better(self._paired_frame(), self.config, self._column(metric), level=level)
+    def assert_better(self, metric: str, *, level: float = 0.05) -> Comparison:
+        """A significant change in the metric's good direction over the paired baseline."""
+        m = self.metric(metric)
+        if self.is_baseline:
+            raise ValueError("the baseline cannot be better than itself; call assert_better on a steered result")
+        frame, baseline = self._paired()
+        return gates.assert_better(frame, self.label, m, baseline=baseline, level=level)
+
+
+def _rounded(v: float) -> float:
+    return float(v) if math.isnan(v) else round(float(v), 6)

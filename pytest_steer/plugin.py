@@ -1,26 +1,34 @@
 """pytest glue: options, marker, fixtures, parametrization, xdist and pytest-html hooks.
 
-The work lives in `session.SteerRun`; this module only translates between pytest and it.
+The work lives in `session.SteerRun` and `reporting`; this module only translates between pytest
+and them. It costs nothing where no steering test is collected: nothing heavier than `options` is
+imported, and nothing is written, until a collected item uses a steering fixture or the marker.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import OPTIONS, OPTIONS_BY_NAME, RunSpec, resolve, spec_from
+from .options import BUILTIN_QUALITY, OPTIONS, OPTIONS_BY_NAME, MarkerError, RunSpec, resolve, spec_from
 
-GRID_FIXTURES = {"alpha", "trial", "steer_result", "steer_baseline"}
+if TYPE_CHECKING:
+    from .evaluation import EvalResult
+    from .methods import Config
+    from .session import SteerRun
+
+GRID_FIXTURES = {"steer_config", "alpha", "trial", "steer_result", "steer_baseline"}
+STEER_FIXTURES = {"steer_eval", "steer_cases", "pasta", "steer_model"}
 WORKER_KEY = "pytest_steer_rows"
 
 
@@ -29,12 +37,12 @@ class SteerPoint:
     """One parametrized grid point of one test."""
 
     spec: RunSpec
-    alpha: float | None
+    config: Config
     trial: int
 
     @property
     def id(self) -> str:
-        return f"{'baseline' if self.alpha is None else f'alpha{self.alpha:g}'}-trial{self.trial}"
+        return f"{self.config.label}-trial{self.trial}"
 
 
 # -- options ------------------------------------------------------------------------------------------
@@ -62,37 +70,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class SteerPlugin:
-    """Per-session state, stored on the config: resolved options, the run, and the rows for the report."""
+    """Per-session state: resolved options, the run (created on first use), and the rows for the report."""
 
     def __init__(self, config: pytest.Config) -> None:
-        from .session import ModelSettings
-
         self.config = config
         self.is_worker = hasattr(config, "workerinput")
         try:
             self.global_settings = resolve(self._cli, self._ini, {})
-        except argparse.ArgumentTypeError as exc:
-            raise pytest.UsageError(f"pytest-steer ini option: {exc}") from None
-        g = self.global_settings
-        device = g["device"]
-        if self.is_worker:
-            from .models import split_cpu_threads, worker_device
-
-            index = int(str(config.workerinput["workerid"]).removeprefix("gw"))
-            if g["devices"]:
-                device = worker_device(g["devices"], index)
-            if not str(device).startswith("cuda") and not (device == "auto" and _cuda_available()):
-                split_cpu_threads(int(config.workerinput.get("workercount", 1)))
-        self.model_settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
-        self.report_dir = Path(config.invocation_params.dir) / g["report_dir"]
-        self._run: Any = None
+        except MarkerError as exc:
+            raise pytest.UsageError(f"pytest-steer: {exc}") from None
+        self.report_dir = Path(config.invocation_params.dir) / self.global_settings["report_dir"]
+        self._run: SteerRun | None = None
         self.specs: list[RunSpec] = []
+        self.problems: dict[str, str] = {}  # test -> marker error found at collection, raised if the test is selected
         self.worker_rows: list[dict[str, Any]] = []
         self.worker_settings: dict[str, dict[str, Any]] = {}
-        self.worker_meta: list[dict[str, str]] = []
+        self.worker_meta: list[dict[str, Any]] = []
+        self.worker_metrics: dict[str, list[dict[str, Any]]] = {}
         self.summary_fragment: str | None = None
         self.terminal_lines: list[str] = []
         self.stored: Any = None
+        self.missing_in_stored: set[str] = set()
+        self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
         self._progress_last = 0.0
 
     def _cli(self, name: str) -> Any:
@@ -102,25 +101,35 @@ class SteerPlugin:
         return self.config.getini(OPTIONS_BY_NAME[name].ini)
 
     @property
-    def run(self) -> Any:
+    def run(self) -> SteerRun:
         if self._run is None:
-            from .session import SteerRun, default_cache
+            from .session import ModelSettings, SteerRun, default_cache
 
             g = self.global_settings
+            device = g["device"]
+            if self.is_worker and g["devices"]:
+                from .models import worker_device
+
+                worker = str(getattr(self.config, "workerinput", {})["workerid"])
+                device = worker_device(g["devices"], int(worker.removeprefix("gw")))
             cache = default_cache(g["cache"], g["cache_dir"])
             if g["clear_cache"] and not self.is_worker:
                 cache.clear()
-            self._run = SteerRun(self.model_settings, cache, on_progress=self._progress)
+            settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
+            self._run = SteerRun(settings, cache, on_progress=self._progress)
         return self._run
 
     def spec_for(self, node: Any) -> RunSpec:
+        """The test's settings; a bad marker raises MarkerError naming the test."""
         marker = node.get_closest_marker("steer")
         kwargs = dict(marker.kwargs) if marker else {}
+        args = tuple(marker.args) if marker else ()
         try:
-            return spec_from(resolve(self._cli, self._ini, kwargs))
-        except (ValueError, argparse.ArgumentTypeError) as exc:
-            problem = f"{node.nodeid}: {exc}"
-        pytest.fail(problem, pytrace=False)
+            spec = spec_from(resolve(self._cli, self._ini, kwargs, args))
+            spec.configs()  # labels and values checked by the methods themselves
+            return spec
+        except (MarkerError, argparse.ArgumentTypeError, ValueError) as exc:
+            raise MarkerError(f"{node.nodeid}: {exc}") from None
 
     # -- progress: plain lines in CI logs and under xdist, one updating line on a terminal -----------
 
@@ -139,24 +148,19 @@ class SteerPlugin:
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         # capture owns fds 1 and 2 while a test runs; xdist workers inherit the controller's stderr
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            if self.is_worker:
-                sys.__stderr__.write(f"[{self.config.workerinput['workerid']}] {line}\n")
+            if self.is_worker and sys.__stderr__ is not None:
+                sys.__stderr__.write(f"[{getattr(self.config, 'workerinput', {}).get('workerid')}] {line}\n")
                 sys.__stderr__.flush()
-            elif tty:
+            elif tr is not None and tty:
                 tr.write("\r" + line.ljust(78), flush=True)
                 if finished:
                     tr.write("\n")
-            else:
+            elif tr is not None:
                 tr.write_line(line)
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 _PLUGIN = pytest.StashKey[SteerPlugin]()
+_RESULT = pytest.StashKey[tuple[SteerPoint, Any]]()
 
 
 def _plugin(config: pytest.Config) -> SteerPlugin:
@@ -167,23 +171,10 @@ def _plugin(config: pytest.Config) -> SteerPlugin:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "steer(**settings): grid and settings for one test, e.g. alphas=[5, 10], trials=3, per_type=4, "
-        "include_baseline=False; the command line still wins",
+        "steer(**settings): grid and settings for one test, e.g. methods='pasta,prompt', alphas=[5, 10], trials=3, "
+        "per_type=4, task='ifeval', include_baseline=False; the command line still wins",
     )
-    plugin = SteerPlugin(config)
-    config.stash[_PLUGIN] = plugin
-    # pytest-html reads htmlpath in its own pytest_configure, which runs after this one
-    if plugin.global_settings["html"] and not getattr(config.option, "htmlpath", None) and not plugin.is_worker \
-            and hasattr(config.option, "htmlpath") and not config.option.collectonly:
-        config.option.htmlpath = str(plugin.report_dir / "report.html")
-        config.option.self_contained_html = True
-    if plugin.global_settings["compare"]:
-        from .baselines import BaselineMismatch, load_baseline
-
-        try:
-            plugin.stored = load_baseline(plugin.global_settings["compare"])
-        except BaselineMismatch as exc:
-            raise pytest.UsageError(str(exc)) from None
+    config.stash[_PLUGIN] = SteerPlugin(config)
 
 
 # -- parametrization and fixtures -------------------------------------------------------------------
@@ -201,9 +192,15 @@ def _own_params(metafunc: pytest.Metafunc) -> set[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not GRID_FIXTURES & set(metafunc.fixturenames) or GRID_FIXTURES & _own_params(metafunc):
         return
-    spec = _plugin(metafunc.config).spec_for(metafunc.definition)
-    configs = [a for a in spec.configs() if a is not None or spec.include_baseline]
-    points = [SteerPoint(spec, a, t) for t in range(spec.trials) for a in configs]
+    plugin = _plugin(metafunc.config)
+    try:
+        spec = plugin.spec_for(metafunc.definition)
+    except MarkerError as exc:
+        plugin.problems[metafunc.definition.nodeid] = str(exc)
+        metafunc.parametrize("steer_point", [pytest.param(None, id="invalid-steer-marker")], indirect=True)
+        return
+    configs = [c for c in spec.configs() if not c.is_baseline or spec.include_baseline]
+    points = [SteerPoint(spec, c, t) for t in range(spec.trials) for c in configs]
     params = [
         # one xdist group per trial: `-n N --dist loadgroup` generates each trial once, on one worker
         pytest.param(p, id=p.id, marks=pytest.mark.xdist_group(f"steer-{spec.key()}-trial{p.trial}"))
@@ -216,14 +213,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def steer_point(request: pytest.FixtureRequest) -> SteerPoint:
     """The grid point of this test item (set by parametrization)."""
     if not hasattr(request, "param"):
-        raise pytest.UsageError("steer_point is set by pytest-steer's parametrization; ask for alpha, trial or steer_result")
-    return request.param
+        raise pytest.UsageError("steer_point is set by pytest-steer's parametrization; ask for steer_config or trial")
+    point: SteerPoint = request.param
+    return point
+
+
+@pytest.fixture
+def steer_config(steer_point: SteerPoint) -> Config:
+    """This item's config: `.method`, `.value`, `.label`, `.strength` (method "baseline" when unsteered)."""
+    return steer_point.config
 
 
 @pytest.fixture
 def alpha(steer_point: SteerPoint) -> float | None:
-    """The steering strength of this item; None for the unsteered baseline."""
-    return steer_point.alpha
+    """PASTA's alpha of this item; None for the baseline and for other methods' configs."""
+    c = steer_point.config
+    return float(c.value) if c.method == "pasta" and c.value is not None else None
 
 
 @pytest.fixture
@@ -232,10 +237,9 @@ def trial(steer_point: SteerPoint) -> int:
 
 
 @pytest.fixture
-def steer_result(request: pytest.FixtureRequest, steer_point: SteerPoint) -> Any:
+def steer_result(request: pytest.FixtureRequest, steer_point: SteerPoint) -> EvalResult:
     """The scored result of this item's (config, trial), with its baseline; metrics become test properties."""
-    plugin = _plugin(request.config)
-    result = plugin.run.result(steer_point.spec, steer_point.alpha, steer_point.trial)
+    result = _plugin(request.config).run.result(steer_point.spec, steer_point.config, steer_point.trial)
     for name, value in result.properties():
         request.node.user_properties.append((name, value))
     request.node.stash[_RESULT] = (steer_point, result)
@@ -243,9 +247,9 @@ def steer_result(request: pytest.FixtureRequest, steer_point: SteerPoint) -> Any
 
 
 @pytest.fixture
-def steer_baseline(request: pytest.FixtureRequest, steer_point: SteerPoint) -> Any:
-    """The unsteered result of the same trial (same examples, same random draws)."""
-    return _plugin(request.config).run.result(steer_point.spec, None, steer_point.trial)
+def steer_baseline(request: pytest.FixtureRequest, steer_point: SteerPoint) -> EvalResult:
+    """The unsteered result of the same trial (same cases, same random draws)."""
+    return _plugin(request.config).run.result(steer_point.spec, "baseline", steer_point.trial)
 
 
 @pytest.fixture(scope="session")
@@ -256,21 +260,19 @@ def steer_model(pytestconfig: pytest.Config) -> Any:
 
 @pytest.fixture
 def steer_cases(request: pytest.FixtureRequest) -> Any:
-    """The selected IFEval cases for this test's settings (`CaseSet`)."""
+    """The evaluated cases for this test's settings (`CaseSet`)."""
     plugin = _plugin(request.config)
     return plugin.run.cases(plugin.spec_for(request.node))
 
 
 @pytest.fixture
 def pasta(request: pytest.FixtureRequest) -> Any:
-    """Factory of PASTA controls with this test's layers and scale position: `pasta(alpha=10.0)`."""
+    """This test's PASTA method (layers, scale position), prepared on the model: `pasta.steer(...)`."""
     plugin = _plugin(request.config)
     spec = plugin.spec_for(request.node)
+    from .methods import build_method
 
-    def make(alpha: float = 10.0, **overrides: Any) -> Any:
-        return dataclasses.replace(plugin.run.control(spec), alpha=alpha, **overrides)
-
-    return make
+    return plugin.run.methods(spec).get("pasta") or build_method("pasta", spec)
 
 
 class SteerEval:
@@ -279,15 +281,32 @@ class SteerEval:
     def __init__(self, plugin: SteerPlugin, spec: RunSpec) -> None:
         self._plugin, self.spec = plugin, spec
 
-    def result(self, alpha: float | None, trial: int | None = None) -> Any:
-        """One config; `trial=None` pools all trials (the right unit for the statistical gates)."""
-        return self._plugin.run.result(self.spec, alpha, trial)
+    @property
+    def configs(self) -> list[Config]:
+        return self.spec.configs()
+
+    def result(self, config: str | Config, trial: int | None = None) -> EvalResult:
+        """One config by label ("pasta-alpha10") or Config; `trial=None` pools all trials (the unit for gates)."""
+        return self._plugin.run.result(self.spec, config, trial)
+
+    def results(self, method: str | None = None) -> list[EvalResult]:
+        """Every steered config's pooled result, optionally of one method."""
+        return [self.result(c) for c in self.configs if not c.is_baseline and method in (None, c.method)]
+
+    def rows(self) -> list[Any]:
+        return [r for t in range(self.spec.trials) for r in self._plugin.run.rows(self.spec, t)]
 
     def frame(self) -> Any:
-        """The whole sweep as a DataFrame, one row per (example, config, trial)."""
+        """The whole sweep as a DataFrame, one row per (case, config, trial), one column per score."""
         from .results import to_frame
 
-        return to_frame([r for t in range(self.spec.trials) for r in self._plugin.run.rows(self.spec, t)])
+        return to_frame(self.rows())
+
+    def summary(self) -> Any:
+        """One row per config with every metric, its interval, and the paired difference to the baseline."""
+        from .reduce import summary
+
+        return summary(self.frame(), self._plugin.run.metrics(self.spec))
 
 
 @pytest.fixture
@@ -296,14 +315,52 @@ def steer_eval(request: pytest.FixtureRequest) -> SteerEval:
     return SteerEval(plugin, plugin.spec_for(request.node))
 
 
-_RESULT = pytest.StashKey[tuple]()
-
-
 def _uses_steering(item: pytest.Item) -> bool:
     cs = getattr(item, "callspec", None)
     if cs is not None and "steer_point" in cs.params:
         return True
-    return bool(set(getattr(item, "fixturenames", ())) & {"steer_eval", "steer_cases", "pasta", "steer_model"})
+    return bool(set(getattr(item, "fixturenames", ())) & STEER_FIXTURES) or item.get_closest_marker("steer") is not None
+
+
+def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
+    """Fail at start-up, not after generating, when a path the run will write to cannot be written."""
+    import tempfile
+
+    target = path if is_dir else path.parent
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if is_dir and path.exists() and not path.is_dir():
+        problem = "is a file, not a directory"
+    elif not is_dir and path.is_dir():
+        problem = "is a directory; give a file path"
+    elif not probe.is_dir():
+        problem = f"{probe} is not a directory"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            problem = f"cannot be written ({exc.strerror or exc})"
+    if problem:
+        raise pytest.UsageError(f"pytest-steer: {option} {path}: {problem}")
+
+
+def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path) -> None:
+    """Switch pytest-html on into the report dir, now that a steering test is known to run."""
+    try:
+        from pytest_html import plugin as html_plugin
+        from pytest_html.basereport import BaseReport
+    except ImportError:
+        return
+    config.option.htmlpath = str(report_dir / "report.html")
+    config.option.self_contained_html = True
+    before = set(config.pluginmanager.get_plugins())
+    html_plugin.pytest_configure(config)
+    for report in set(config.pluginmanager.get_plugins()) - before:
+        if isinstance(report, BaseReport):  # it missed the session start: give it the call it expects
+            report.pytest_sessionstart(session)
 
 
 @pytest.hookimpl(trylast=True)
@@ -313,48 +370,91 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     steering = [it for it in items if _uses_steering(it)]
     if not steering or config.option.collectonly:
         return
+    tests = dict.fromkeys(it.nodeid.split("[")[0] for it in steering)
+    bad = [plugin.problems[n] for n in tests if n in plugin.problems]
+    if bad:
+        raise pytest.UsageError("pytest-steer: " + bad[0])
     specs = []
-    for it in steering:
-        cs = getattr(it, "callspec", None)
-        specs.append(cs.params["steer_point"].spec if cs and "steer_point" in cs.params else plugin.spec_for(it))
+    try:
+        for it in steering:
+            cs = getattr(it, "callspec", None)
+            specs.append(cs.params["steer_point"].spec if cs and "steer_point" in cs.params else plugin.spec_for(it))
+    except MarkerError as exc:
+        raise pytest.UsageError(f"pytest-steer: {exc}") from None
     plugin.specs = list(dict.fromkeys(specs))
-    from .baselines import BaselineMismatch, check_compatible
+    _start(plugin, session)
+
+
+def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
+    """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and prepare."""
+    from .cache import default_cache_dir
+    from .models import ModelLoadError, check_device, check_source, split_cpu_threads
+
+    g, config = plugin.global_settings, plugin.config
+    if not plugin.is_worker:
+        _check_writable("--steer-report-dir", plugin.report_dir, is_dir=True)
+        if g["save_baseline"]:
+            _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
+    cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
+    if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
+        raise pytest.UsageError(f"pytest-steer: --steer-cache-dir {cache_dir}: is a file, not a directory")
+    if plugin.run.cache is not None:
+        reason = plugin.run.cache.check_writable()
+        if reason:
+            plugin.notes.append(reason)
+    try:
+        check_device(g["device"])
+        check_source(g["model"])
+        for spec in plugin.specs:  # a reward model id: offline or a typo fails here, not after the model loads
+            if spec.quality not in BUILTIN_QUALITY:
+                check_source(spec.quality, option="--steer-quality")
+    except ModelLoadError as exc:
+        raise pytest.UsageError(f"pytest-steer: {exc}") from None
+    if plugin.is_worker and not str(g["device"]).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            split_cpu_threads(int(getattr(config, "workerinput", {}).get("workercount", 1)))
+    from .baselines import BaselineMismatch, check_compatible, load_baseline
     from .cases import CaseLoadError
+    from .methods import SteeringError
     from .metrics.quality import QualityScorerError
-    from .models import ModelLoadError
-    from .steering import SteeringError
+    from .scores import ScorerError
+    from .tasks import TaskError
 
     try:
+        if g["compare"]:
+            plugin.stored = load_baseline(g["compare"])
         plugin.run.prepare(plugin.specs)
         if plugin.stored is not None:
             for spec in plugin.specs:
-                check_compatible(plugin.stored, run_settings(plugin.run, spec), plugin.global_settings["compare"])
-    except (ModelLoadError, CaseLoadError, QualityScorerError, SteeringError, BaselineMismatch, ValueError) as exc:
+                check_compatible(plugin.stored, plugin.run.comparable_settings(spec), g["compare"])
+    except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
+            BaselineMismatch, ValueError) as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
-
-
-def run_settings(run: Any, spec: RunSpec) -> dict[str, Any]:
-    """What a stored baseline must share with this run to be comparable."""
-    s = asdict(spec)
-    s.pop("include_baseline", None)
-    settings = run.settings(spec)
-    s.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    s["model_identity"] = run.model.identity
-    s["cases"] = [c.content_hash() for c in run.cases(spec)]
-    return json.loads(json.dumps(s, default=str))
+    if g["html"] and not plugin.is_worker and not getattr(config.option, "htmlpath", None) \
+            and hasattr(config.option, "htmlpath"):
+        _start_html(config, session, plugin.report_dir)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """With --steer-compare, a test whose config regressed against the stored baseline fails."""
+    """With --steer-compare, a test whose config regressed against the stored baseline fails.
+
+    A config the stored file does not have is not a regression: its comparison is skipped, and the
+    terminal summary names it.
+    """
     result = yield
     plugin = _plugin(item.config)
     if plugin.stored is not None and _RESULT in item.stash:
-        from .baselines import regressions
+        from .baselines import regressions, stored_configs
 
         point, res = item.stash[_RESULT]
-        found = regressions(plugin.stored, res.rows, config=res.config, trial=point.trial,
-                            margin=plugin.global_settings["compare_margin"])
+        if point.config.label not in stored_configs(plugin.stored):
+            plugin.missing_in_stored.add(point.config.label)
+            return result
+        found = regressions(plugin.stored, res.rows, config=point.config.label, trial=point.trial,
+                            margin=plugin.global_settings["compare_margin"], metrics=res.metrics)
         if found:
             raise AssertionError("regressed against stored baseline " + plugin.global_settings["compare"] + ":\n  "
                                  + "\n  ".join(found))
@@ -363,6 +463,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
     """`assert result.strict_prompt_accuracy >= 0.5` explains the metric, threshold and baseline."""
+    if "pytest_steer.evaluation" not in sys.modules:
+        return None
     from .evaluation import MetricValue
 
     if op not in (">=", ">", "<=", "<", "==", "!="):
@@ -388,6 +490,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         data = json.loads(out)
         plugin.worker_rows.extend(data["rows"])
         plugin.worker_settings.update(data["settings"])
+        plugin.worker_metrics.update(data["metrics"])
         plugin.worker_meta.append(data["meta"])
 
 
@@ -395,28 +498,33 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Workers hand their rows to the controller; the controller writes results, figures and the report
     before pytest-html writes its page (its hook is trylast)."""
-    from .reporting import build_report, rows_payload
-
     plugin = _plugin(session.config)
+    if plugin._run is None and not plugin.worker_rows:
+        return  # no steering test ran: import nothing, write nothing
+    from .finish import finish_session, worker_payload
+
     if plugin.is_worker:
         if plugin._run is not None:
-            session.config.workeroutput[WORKER_KEY] = rows_payload(plugin)
+            getattr(session.config, "workeroutput", {})[WORKER_KEY] = worker_payload(plugin)
         return
-    build_report(plugin)
+    finish_session(plugin)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     plugin = _plugin(config)
-    if plugin.terminal_lines and config.get_verbosity() >= 0:
+    lines = [*plugin.notes, *plugin.terminal_lines]
+    if plugin.missing_in_stored:
+        lines.append(f"not in the stored baseline, not compared: {', '.join(sorted(plugin.missing_in_stored))}")
+    if lines and config.get_verbosity() >= 0:
         terminalreporter.section("pytest-steer")
-        for line in plugin.terminal_lines:
+        for line in lines:
             terminalreporter.write_line(line)
 
 
 # -- pytest-html ------------------------------------------------------------------------------------
 
-_HTML_COLUMNS = [("steer_config", "Config"), ("steer_trial", "Trial"), ("strict_prompt_accuracy", "Strict acc."),
-                 ("loose_prompt_accuracy", "Loose acc."), ("quality", "Quality")]
+_HTML_COLUMNS = [("steer_config", "Config"), ("steer_trial", "Trial"), ("steer_primary", "Primary metric"),
+                 ("quality", "Quality")]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -430,8 +538,12 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
     import html
 
     props = dict(getattr(report, "user_properties", ()))
+    primary = props.get("steer_primary")
     for i, (name, _) in enumerate(_HTML_COLUMNS):
         v = props.get(name, "")
+        if name == "steer_primary" and primary:
+            v = props.get(primary, "")
+            v = f"{primary} {v:.3f}" if isinstance(v, float) else v
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
         cells.insert(2 + i, f"<td>{html.escape(text)}</td>")
 

@@ -1,23 +1,55 @@
-"""Chat-template rendering shared by generation, steering masks and the fluency score.
+"""Chat-template rendering and batch encoding shared by generation, steering and scoring.
 
-One function so that the prompt the model generates from, the prompt PASTA highlights in and the
-prompt fluency is measured against are byte-for-byte the same string.
+One place, so that the prompt the model generates from, the prompt a steering method marks up and
+the prompt fluency is measured against are byte-for-byte the same string.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
-def render_chat(tokenizer: Any, prompt: str) -> str:
-    """Return `prompt` as a single user turn in the tokenizer's chat template, ready for generation.
+def render_chat(tokenizer: Any, prompt: str | Sequence[dict[str, str]]) -> str:
+    """`prompt` (a user message, or chat messages) in the tokenizer's chat template, ready for generation.
 
     The rendered string contains the template's special tokens as text; tokenize it with
     `add_special_tokens=False` so they are not added twice.
     """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    # Base models without a template: the raw prompt plus a newline is the least surprising choice.
-    return prompt + "\n"
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    # Base models without a template: the turns' text plus a newline is the least surprising choice.
+    return "\n".join(m["content"] for m in messages) + "\n"
+
+
+@dataclass
+class EncodedBatch:
+    """Rendered prompts, left padded, with each token's character span in its rendered text."""
+
+    texts: list[str]
+    input_ids: Any  # torch.LongTensor [batch, prompt_len]
+    attention_mask: Any  # torch.LongTensor [batch, prompt_len]
+    offsets: Any  # torch.LongTensor [batch, prompt_len, 2]; (0, 0) for padding and added tokens
+
+    def char_mask(self, row: int, start: int, end: int) -> Any:
+        """Bool [prompt_len]: the real tokens of `row` that overlap characters [start, end) of its text."""
+        off = self.offsets[row]
+        return (off[:, 0] < end) & (off[:, 1] > start) & self.attention_mask[row].bool()
+
+
+def encode(tokenizer: Any, texts: Sequence[str], device: Any = None) -> EncodedBatch:
+    """Tokenize rendered prompts as one left-padded batch, keeping character offsets."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False,
+                        return_offsets_mapping=True)
+    finally:
+        tokenizer.padding_side = side
+    offsets = enc.pop("offset_mapping")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if device is not None:
+        ids, mask, offsets = ids.to(device), mask.to(device), offsets.to(device)
+    return EncodedBatch(list(texts), ids, mask, offsets)

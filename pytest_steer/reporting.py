@@ -1,155 +1,211 @@
-"""Session end: gather every row (this process and xdist workers), then write the results files,
-figures, HTML summary, terminal table and, if asked, the stored baseline.
+"""Session end: from the session's rows, write the results files, figures, HTML report, terminal
+table and, if asked, the stored baseline.
 
-Plain functions over the plugin's state, kept out of plugin.py so the hook layer stays thin.
+Plain functions over rows and metric declarations; the plugin gathers the rows (its own and xdist
+workers') and calls `report_run`. Every step runs on its own: a figure that cannot be drawn or a
+baseline path that cannot be written becomes one line in `Report.problems`, and the other steps
+still happen, so a run's results are never lost to a reporting bug.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from .results import BASELINE, ResultRow, to_frame
+from .scores import Metric
+
+T = TypeVar("T")
+#: settings longer than this are left out of the report's run details (e.g. the list of case hashes)
+_MAX_SETTING_CHARS = 200
 
 
-def rows_payload(plugin: Any) -> str:
-    """What a worker sends the controller: its rows, the settings of its runs and its run details."""
-    from .plugin import run_settings
+@dataclass(kw_only=True)
+class RunInfo:
+    """What the report needs besides the rows."""
 
-    run = plugin.run
-    return json.dumps({
-        "rows": [dataclasses.asdict(r) for r in run.all_rows()],
-        "settings": {s.key(): run_settings(run, s) for s in plugin.specs},
-        "meta": {**run.meta(), "_generated": run.generated_rows, "_cached": run.cached_rows},
-    }, allow_nan=True)
-
-
-def gather(plugin: Any) -> tuple[list[ResultRow], dict[str, dict[str, Any]], dict[str, str]]:
-    """All rows of the session, de-duplicated on (run, example, config, trial), with settings and details."""
-    from .plugin import run_settings
-
-    rows: list[ResultRow] = []
-    settings: dict[str, dict[str, Any]] = dict(plugin.worker_settings)
-    meta: dict[str, str] = {}
-    if plugin._run is not None and plugin._run.all_rows():
-        run = plugin._run
-        rows += run.all_rows()
-        settings.update({s.key(): run_settings(run, s) for s in plugin.specs})
-        meta = run.meta()
-    rows += [ResultRow.from_dict(d) for d in plugin.worker_rows]
-    if plugin.worker_meta:
-        meta = {k: v for k, v in plugin.worker_meta[0].items() if not k.startswith("_")}
-        gen = sum(m["_generated"] for m in plugin.worker_meta)
-        cached = sum(m["_cached"] for m in plugin.worker_meta)
-        total = gen + cached
-        meta["cache hit rate"] = f"{cached / total:.0%} of {total} rows" if total else "n/a"
-        meta["workers"] = str(len(plugin.worker_meta))
-    unique: dict[tuple, ResultRow] = {}
-    for r in rows:
-        unique.setdefault((r.run, r.key, r.config, r.trial), r)
-    return list(unique.values()), settings, meta
+    meta: dict[str, str]  # run details shown in the report (model, device, cache hits, task, ...)
+    primary: str  # the task's primary metric
+    budgets: dict[str, float]  # metric -> allowed worsening, for the recommendation (see analysis.recommend)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run key -> settings: baseline, details
+    quality: str = "quality"  # the headline quality metric: the trade-off's other axis
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-config means and stds over trials, with intervals and paired comparisons to the baseline."""
-    from .analysis import config_summary
-    from .stats import config_intervals
-
-    summary = config_summary(df)
-    intervals = config_intervals(df)
-    # config_summary already has each metric's mean and std over trials, under IFEval's names
-    shared = [c for c in intervals.columns
-              if (c in summary.columns and c != "config") or c.endswith(("_mean", "_std"))]
-    return summary.merge(intervals.drop(columns=shared), on="config", how="left")
+@dataclass
+class Report:
+    fragment: str = ""  # HTML for pytest-html's summary section
+    terminal_lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one line per step that failed
 
 
-def _steered_pick(summary: pd.DataFrame, rec: Any) -> str | None:
-    """The config to show per-type changes for: the recommendation, else the strongest steering."""
-    if rec.config != BASELINE:
-        return rec.config
-    steered = summary[summary["config"] != BASELINE]
-    return None if steered.empty else str(steered.sort_values("strength").iloc[-1]["config"])
+def _step(problems: list[str], what: str, fn: Callable[[], T]) -> T | None:
+    """Run one reporting step; a failure becomes the line "could not <what>: <error>"."""
+    try:
+        return fn()
+    except Exception as exc:  # any failure: one step must never lose the run's other outputs
+        problems.append(f"could not {what}: {exc}")
+        return None
 
 
-def report_one(df: pd.DataFrame, out_dir: Path, max_quality_drop: float, meta: dict[str, str]) -> tuple[str, list[str]]:
-    """Files, figures, HTML fragment and terminal lines for one run spec's rows."""
-    from .analysis import fixed_and_broken, recommend_alpha, trial_metrics, type_metrics, write_results
-    from .report.figures import pareto_figure, tradeoff_figure, type_delta_bars, type_heatmaps
+def _fmt(value: float, spec: str = ".3g") -> str:
+    return "–" if value != value else format(value, spec)
+
+
+def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: str, *, quality: str = "quality",
+                   significance: float = 0.05) -> list[str]:
+    """Per config: the primary metric and the quality with their intervals (and, for steered configs,
+    the difference from the baseline), plus every side-effect metric that moved significantly
+    (p < `significance`) against the baseline, with whether that is better or worse."""
+    from .report.html import verdict
+
+    by_name = {m.name: m for m in metrics}
+    heads = [n for n in dict.fromkeys((primary, quality)) if n in summary.columns]
+    side = [m for m in metrics if m.side_effect and m.name in summary.columns and m.name not in heads]
+    table = [["config", "rows", *(by_name[n].title if n in by_name else n for n in heads),
+              f"side effects (p < {significance:g})"]]
+    for row in summary.to_dict("records"):
+        cells = [str(row["config"]), str(row["n"])]
+        for n in heads:
+            text = f"{_fmt(row[n])} [{_fmt(row[f'{n}_low'])}, {_fmt(row[f'{n}_high'])}]"
+            diff = row.get(f"{n}_diff", float("nan"))
+            cells.append(text + ("" if diff != diff else f" {_fmt(diff, '+.3g')}"))
+        moved = []
+        for m in side:
+            p, diff = row.get(f"{m.name}_p", float("nan")), row.get(f"{m.name}_diff", float("nan"))
+            if p == p and p < significance:
+                moved.append(f"{m.name} {_fmt(diff, '+.3g')} ({verdict(m, diff, p) or 'no change'})")
+        cells.append(", ".join(moved))
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in table]
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _run_meta(info: RunInfo, run: str) -> dict[str, str]:
+    settings = {k: str(v) for k, v in info.settings.get(run, {}).items() if len(str(v)) <= _MAX_SETTING_CHARS}
+    return {**info.meta, "run": run, **settings}
+
+
+def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, run: str,
+                problems: list[str]) -> tuple[str, list[str]]:
+    """Files, figures, HTML fragment and terminal lines for one run's rows."""
+    from .analysis import fixed_and_broken, recommend, write_results
+    from .reduce import summary as summarise
+    from .report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
     from .report.html import summary_html
 
-    summary = summarize(df)
-    rec = recommend_alpha(summary, max_quality_drop=max_quality_drop)
-    write_results(df, summary, out_dir)
-    types = type_metrics(df)
-    figures = {
-        "Trade-off": tradeoff_figure(trial_metrics(df), out_dir),
-        "Pareto frontier": pareto_figure(summary, out_dir),
-        "By instruction type": type_heatmaps(types, out_dir),
-    }
-    pick = _steered_pick(summary, rec)
-    if pick is not None:
-        figures[f"Change from baseline by type at {pick}"] = type_delta_bars(types, pick, out_dir)
-    steered = [c for c in summary["config"] if c != BASELINE]
-    fb = pd.concat([fixed_and_broken(df, c) for c in steered], ignore_index=True) if steered and (df["config"] == BASELINE).any() \
-        else pd.DataFrame()
-    fragment = summary_html(summary, rec, figures, fb, meta)
-    return fragment, terminal_table(summary, rec)
+    names = {n for r in rows for n in r.scores}
+    present = [m for m in metrics if m.name in names]
+    by_name = {m.name: m for m in present}
+    primary = info.primary if info.primary in by_name else (present[0].name if present else info.primary)
+    quality = info.quality if info.quality in by_name else None
+    frame = to_frame(rows, [m.name for m in present])
+    summary = _step(problems, f"summarise run {run}", lambda: summarise(frame, present))
+    _step(problems, f"write the results files to {out_dir}",
+          lambda: write_results(rows, summary if summary is not None else pd.DataFrame(), present, out_dir))
+    if summary is None:
+        return "", []
+    configs = list(summary["config"])
+    rec = None
+    if BASELINE in configs and primary in summary.columns:
+        rec = _step(problems, "recommend a config", lambda: recommend(
+            summary, primary=primary, budgets=info.budgets, metrics=present, quality=quality or "quality"))
+
+    figures: dict[str, Path] = {}
+    per_tag = [m for m in present if m.per_tag][:1] or ([by_name[primary]] if primary in by_name else [])
+    tagged = list(dict.fromkeys([*per_tag, *([by_name[quality]] if quality else [])]))
+    has_tags = bool(frame["tags"].map(len).any())
+
+    def add(title: str, draw: Callable[[], Path]) -> None:
+        path = _step(problems, f"draw the figure {title!r}", draw)
+        if path is not None:
+            figures[title] = path
+
+    add("Trade-off", lambda: tradeoff_figure(summary, present, out_dir, primary=primary, quality=quality or primary))
+    if quality:
+        add("Pareto frontier", lambda: pareto_figure(summary, present, out_dir, x=primary, y=quality))
+    if tagged and has_tags:
+        add("By tag", lambda: tag_heatmaps(frame, tagged, out_dir))
+    steered = summary[summary["config"] != BASELINE]
+    pick = rec.config if rec is not None and rec.config != BASELINE else (
+        str(steered.sort_values("strength").iloc[-1]["config"]) if len(steered) else None)
+    if pick is not None and BASELINE in configs and tagged and has_tags:
+        add(f"Change from baseline by tag at {pick}", lambda: tag_delta_bars(frame, pick, tagged, out_dir))
+
+    examples: dict[str, pd.DataFrame] = {}
+    if BASELINE in configs and by_name.get(primary) is not None and by_name[primary].kind == "binary":
+        for method, group in steered.groupby("method", sort=False):
+            chosen = rec.config if rec is not None and rec.method == method else str(group.iloc[-1]["config"])
+            fb = _step(problems, f"list the cases {chosen} fixed and broke", partial(
+                fixed_and_broken, frame, chosen, follow=primary, show=[quality] if quality else []))
+            if fb is not None:
+                examples[str(method)] = fb
+    fragment = _step(problems, f"render the HTML report of run {run}", lambda: summary_html(
+        summary, present, recommendation=rec, figures=figures, examples=examples, meta=_run_meta(info, run),
+        title=f"Steering evaluation ({info.settings.get(run, {}).get('task') or info.meta.get('task') or run})")) or ""
+    lines = _step(problems, "format the terminal table",
+                  lambda: terminal_table(summary, present, primary, quality=quality or primary)) or []
+    if rec is not None:
+        lines.append(f"recommended: {rec.config} ({rec.reason})")
+    return fragment, lines
 
 
-def terminal_table(summary: pd.DataFrame, rec: Any) -> list[str]:
-    def fmt(mean: float, std: float) -> str:
-        return f"{mean:.3f}" + ("" if std != std else f" ± {std:.3f}")
-
-    qname = str(summary["quality_name"].iloc[0]) if "quality_name" in summary else "quality"
-    lines = [f"{'config':<12}{'trials':>7}  {'strict acc':<17}{'loose acc':<17}{qname[:20]:<22}{'Δacc vs base':>13}"]
-    for _, r in summary.iterrows():
-        diff = r.get("follow_all_diff", math.nan)
-        lines.append(
-            f"{r['config']:<12}{int(r['n_trials']):>7}  {fmt(r['strict_prompt_accuracy'], r['strict_prompt_accuracy_std']):<17}"
-            f"{fmt(r['loose_prompt_accuracy'], r['loose_prompt_accuracy_std']):<17}{fmt(r['quality'], r['quality_std']):<22}"
-            f"{'' if diff != diff else f'{diff:+.3f}':>13}"
-        )
-    lines.append(f"recommended: {rec.config} ({rec.reason})")
-    return lines
-
-
-def build_report(plugin: Any) -> None:
-    """Write everything for the session's rows; a no-op when no steering test ran."""
-    from .report.html import write_standalone
-
-    rows, settings, meta = gather(plugin)
+def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, *,
+               save_baseline: Path | None = None) -> Report:
+    """Everything for the session's rows: per run (rows of one settings key) the results files,
+    figures and report fragment (in `out_dir`, or `out_dir/run-<key>` when there are several runs),
+    then the standalone `summary.html` and the stored baseline. Never raises: failures are in
+    `Report.problems`, one line each."""
+    report = Report()
+    rows = list(rows)
     if not rows:
-        return
-    g = plugin.global_settings
-    out = plugin.report_dir
-    out.mkdir(parents=True, exist_ok=True)
-    runs = list(dict.fromkeys(r.run for r in rows))
-    fragments, lines = [], []
-    for run_id in runs:
-        df = to_frame([r for r in rows if r.run == run_id])
-        sub = out if len(runs) == 1 else out / f"run-{run_id}"
-        spec = next((s for s in plugin.specs if s.key() == run_id), None)
-        drop = spec.max_quality_drop if spec is not None else g["max_quality_drop"]
-        frag, tl = report_one(df, sub, drop, {**meta, "run": run_id, **_spec_meta(settings.get(run_id, {}))})
-        fragments.append(frag)
-        lines += ([f"run {run_id}:"] if len(runs) > 1 else []) + tl
-    plugin.summary_fragment = "".join(fragments)
-    write_standalone(out / "summary.html", plugin.summary_fragment, "pytest-steer summary")
-    lines.append(f"report: {out}")
-    if g["save_baseline"]:
-        from .baselines import save_baseline
+        return report
+    out_dir = Path(out_dir)
+    try:
+        runs = list(dict.fromkeys(r.run for r in rows))
+        fragments = []
+        for run in runs:
+            sub = out_dir if len(runs) == 1 else out_dir / f"run-{_file_safe(run)}"
+            fragment, lines = _report_one([r for r in rows if r.run == run], metrics, sub, info, run, report.problems)
+            fragments.append(fragment)
+            report.terminal_lines += ([f"run {run}:"] if len(runs) > 1 else []) + lines
+        report.fragment = "".join(fragments)
+        from .report.html import write_standalone
 
-        path = save_baseline(g["save_baseline"], settings, rows, meta)
-        lines.append(f"saved baseline: {path}")
-    plugin.terminal_lines = lines
+        if _step(report.problems, f"write the standalone report {out_dir / 'summary.html'}",
+                 lambda: write_standalone(out_dir / "summary.html", report.fragment, "pytest-steer summary")):
+            report.terminal_lines.append(f"report: {out_dir}")
+    except Exception as exc:  # any failure: the stored baseline below must still be written
+        report.problems.append(f"could not build the report in {out_dir}: {exc}")
+    if save_baseline is not None:
+        line = save_stored_baseline(save_baseline, info.settings, rows, metrics)
+        (report.terminal_lines if line.startswith("saved baseline: ") else report.problems).append(line)
+    return report
 
 
-def _spec_meta(settings: dict[str, Any]) -> dict[str, str]:
-    keys = ("seed", "batch_size", "alphas", "trials", "layers", "scale_position", "max_new_tokens", "temperature",
-            "top_p", "top_k", "quality", "dataset", "per_type")
-    return {k: str(settings[k]) for k in keys if k in settings}
+def save_stored_baseline(path: Path, settings: Mapping[str, Mapping[str, Any]], rows: Sequence[ResultRow],
+                         metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]]) -> str:
+    """Write the stored baseline (`baselines.save_baseline`) and return one line for the terminal:
+    "saved baseline: <path>", or "could not write the stored baseline <path>: <error>". Never raises.
+
+    `metrics` may be one list or a list per run key; declarations are merged by name (first wins).
+    """
+    from .baselines import save_baseline
+
+    merged: dict[str, Metric] = {}
+    for ms in metrics.values() if isinstance(metrics, Mapping) else [metrics]:
+        for m in ms:
+            merged.setdefault(m.name, m)
+    problems: list[str] = []
+    saved = _step(problems, f"write the stored baseline {path}",
+                  lambda: save_baseline(path, settings, rows, list(merged.values())))
+    return f"saved baseline: {saved}" if saved is not None else problems[0]

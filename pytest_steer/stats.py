@@ -1,28 +1,30 @@
-"""Confidence intervals and paired tests for the results table.
+"""Confidence intervals and paired tests: the array-level primitives that `reduce` applies to the
+results table.
 
-A steering run scores each IFEval example several times (trials) under every config. Sampling is
-seeded from (seed, case, trial), so trial t of the baseline and trial t of a steered config are a
-*pair* on the same example: comparisons pair rows on (key, trial) rather than comparing two
-independent means, which removes the example-difficulty variance from the difference.
+A steering run scores each case several times (trials) under every config. Sampling is seeded from
+(seed, case, trial), so trial t of the baseline and trial t of a steered config are a *pair* on the
+same case: comparisons pair rows on (key, trial) rather than comparing two independent means, which
+removes the case-difficulty variance from the difference.
 
-Trials of one example are not independent of each other (an example that is hard stays hard), so
-the bootstrap resamples *examples* (with all their trials), not rows. The exact McNemar test and
-the Wilson interval treat rows as independent; they are the textbook tools for paired and single
-proportions, but as statements about new prompts they are too narrow when trials of one example
-are strongly correlated. Everything here is deterministic: bootstraps take a seed.
+Trials of one case are not independent of each other (a case that is hard stays hard), so the
+bootstrap and the sign-flip test resample or flip whole *cases* (clusters), not rows. The exact
+McNemar test and the Wilson interval treat rows as independent; they are the textbook tools for paired
+and single proportions, but as statements about new prompts they are too narrow when trials of one
+case are strongly correlated.
+
+One convention everywhere: intervals are two-sided at `confidence` (95%), and a one-sided question
+("not worse by more than a margin") reads one bound of that interval, a test at (1 - confidence) / 2
+(2.5%). Everything here is deterministic: resampling takes a seed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
-import pandas as pd
 from scipy import stats as sps
-
-from pytest_steer.results import BASELINE
 
 DEFAULT_RESAMPLES = 10_000
 _CHUNK = 1_000
@@ -36,7 +38,7 @@ def _pct(confidence: float) -> str:
 class Interval:
     """A point estimate with a two-sided confidence interval.
 
-    `method` names how the interval was made ("t", "Wilson", "bootstrap", "example-bootstrap");
+    `method` names how the interval was made ("Wilson", "bootstrap", "case-bootstrap");
     `std` is the sample standard deviation (ddof=1) where that is meaningful, else nan.
     """
 
@@ -80,7 +82,7 @@ class McNemarResult:
 class DiffResult:
     """Mean paired difference (treated - control) with a percentile bootstrap CI.
 
-    `n_clusters` is the number of resampling units: examples when resampled by cluster, else pairs.
+    `n_clusters` is the number of resampling units: cases when resampled by cluster, else pairs.
     """
 
     diff: float
@@ -101,59 +103,52 @@ class DiffResult:
 
 @dataclass(frozen=True)
 class NonInferiority:
-    """Non-inferiority of treated vs control: passes when the CI's lower bound is above -margin."""
+    """Non-inferiority of treated vs control within `margin`, read off the paired CI of the difference.
+
+    `direction` says which way is good: +1 (higher is better) passes when the lower bound is above
+    -margin, -1 (lower is better) when the upper bound is below +margin, and 0 (neither, e.g. a
+    length ratio) when the whole interval lies within +-margin: no change beyond the margin either way.
+    """
 
     diff: DiffResult
     margin: float
+    direction: int = 1
 
     @property
     def passed(self) -> bool:
-        return self.diff.low > -self.margin
+        low_ok, high_ok = self.diff.low > -self.margin, self.diff.high < self.margin
+        return {1: low_ok, -1: high_ok}.get(self.direction, low_ok and high_ok)
+
+    @property
+    def requirement(self) -> str:
+        if self.direction == 1:
+            return f"required lower bound > {-self.margin:+.3f}"
+        if self.direction == -1:
+            return f"required upper bound < {self.margin:+.3f}"
+        return f"required interval within [{-self.margin:+.3f}, {self.margin:+.3f}]"
 
     def __str__(self) -> str:
         verdict = "non-inferior" if self.passed else "not shown non-inferior"
-        return f"{verdict}: {self.diff}; required lower bound > {-self.margin:+.3f}"
+        return f"{verdict}: {self.diff}; {self.requirement}"
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """One config against the baseline on one metric, paired on (key, trial)."""
+class SignFlipResult:
+    """Paired sign-flip (randomisation) test of mean(treated - control) = 0, flipping whole clusters.
 
-    metric: str
-    config: str
-    baseline: str
-    estimate: float  # mean of the config's rows
-    baseline_estimate: float  # mean of the baseline's rows
-    diff: DiffResult  # paired, examples resampled as clusters
-    mcnemar: McNemarResult | None  # bool metrics only
-    n_pairs: int
-    n_examples: int
-    n_trials: int
+    Exact (every sign pattern enumerated) when there are few clusters, else `n_resamples` seeded
+    random patterns; the p-value is two-sided.
+    """
+
+    diff: float
+    pvalue: float
+    n_clusters: int
+    exact: bool
 
     def __str__(self) -> str:
-        text = (
-            f"{self.metric} {self.config} vs {self.baseline}: {self.estimate:.3f} vs "
-            f"{self.baseline_estimate:.3f}, {self.diff}"
-        )
-        return text if self.mcnemar is None else f"{text}; {self.mcnemar}"
-
-
-def trial_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:
-    """Student-t CI for the mean of per-trial values (e.g. one accuracy per trial).
-
-    With one trial there is no spread to measure: std, low and high are nan rather than a
-    misleading zero-width interval.
-    """
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    if n == 0:
-        raise ValueError("trial_interval needs at least one value")
-    mean = float(x.mean())
-    if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, confidence, "t", math.nan)
-    std = float(x.std(ddof=1))
-    half = float(sps.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, confidence, "t", std)
+        how = "exact" if self.exact else "sampled"
+        return (f"sign-flip test ({how}, {self.n_clusters} clusters): diff {self.diff:+.3f}, "
+                f"two-sided p={self.pvalue:.3g}")
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
@@ -192,9 +187,9 @@ def bootstrap_interval(
 ) -> Interval:
     """Seeded percentile bootstrap CI for a mean.
 
-    With `cluster` (one label per value, e.g. the example key) whole clusters are resampled with
+    With `cluster` (one label per value, e.g. the case key) whole clusters are resampled with
     replacement and the statistic is the mean over all values of the drawn clusters, so that
-    correlated values (trials of one example) count as one unit of evidence.
+    correlated values (trials of one case) count as one unit of evidence.
     """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -213,7 +208,7 @@ def bootstrap_interval(
         means[start : start + len(draws)] = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     alpha = 1 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    method = "bootstrap" if cluster is None else "example-bootstrap"
+    method = "bootstrap" if cluster is None else "case-bootstrap"
     return Interval(float(x.mean()), float(low), float(high), int(x.size), confidence, method)
 
 
@@ -228,8 +223,8 @@ def paired_bootstrap_diff(
 ) -> DiffResult:
     """Seeded paired bootstrap CI of mean(treated - control).
 
-    Pass `cluster` (the example key of each pair) to resample examples with all their trials,
-    the honest unit when several trials share an example; without it pairs are resampled.
+    Pass `cluster` (the case key of each pair) to resample cases with all their trials,
+    the honest unit when several trials share a case; without it pairs are resampled.
     """
     t = np.asarray(treated, dtype=float)
     k = np.asarray(control, dtype=float)
@@ -244,6 +239,7 @@ def non_inferiority(
     control: Sequence[float] | np.ndarray,
     margin: float,
     *,
+    direction: int = 1,
     confidence: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
@@ -251,159 +247,64 @@ def non_inferiority(
 ) -> NonInferiority:
     """Non-inferiority: is treated worse than control by less than `margin`?
 
-    Passes when the lower bound of the two-sided `confidence` paired bootstrap CI of
-    mean(treated - control) is > -margin: a one-sided test at (1 - confidence) / 2 (2.5% by
-    default). This is the project's one convention, shared with `gates.assert_not_worse`.
+    Reads one bound of the two-sided `confidence` paired bootstrap CI of mean(treated - control)
+    (which bound: see `NonInferiority`): a one-sided test at (1 - confidence) / 2, 2.5% by default.
+    This is the project's one convention, shared with `gates.assert_not_worse`.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if direction not in (-1, 0, 1):
+        raise ValueError(f"direction must be -1, 0 or 1, got {direction}")
     diff = paired_bootstrap_diff(
         treated, control, n_resamples=n_resamples, confidence=confidence, seed=seed, cluster=cluster
     )
-    return NonInferiority(diff, float(margin))
+    return NonInferiority(diff, float(margin), direction)
 
 
-def is_bool_metric(values: pd.Series) -> bool:
-    """Whether a results column is a pass/fail metric (bool dtype, or object holding only bools)."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return True
-    return values.dtype == object and len(values) > 0 and all(isinstance(v, (bool, np.bool_)) for v in values)
-
-
-def compare_to_baseline(
-    df: pd.DataFrame,
-    config: str,
-    metric: str = "follow_all",
-    baseline: str = BASELINE,
+def sign_flip_test(
+    treated: Sequence[float] | np.ndarray,
+    control: Sequence[float] | np.ndarray,
     *,
-    confidence: float = 0.95,
+    cluster: Sequence | np.ndarray | None = None,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-) -> Comparison:
-    """Pair `config` with `baseline` rows on (key, trial) and compare `metric`.
+) -> SignFlipResult:
+    """Two-sided paired randomisation test for real-valued metrics.
 
-    The bootstrap resamples examples (keys); bool metrics also get an exact McNemar test. Raises
-    ValueError when a row has no partner, since an unpaired comparison would silently mix examples.
+    Under "steering changes nothing" the sign of each cluster's summed difference is a coin flip;
+    the p-value is the share of sign patterns whose |sum| reaches the observed one. Clusters (the
+    case key) keep the trials of one case together, as in `bootstrap_interval`. Every pattern is
+    enumerated when 2^clusters <= n_resamples, so small tables get the exact p-value.
     """
-    if metric not in df.columns:
-        raise KeyError(f"metric {metric!r} is not a column of the results table")
-    treated = _config_rows(df, config, metric)
-    control = _config_rows(df, baseline, metric)
-    merged = treated.merge(control, on=["key", "trial"], how="outer", suffixes=("_t", "_c"), indicator="pairing")
-    unpaired = merged[merged["pairing"] != "both"]
-    if len(unpaired):
-        side = {"left_only": f"only in {config}", "right_only": f"only in {baseline}"}
-        shown = ", ".join(
-            f"({r.key!r}, trial {r.trial}) {side[r.pairing]}" for r in unpaired.head(5).itertuples()
-        )
-        raise ValueError(
-            f"cannot pair {config} with {baseline} on (key, trial): {len(unpaired)} unpaired rows, e.g. {shown}"
-        )
-    merged = merged.sort_values(["key", "trial"], kind="mergesort")
-    t, k = merged[f"{metric}_t"], merged[f"{metric}_c"]
-    is_bool = is_bool_metric(df[metric])
-    diff = paired_bootstrap_diff(
-        t.to_numpy(dtype=float),
-        k.to_numpy(dtype=float),
-        n_resamples=n_resamples,
-        confidence=confidence,
-        seed=seed,
-        cluster=merged["key"].to_numpy(),
-    )
-    return Comparison(
-        metric=metric,
-        config=config,
-        baseline=baseline,
-        estimate=float(t.astype(float).mean()),
-        baseline_estimate=float(k.astype(float).mean()),
-        diff=diff,
-        mcnemar=mcnemar_paired(t.to_numpy(), k.to_numpy()) if is_bool else None,
-        n_pairs=len(merged),
-        n_examples=int(merged["key"].nunique()),
-        n_trials=int(merged["trial"].nunique()),
-    )
-
-
-def config_intervals(
-    df: pd.DataFrame,
-    metrics: Sequence[str] = ("follow_all", "loose_follow_all", "quality"),
-    *,
-    baseline: str = BASELINE,
-    confidence: float = 0.95,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per config (baseline first, then by strength) with every interval the report needs.
-
-    Per metric: `{m}_mean`, `{m}_std`, `{m}_ci_low`, `{m}_ci_high` (t-CI over per-trial means,
-    nan with one trial); bool metrics add `{m}_wilson_low`, `{m}_wilson_high` over
-    examples x trials; non-baseline configs get `{m}_diff`, `{m}_diff_low`, `{m}_diff_high`
-    (paired example-bootstrap vs baseline) and, for bool metrics, `{m}_mcnemar_p`. Columns that do
-    not apply to a row (the baseline's diff, or no baseline in `df`) are nan.
-    """
-    for m in metrics:
-        if m not in df.columns:
-            raise KeyError(f"metric {m!r} is not a column of the results table")
-    has_baseline = bool((df["config"] == baseline).any())
-    out = []
-    for config, rows in df.groupby("config", sort=False):
-        alpha = rows["alpha"].iloc[0]
-        rec: dict[str, object] = {
-            "config": config,
-            "alpha": math.nan if alpha is None else float(alpha),
-            "strength": float(rows["strength"].iloc[0]),
-            "n_trials": int(rows["trial"].nunique()),
-            "n_examples": int(rows["key"].nunique()),
-        }
-        for m in metrics:
-            is_bool = is_bool_metric(df[m])
-            values = rows[m].astype(float)
-            ti = trial_interval(values.groupby(rows["trial"]).mean().to_numpy(), confidence)
-            rec.update({f"{m}_mean": ti.estimate, f"{m}_std": ti.std, f"{m}_ci_low": ti.low, f"{m}_ci_high": ti.high})
-            if is_bool:
-                wi = wilson_interval(int(values.sum()), len(values), confidence)
-                rec.update({f"{m}_wilson_low": wi.low, f"{m}_wilson_high": wi.high})
-            comp = None
-            if has_baseline and config != baseline:
-                comp = compare_to_baseline(
-                    df, str(config), m, baseline, confidence=confidence, n_resamples=n_resamples, seed=seed
-                )
-            rec.update(
-                {
-                    f"{m}_diff": comp.diff.diff if comp else math.nan,
-                    f"{m}_diff_low": comp.diff.low if comp else math.nan,
-                    f"{m}_diff_high": comp.diff.high if comp else math.nan,
-                }
-            )
-            if is_bool:
-                rec[f"{m}_mcnemar_p"] = comp.mcnemar.pvalue if comp and comp.mcnemar else math.nan
-        out.append(rec)
-    table = pd.DataFrame(out)
-    order = sorted(
-        range(len(table)),
-        key=lambda i: (
-            table.at[i, "config"] != baseline,
-            table.at[i, "strength"],
-            np.nan_to_num(table.at[i, "alpha"]),
-            str(table.at[i, "config"]),
-        ),
-    )
-    return table.iloc[order].reset_index(drop=True)
-
-
-def _config_rows(df: pd.DataFrame, config: str, metric: str) -> pd.DataFrame:
-    rows = df.loc[df["config"] == config, ["key", "trial", metric]]
-    if rows.empty:
-        raise ValueError(f"no rows for config {config!r}; configs present: {sorted(df['config'].unique())}")
-    dup = rows.duplicated(["key", "trial"])
-    if dup.any():
-        r = rows[dup].iloc[0]
-        raise ValueError(
-            f"config {config!r} has {int(dup.sum())} duplicate (key, trial) rows, e.g. ({r.key!r}, trial {r.trial})"
-        )
-    return rows
+    t = np.asarray(treated, dtype=float)
+    k = np.asarray(control, dtype=float)
+    _check_same_length(t, k)
+    if t.size == 0:
+        raise ValueError("sign_flip_test needs at least one pair")
+    d = t - k
+    if cluster is None:
+        sums = d
+    else:
+        labels = np.asarray(cluster)
+        _check_same_length(d, labels)
+        sums = np.bincount(np.unique(labels, return_inverse=True)[1], weights=d)
+    observed = abs(float(sums.sum()))
+    tol = 1e-12 * max(1.0, float(np.abs(sums).sum()))  # rounding must not split ties
+    n = sums.size
+    exact = 2**n <= n_resamples
+    if exact:
+        patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        hits, total = int(np.sum(np.abs(patterns @ sums) >= observed - tol)), 2**n
+    else:
+        rng = np.random.default_rng(seed)
+        hits = 0
+        for start in range(0, n_resamples, _CHUNK):
+            signs = rng.integers(0, 2, size=(min(_CHUNK, n_resamples - start), n)) * 2 - 1
+            hits += int(np.sum(np.abs(signs @ sums) >= observed - tol))
+        hits, total = hits + 1, n_resamples + 1  # the observed pattern counts, so p > 0
+    return SignFlipResult(float(d.mean()), min(1.0, hits / total), int(n), exact)
 
 
 def _as_bool(values: Sequence[bool] | np.ndarray, name: str) -> np.ndarray:

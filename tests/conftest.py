@@ -2,17 +2,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from pytest_steer.models import LoadedModel, load_model
-
 # pytester's in-process runs unload modules first imported inside them; pyarrow extension types
 # (registered by `datasets`) can't be registered twice, so load these once for the whole session.
-import datasets  # noqa: E402,F401
-import pandas.core.arrays.arrow.extension_types  # noqa: E402,F401  (what to_parquet registers)
-import if_verifiable  # noqa: E402,F401
-import pytest_steer.reporting  # noqa: E402,F401
-import pytest_steer.session  # noqa: E402,F401
+import datasets  # noqa: F401
+import if_verifiable  # noqa: F401
+import pandas.core.arrays.arrow.extension_types  # noqa: F401  (what to_parquet registers)
+import pytest
+
+import pytest_steer.reporting
+import pytest_steer.session  # noqa: F401
+from pytest_steer.models import LoadedModel, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

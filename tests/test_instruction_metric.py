@@ -1,4 +1,5 @@
-"""StrictInstruction: every IFEval checker, strict vs loose, offline and deterministic."""
+"""IFEval scoring: every reference checker, strict vs loose, offline and deterministic, and the
+`IFEvalScorer` that turns a response into IFEval's four accuracies as named scores."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from pytest_steer.cases import load_cases
+from pytest_steer.cases import Case, load_cases
+from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.metrics import (
+    IFEvalScorer,
     InstructionScore,
-    StrictInstruction,
-    aggregate,
     instruction_types,
     score_response,
-    score_responses,
     validate_case,
 )
-from pytest_steer.metrics.instruction import english_punkt_tokenizer
+from pytest_steer.metrics.instruction import VERSION, english_punkt_tokenizer
+from pytest_steer.scores import Sample, Scorer, metrics_of
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -217,33 +218,45 @@ def test_multi_instruction_prompt_lists_each_instruction():
     assert score.loose_follow_all_instructions
 
 
-def test_aggregate_matches_hand_count():
-    scores = [
-        InstructionScore(("a", "b"), False, (True, False), True, (True, True)),
-        InstructionScore(("a",), True, (True,), True, (True,)),
-        InstructionScore(("b",), False, (False,), False, (False,)),
-    ]
-    agg = aggregate(scores)
-    assert (agg.n_prompts, agg.n_instructions) == (3, 4)
-    assert agg.strict_prompt_accuracy == pytest.approx(1 / 3)
-    assert agg.strict_instruction_accuracy == pytest.approx(2 / 4)
-    assert agg.loose_prompt_accuracy == pytest.approx(2 / 3)
-    assert agg.loose_instruction_accuracy == pytest.approx(3 / 4)
-    assert agg.per_type == {"a": 1.0, "b": 0.0}
-    with pytest.raises(ValueError, match="no scores"):
-        aggregate([])
+def sample(c: Case | dict, response: str) -> Sample:
+    prompt = c.prompt if isinstance(c, Case) else c["prompt"]
+    return Sample(c, BASELINE_CONFIG, prompt, response, n_tokens=len(response.split()), finish_reason="stop")
 
 
-def test_scorer_object_wraps_the_functions():
-    scorer = StrictInstruction()
-    assert scorer.name == "strict_instruction"
-    cases = [case("punctuation:no_comma", {}, "a"), case("punctuation:no_comma", {}, "b")]
-    scorer.validate(cases)
-    scores = scorer.score(cases, ["no comma", "a, b"])
-    assert [s.follow_all_instructions for s in scores] == [True, False]
-    assert scorer.aggregate(scores).strict_prompt_accuracy == 0.5
-    with pytest.raises(ValueError, match="2 cases but 1 responses"):
-        score_responses(cases, ["x"])
+def test_ifeval_scorer_declares_four_named_scores():
+    scorer = IFEvalScorer()
+    assert isinstance(scorer, Scorer) and scorer.name == "ifeval"
+    by_name = {m.name: m for m in metrics_of([scorer])}
+    assert list(by_name) == ["strict_prompt_accuracy", "loose_prompt_accuracy",
+                             "strict_instruction_accuracy", "loose_instruction_accuracy"]
+    assert [(m.kind, m.direction, m.per_tag) for m in by_name.values()] == [
+        ("binary", 1, False), ("binary", 1, False), ("real", 1, True), ("real", 1, True)]
+    assert by_name["strict_prompt_accuracy"].title == "strict accuracy"
+    assert f"v{VERSION}" in scorer.identity() and "if-verifiable==0.1.2" in scorer.identity()
+    scorer.check()
+
+
+def test_ifeval_scorer_values_and_per_instruction_details():
+    row = {
+        "key": "multi",
+        "prompt": "p",
+        "instruction_id_list": ["punctuation:no_comma", "startend:end_checker", "detectable_format:title"],
+        "kwargs": [{}, {"end_phrase": "Bye."}, {}],
+    }
+    one = case("punctuation:no_comma", {}, "one")
+    scores = IFEvalScorer().score([sample(row, "Hello, there.\nBye."), sample(one, "No comma"), sample(one, "")])
+    assert scores[0].values == {
+        "strict_prompt_accuracy": 0.0,
+        "loose_prompt_accuracy": 0.0,  # the title is missing in every variant
+        "strict_instruction_accuracy": pytest.approx(1 / 3),
+        "loose_instruction_accuracy": pytest.approx(2 / 3),  # first line dropped: no comma left
+    }
+    assert scores[0].details == {"strict_instruction_accuracy": [False, True, False],
+                                 "loose_instruction_accuracy": [True, True, False]}
+    assert scores[1].values == {"strict_prompt_accuracy": 1.0, "loose_prompt_accuracy": 1.0,
+                                "strict_instruction_accuracy": 1.0, "loose_instruction_accuracy": 1.0}
+    assert scores[2].values["strict_prompt_accuracy"] == scores[2].values["loose_instruction_accuracy"] == 0.0
+    assert all(isinstance(v, float) for s in scores for v in s.values.values())
 
 
 def test_unknown_instruction_id_is_named_with_the_known_ones():
@@ -340,14 +353,18 @@ def test_real_ifeval_rows_validate_and_score():
 @needs_shared
 def test_split_dev_rows_score_their_own_instruction_types():
     cases = load_cases(SHARED_DATA / "split_ifeval_dev.jsonl")
-    scores = StrictInstruction().score(cases, [c.prompt for c in cases])
-    agg = aggregate(scores)
-    assert agg.n_prompts == 20
-    assert set(agg.per_type) == {
-        "keywords:forbidden_words",
-        "detectable_format:number_highlighted_sections",
-        "language:response_language",
-        "startend:end_checker",
+    scores = IFEvalScorer().score([sample(c, c.prompt) for c in cases])
+    assert len(scores) == 20
+    per_type: dict[str, list[bool]] = {}
+    for c, s in zip(cases, scores, strict=True):
+        assert len(s.details["strict_instruction_accuracy"]) == len(c.instruction_id_list) == 1
+        assert s.values["strict_prompt_accuracy"] == float(s.details["strict_instruction_accuracy"][0])
+        per_type.setdefault(c.instruction_id_list[0], []).append(s.details["strict_instruction_accuracy"][0])
+    assert {t: len(v) for t, v in per_type.items()} == {
+        "keywords:forbidden_words": 5,
+        "detectable_format:number_highlighted_sections": 5,
+        "language:response_language": 5,
+        "startend:end_checker": 5,
     }
 
 
@@ -367,7 +384,8 @@ _SCRIPT = textwrap.dedent(
     nltk.data.path[:] = []  # whatever NLTK data the machine has, scoring must not need it
 
     from pytest_steer.cases import load_cases
-    from pytest_steer.metrics import aggregate, score_response
+    from pytest_steer.metrics import IFEvalScorer, score_response
+    from pytest_steer.scores import Sample
 
     try:
         nltk.data.find("tokenizers/punkt_tab/english/")
@@ -403,8 +421,8 @@ _SCRIPT = textwrap.dedent(
     }
     # if-verifiable's IFBench module calls nltk.download at import; IFEval scoring must not load it.
     assert "if_verifiable.ifbench.instructions_util" not in sys.modules
-    overall = aggregate([score_response(c, c["prompt"]) for c in cases])
-    print(json.dumps({"rows": out, "checks": checks, "aggregate": overall.__dict__}))
+    overall = IFEvalScorer().score([Sample(c, None, c["prompt"], c["prompt"], 0, "stop") for c in cases])
+    print(json.dumps({"rows": out, "checks": checks, "scores": [[s.values, s.details] for s in overall]}))
     """
 )
 

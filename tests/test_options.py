@@ -1,4 +1,4 @@
-"""Option parsing and precedence (CLI > marker > ini > default), device mapping for xdist workers."""
+"""Option parsing and precedence (CLI > marker > ini > default), config labels, xdist device mapping."""
 
 from __future__ import annotations
 
@@ -8,29 +8,67 @@ import pytest
 
 from pytest_steer.models import split_cpu_threads, worker_device
 from pytest_steer.options import (
-    SEED_TYPES, parse_alphas, parse_batch_size, parse_layers, parse_types, resolve, spec_from,
+    SEED_TYPES,
+    MarkerError,
+    RunSpec,
+    parse_alphas,
+    parse_batch_size,
+    parse_coefficients,
+    parse_layers,
+    parse_methods,
+    parse_positive_int,
+    parse_quality,
+    parse_types,
+    parse_variants,
+    resolve,
+    spec_from,
 )
-from pytest_steer.session import resolve_layers
 
 
-def test_parse_alphas():
-    assert parse_alphas("5, 10,20,10") == (5.0, 10.0, 20.0)
+def test_parse_alphas_accepts_text_and_lists_and_refuses_repeats():
+    assert parse_alphas("5, 10,20") == (5.0, 10.0, 20.0) == parse_alphas([5, 10, 20])
     assert parse_alphas("0.01") == (0.01,)
-    for bad in ("0", "-1", "1", "inf", "x", ""):
+    for bad in ("0", "-1", "1", "inf", "nan", "x", "", [True]):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_alphas(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="given twice"):
+        parse_alphas("10,10")
 
 
-def test_parse_layers_and_resolve_them():
-    assert parse_layers("8-10,12") == [8, 9, 10, 12]
-    assert parse_layers('{"3": [0, 1]}') == {3: [0, 1]}
+def test_method_value_parsers():
+    assert parse_coefficients("1,-2") == (1.0, -2.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="coefficient 0"):
+        parse_coefficients("0")
+    assert parse_variants(["restate", "both"]) == ("restate", "both")
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'restate'"):
+        parse_variants("restat")
+    assert parse_methods("pasta,prompt") == ("pasta", "prompt")
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'actadd'"):
+        parse_methods("actad")
+
+
+def test_parse_layers():
+    assert parse_layers("8-10,12") == (8, 9, 10, 12) == parse_layers([8, 9, 10, 12])
+    assert parse_layers('{"3": [0, 1]}') == ((3, (0, 1)),) == parse_layers({3: [0, 1]})
     assert parse_layers("middle") == "middle"
     with pytest.raises(argparse.ArgumentTypeError, match="cannot read layers"):
         parse_layers("8-x")
-    assert resolve_layers("middle", 28) == list(range(8, 24))  # the seed study's layers on Qwen2.5-1.5B
-    assert resolve_layers("all", 3) == [0, 1, 2]
-    spec = spec_from({"layers": {3: [0, 1]}})
-    assert hash(spec) and resolve_layers(spec.layers, 30) == {3: [0, 1]}
+    with pytest.raises(argparse.ArgumentTypeError, match="'5-2' runs backwards"):
+        parse_layers("5-2")
+
+
+def test_ints_refuse_bools_and_fractions():
+    assert parse_positive_int("3") == 3 == parse_positive_int(3)
+    for bad in (True, 2.5, "2.5", 0, "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_positive_int(bad)
+
+
+def test_quality_typos_are_caught_before_any_network():
+    assert parse_quality("offline") == "offline"
+    assert parse_quality("OpenAssistant/reward-model-deberta-v3-large-v2").startswith("OpenAssistant")
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'fluency'"):
+        parse_quality("fluencyy")
 
 
 def test_types_and_batch_size():
@@ -50,8 +88,39 @@ def test_precedence_cli_over_marker_over_ini_over_default():
     assert got["max_new_tokens"] == 96  # default
     got = resolve(lambda n: None, lambda n: ini.get(n), {})
     assert got["alphas"] == (3.0, 4.0) and got["trials"] == 7
-    with pytest.raises(ValueError, match="unknown keyword"):
-        resolve(lambda n: None, lambda n: None, {"model": "x"})  # process-wide options are not per test
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    (([5, 10],), {}, "keywords only, got positional [5, 10]"),
+    ((), {"alpahs": [5]}, "unknown keyword 'alpahs'; did you mean 'alphas'?"),
+    ((), {"model": "x"}, "unknown keyword 'model'"),  # process-wide options are not per test
+    ((), {"alphas": "ten"}, "alphas='ten'"),
+    ((), {"alphas": [0, -2]}, "alpha 0 must be > 0"),
+    ((), {"trials": 2.5}, "trials=2.5"),
+    ((), {"trials": True}, "trials=True"),
+])
+def test_marker_errors_name_the_keyword_and_value(args, kwargs, message):
+    with pytest.raises(MarkerError) as info:
+        resolve(lambda n: None, lambda n: None, kwargs, args)
+    assert message in str(info.value)
+
+
+def test_configs_have_unique_labels_for_distinct_values():
+    spec = RunSpec(methods=("pasta", "actadd", "prompt"), alphas=(10.0, 10.0000001), actadd_coefs=(4.0,),
+                   prompt_variants=("restate",))
+    labels = [c.label for c in spec.configs()]
+    assert labels == ["baseline", "pasta-alpha10", "pasta-alpha10.0000001", "actadd-c4", "prompt-restate"]
+    assert len(set(labels)) == len(labels)
+    assert spec.config("actadd-c4").value == 4.0 and spec.config("pasta-alpha10").strength > 0
+    with pytest.raises(KeyError, match="there are baseline"):
+        spec.config("pasta-alpha11")
+
+
+def test_spec_is_hashable_and_keyed_by_settings():
+    a = spec_from(resolve(lambda n: None, lambda n: None, {"layers": {3: [0, 1]}}))
+    b = spec_from(resolve(lambda n: None, lambda n: None, {"layers": "3-4"}))
+    assert hash(a) and hash(b) and a.key() != b.key()
+    assert spec_from(resolve(lambda n: None, lambda n: None, {"include_baseline": False})).key() == RunSpec().key()
 
 
 def test_worker_device_mapping(monkeypatch):

@@ -1,5 +1,9 @@
-"""End-to-end runs of the plugin with pytester on a tiny random model: ids, properties, report,
-figures, result files, escaping, generation sharing, caching, resume and xdist."""
+"""End-to-end runs of the plugin on a tiny random model: ids, properties, report, figures, result
+files, escaping, generation sharing, caching, resume, xdist, stored baselines, users' own tasks.
+
+One full run is shared (module fixture) by the tests that only read its output, so the suite
+stays fast; the cache, resume and xdist tests compare against it.
+"""
 
 from __future__ import annotations
 
@@ -16,118 +20,146 @@ import pytest
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# Counts the rows that really go through the model and makes responses carry markup, so the report's
-# escaping is tested on real output; steered rows get enough *highlights* to pass that instruction.
+# Counts the rows that really go through the model, makes responses carry markup (so escaping is tested
+# on real output) and steered rows pass the highlighted-sections instruction, and with STEER_UNWRITABLE
+# simulates a cache disk that refuses every write.
 INNER_CONFTEST = '''
 import json, os
-from pytest_steer import generation
+from pytest_steer import cache, generation
 
 _rows = []
 _orig_batch = generation.GenerationEngine._generate_batch
 _orig_decode = generation.GenerationEngine._decode
+_orig_replace = cache._replace
 
 def counting(self, batch):
-    _rows.extend([r.key, r.alpha, r.trial] for r in batch)
+    _rows.extend([r.case.key, r.config.label, r.trial] for r in batch)
     return _orig_batch(self, batch)
 
 def decode(self, req, tokens, seed, eos):
     g = _orig_decode(self, req, tokens, seed, eos)
-    extra = " *one* *two* *three* *four* *five*" if req.alpha is not None else ""
-    return generation.Generation(g.request, "<script>alert(1)</script> " + g.text + extra,
-                                 g.n_tokens, g.finish_reason, g.seed)
+    # steered rows get enough *highlights* to pass that instruction: the report has "fixed" examples to show
+    extra = "" if req.config.is_baseline else " *one* *two* *three* *four* *five*"
+    return generation.Generation(g.request, "<script>alert(1)</script> " + g.text + extra, g.n_tokens,
+                                 g.finish_reason, g.seed)
+
+def refuse(src, dst):
+    raise PermissionError(13, "Permission denied", str(dst))
 
 def pytest_configure(config):
     generation.GenerationEngine._generate_batch = counting
     generation.GenerationEngine._decode = decode
+    if os.environ.get("STEER_UNWRITABLE"):
+        cache._replace = refuse
 
 def pytest_unconfigure(config):
     generation.GenerationEngine._generate_batch = _orig_batch
     generation.GenerationEngine._decode = _orig_decode
+    cache._replace = _orig_replace
     name = "generated-%s.json" % os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(name, "w") as fh:
         json.dump(_rows, fh)
 '''
 
 TESTS = '''
-def test_gate(steer_result, alpha, trial):
-    assert steer_result.strict_prompt_accuracy >= 0.0
+def test_gate(steer_result, steer_config, trial):
     assert steer_result.frame.shape[0] == 4
-    if alpha is not None:
-        assert steer_result.baseline.config == "baseline"
-        assert steer_result.quality >= steer_result.baseline.quality - 100
+    assert steer_result.label == steer_config.label
+    if not steer_config.is_baseline:
+        assert steer_result.baseline.label == "baseline"
 
 def test_second_test_shares_generation(steer_result):
     assert len(steer_result.records) == 4
 
 def test_sweep(steer_eval):
-    assert steer_eval.frame().shape[0] == 24
+    assert steer_eval.frame().shape[0] == 40
 '''
+N_ROWS = 40  # 4 cases x (baseline + pasta 5, 20 + actadd 4 + prompt restate) x 2 trials
+N_TESTS = 21  # 2 x 10 grid points + the sweep
+LABELS = ["baseline", "pasta-alpha5", "pasta-alpha20", "actadd-c4", "prompt-restate"]
 
 
 def _args(model_dir: Path, cache: Path, *extra: str, grid: bool = True) -> list[str]:
-    """Command line for a tiny-model run; grid=False leaves alphas and trials to the test's marker."""
-    return [
-        "--steer-model", str(model_dir), *(["--steer-alphas", "5,20", "--steer-trials", "2"] if grid else []),
-        "--steer-per-type", "1", "--steer-max-new-tokens", "8", "--steer-batch-size", "5",
-        "--steer-report-dir", "report", "--steer-cache-dir", str(cache), "-p", "no:cacheprovider", *extra,
-    ]
+    """Command line for a tiny-model run; grid=False leaves the grid to the test's marker."""
+    g = ["--steer-methods", "pasta,actadd,prompt", "--steer-alphas", "5,20", "--steer-actadd-coefs", "4",
+         "--steer-prompt-variants", "restate", "--steer-trials", "2"] if grid else []
+    return ["--steer-model", str(model_dir), *g, "--steer-per-type", "1", "--steer-max-new-tokens", "8",
+            "--steer-batch-size", "8", "--steer-report-dir", "report", "--steer-cache-dir", str(cache),
+            "-p", "no:cacheprovider", *extra]
 
 
 def _generated(path: Path) -> list:
-    return [row for f in sorted(path.glob("generated-*.json")) for row in json.loads(f.read_text())]
+    rows = [row for f in sorted(path.glob("generated-*.json")) for row in json.loads(f.read_text())]
+    for f in path.glob("generated-*.json"):
+        f.unlink()
+    return rows
+
+
+def _project(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "conftest.py").write_text(INNER_CONFTEST)
+    (path / "test_evals.py").write_text(TESTS)
+    return path
+
+
+def _pytest(cwd: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path, str]:
+    """(project dir, cache dir, output) of one serial run of the three-method grid."""
+    root = tmp_path_factory.mktemp("e2e")
+    project, cache = _project(root / "project"), root / "cache"
+    out = _pytest(project, _args(tiny_model_dir, cache, "-v", "--junitxml=junit.xml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    return project, cache, out.stdout
 
 
 def test_options_have_their_own_help_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*pytest-steer: LLM steering evaluations*", "*--steer-alphas=ALPHAS*", "*default: 5.0,10.0,20.0*"])
+    result.stdout.fnmatch_lines(["*pytest-steer: LLM steering evaluations*", "*--steer-methods=METHODS*",
+                                 "*--steer-alphas=ALPHAS*", "*--steer-actadd-coefs=ACTADD_COEFS*"])
 
 
-def test_bad_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--steer-alphas", "0,5")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*argument --steer-alphas: alpha 0 must be finite, > 0 and != 1*"])
-
-
-def test_end_to_end_small_grid(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_evals=TESTS)
-    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "-v", "--junitxml=junit.xml"))
-    result.assert_outcomes(passed=13)
-    result.stdout.fnmatch_lines([
-        "steer: generated 12/12 rows, * tokens/s, ETA 0s",  # plain progress lines: stdout is not a TTY here
-        "*test_gate?baseline-trial0? PASSED*", "*test_gate?alpha5-trial0? PASSED*", "*test_gate?alpha20-trial1? PASSED*",
-        "*pytest-steer*", "baseline *2*", "alpha20 *2*", "recommended: *",
-    ])
+def test_end_to_end_ids_properties_and_report(first_run: tuple[Path, Path, str]) -> None:
+    project, _, stdout = first_run
+    assert f"{N_TESTS} passed" in stdout
+    for label in LABELS:
+        assert f"test_gate[{label}-trial1] PASSED" in stdout
+    assert "steer: generated 20/20 rows" in stdout and "pytest-steer" in stdout
 
     # generation ran once per (case, config, trial), although two tests and a sweep read every row
-    rows = _generated(pytester.path)
-    assert len(rows) == 24 and len({tuple(r) for r in rows}) == 24
+    rows = _generated(project)
+    assert len(rows) == N_ROWS and len({tuple(r) for r in rows}) == N_ROWS
 
-    # metrics are test properties in JUnit XML
-    tree = ET.parse(pytester.path / "junit.xml")
-    case = next(tc for tc in tree.iter("testcase") if tc.get("name") == "test_gate[alpha5-trial1]")
+    # every metric, side effects included, is a test property in JUnit XML
+    tree = ET.parse(project / "junit.xml")
+    case = next(tc for tc in tree.iter("testcase") if tc.get("name") == "test_gate[actadd-c4-trial1]")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert props["steer_config"] == "alpha5" and props["steer_trial"] == "1"
-    for name in ("strict_prompt_accuracy", "strict_instruction_accuracy", "loose_prompt_accuracy", "fluency", "quality"):
-        assert 0 <= float(props[name]) <= 1 or name in ("fluency", "quality")
+    assert props["steer_config"] == "actadd-c4" and props["steer_method"] == "actadd" and props["steer_trial"] == "1"
+    assert props["steer_primary"] == "strict_prompt_accuracy"
+    for name in ("strict_prompt_accuracy", "loose_prompt_accuracy", "wrong_language", "truncated"):
+        assert 0 <= float(props[name]) <= 1
+    for name in ("quality", "fluency", "diversity", "repetition", "coherence", "length_ratio"):
+        assert name in props
     assert any(k.startswith("follow_rate[") for k in props)
 
-    report = pytester.path / "report"
+    report = project / "report"
     page = (report / "report.html").read_text()
-    for column in ("Config", "Strict acc.", "Quality"):
-        assert f"{column}" in page
-    for png in ("tradeoff.png", "pareto.png", "heatmap_types.png"):
+    for column in ("Config", "Primary metric", "Quality"):
+        assert f"<th>{column}</th>" in page or column in page
+    for png in ("tradeoff.png", "pareto.png", "heatmap_tags.png"):
         assert (report / png).read_bytes()[:8] == PNG
-    assert list(report.glob("delta_by_type_*.png"))
-
-    lines = (report / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 24 and (report / "results.parquet").is_file()
     from pytest_steer.analysis import load_results
 
-    results, summary = load_results(report)
-    assert list(summary["config"]) == ["baseline", "alpha5", "alpha20"]
-    assert {"follow_all_wilson_low", "follow_all_mcnemar_p", "quality_diff_low"} <= set(summary.columns)
-    assert results["response"].str.contains("<script>").all()
+    saved = load_results(report)
+    assert len(saved.rows) == N_ROWS
+    assert list(saved.summary["config"]) == LABELS
+    assert {"strict_prompt_accuracy_diff_low", "quality_p", "repetition_diff"} <= set(saved.summary.columns)
+    summary_page = (report / "summary.html").read_text()
+    assert "Side effects" in summary_page and "Recommend" in summary_page
 
     # generated text is escaped everywhere it is shown
     for html_file in (report / "report.html", report / "summary.html"):
@@ -136,71 +168,84 @@ def test_end_to_end_small_grid(pytester: pytest.Pytester, tiny_model_dir: Path, 
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
-def test_rerun_hits_the_cache_and_reproduces_results(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_evals=TESTS)
-    args = _args(tiny_model_dir, tmp_path / "cache")
-    start = time.perf_counter()
-    pytester.runpytest(*args).assert_outcomes(passed=13)
-    first_s = time.perf_counter() - start
-    first = (pytester.path / "report" / "results.jsonl").read_text()
-    assert len(_generated(pytester.path)) == 24
-
-    start = time.perf_counter()
-    result = pytester.runpytest(*args)
-    second_s = time.perf_counter() - start
-    result.assert_outcomes(passed=13)
-    assert _generated(pytester.path) == []  # 100% of generations came from the cache
-    assert "100% of 24 rows" in (pytester.path / "report" / "summary.html").read_text()
-    assert (pytester.path / "report" / "results.jsonl").read_text() == first
-    print(f"first run {first_s:.1f}s, cached rerun {second_s:.1f}s")
-
-    # --steer-cache false regenerates, with identical results (per-row seeding)
-    pytester.runpytest(*args, "--steer-cache", "false").assert_outcomes(passed=13)
-    assert len(_generated(pytester.path)) == 24
-    assert (pytester.path / "report" / "results.jsonl").read_text() == first
+def test_rerun_hits_the_cache_and_survives_corrupt_and_unwritable_records(
+        first_run: tuple[Path, Path, str], tiny_model_dir: Path) -> None:
+    """A rerun takes its rows from the cache; corrupt records are regenerated, and a cache that refuses
+    writes costs a warning, not the run: the results are byte-identical all the same."""
+    project, cache, _ = first_run
+    _generated(project)
+    first = (project / "report" / "results.jsonl").read_text()
+    victims = sorted((cache / "generation").rglob("*.json"))[:2]
+    victims[0].write_text('{"format": 1, "key": {}, "val')  # truncated
+    victims[1].write_bytes(b"\x00garbage")
+    out = _pytest(project, _args(tiny_model_dir, cache), STEER_UNWRITABLE="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(_generated(project)) == 2  # the other 38 rows came from the cache
+    assert "95% of 40 rows" in (project / "report" / "summary.html").read_text()
+    assert "2 corrupt record(s) found and regenerated, 2 record(s) could not be written" in out.stdout
+    assert (project / "report" / "results.jsonl").read_text() == first
 
 
-def test_marker_sets_the_grid_and_command_line_wins(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_xdist_matches_serial(first_run: tuple[Path, Path, str], tiny_model_dir: Path, tmp_path: Path) -> None:
+    """-n 2 --dist loadgroup: each trial is generated once, on one worker, and the summary equals the serial one."""
+    serial = (first_run[0] / "report" / "summary.csv").read_text()
+    project = _project(tmp_path / "xdist")
+    out = _pytest(project, _args(tiny_model_dir, tmp_path / "cache", "-n", "2", "--dist", "loadgroup"))
+    assert f"{N_TESTS} passed" in out.stdout, out.stdout + out.stderr
+    assert (project / "report" / "summary.csv").read_text() == serial
+    rows = _generated(project)
+    assert len({tuple(r) for r in rows}) == N_ROWS
+    assert "workers" in (project / "report" / "summary.html").read_text()
+
+
+def test_sigkill_midway_resumes_to_identical_results(first_run: tuple[Path, Path, str], tiny_model_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """A run killed with SIGKILL keeps its finished batches; the rerun generates only what is missing, and
+    its results equal the uninterrupted first run's (rows do not depend on the batch size)."""
+    args = _args(tiny_model_dir, tmp_path / "cache", "--steer-batch-size", "1")
+    killed = _project(tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=killed, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    gen_dir = tmp_path / "cache" / "generation"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(gen_dir.rglob("*.json"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = len(list(gen_dir.rglob("*.json")))
+    assert 3 <= kept < N_ROWS, f"expected to kill mid-run, {kept} rows were cached"
+
+    out = _pytest(killed, args)
+    assert f"{N_TESTS} passed" in out.stdout, out.stdout + out.stderr
+    assert len(_generated(killed)) == N_ROWS - kept  # only the missing rows
+    resumed = (killed / "report" / "results.jsonl").read_text()
+    assert resumed == (first_run[0] / "report" / "results.jsonl").read_text()
+
+
+def test_marker_sets_the_grid_and_command_line_wins(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                    tmp_path: Path) -> None:
     pytester.makepyfile('''
         import pytest
 
-        @pytest.mark.steer(alphas=[3, 7], trials=1, include_baseline=False)
-        def test_one(alpha, trial):
+        @pytest.mark.steer(methods="pasta,prompt", alphas=[3, 7], prompt_variants="both", trials=1,
+                           include_baseline=False)
+        def test_one(steer_config, trial):
             pass
     ''')
     result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "c", grid=False), "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["*test_one?alpha3-trial0?", "*test_one?alpha7-trial0?"])
+    result.stdout.fnmatch_lines(["*test_one?pasta-alpha3-trial0?", "*test_one?pasta-alpha7-trial0?",
+                                 "*test_one?prompt-both-trial0?"])
     assert "baseline" not in result.stdout.str()
-    result = pytester.runpytest("--steer-alphas", "9", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["*test_one?alpha9-trial0?"])
-    pytester.makepyfile(test_bad='''
-        import pytest
-
-        @pytest.mark.steer(alpahs=[3])
-        def test_typo(alpha):
-            pass
-    ''')
-    result = pytester.runpytest("test_bad.py", "--collect-only")
-    assert result.ret != pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["test_bad.py::test_typo: @pytest.mark.steer got unknown keyword(s) ?'alpahs'?; allowed: alphas,*"])
+    result = pytester.runpytest("--steer-alphas", "9", "--steer-methods", "pasta", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_one?pasta-alpha9-trial0?"])
 
 
-def test_k_selects_a_slice(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_evals=TESTS)
-    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "-k", "test_gate and alpha20", "-q"))
-    result.assert_outcomes(passed=2)
-    assert "steer: generated" not in result.stdout.str()  # -q keeps progress quiet
-    # a trial's unit is generated whole (baseline + every alpha), so its rows pair up
-    assert len(_generated(pytester.path)) == 24
-
-
-def test_failing_threshold_names_metric_threshold_and_baseline(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_failing_threshold_names_metric_threshold_and_baseline(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                               tmp_path: Path) -> None:
     pytester.makepyfile('''
         import pytest
 
-        @pytest.mark.steer(alphas=[5], trials=1, include_baseline=False)
+        @pytest.mark.steer(methods="pasta", alphas=[5], trials=1, include_baseline=False)
         def test_gate(steer_result):
             assert steer_result.strict_prompt_accuracy >= 1.5
     ''')
@@ -208,153 +253,109 @@ def test_failing_threshold_names_metric_threshold_and_baseline(pytester: pytest.
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*strict_prompt_accuracy >= threshold failed*",
-        "*strict_prompt_accuracy = * (alpha5, trial 0, n=4; baseline *)*",
+        "*strict_prompt_accuracy = * (pasta-alpha5, trial 0, n=4; baseline *)*",
         "*threshold: 1.5*",
     ])
 
 
-def test_unloadable_model_fails_before_generation(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    pytester.makepyfile("def test_x(steer_result):\n    pass\n")
-    result = pytester.runpytest("--steer-model", str(tmp_path / "nope"), "--steer-cache-dir", str(tmp_path))
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*could not load model*nope*To fix:*"])
+DEGRADE_CONFTEST = '''
+from pytest_steer import generation
 
+_orig = generation.GenerationEngine._decode
 
-def test_unloadable_reward_model_fails_before_generation(pytester: pytest.Pytester, tiny_model_dir: Path,
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile("def test_x(steer_result):\n    pass\n")
-    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "c"), "--steer-quality", "no-such-org/reward-model-typo")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*no-such-org/reward-model-typo*"])
-    assert _generated(pytester.path) == []
-
-
-def _subprocess_run(cwd: Path, args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
-
-
-def test_sigkill_midway_resumes_to_identical_results(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A run killed with SIGKILL keeps its finished batches; the rerun generates only what is missing."""
-    for d in ("killed", "clean"):
-        (tmp_path / d).mkdir()
-        (tmp_path / d / "conftest.py").write_text(INNER_CONFTEST)
-        (tmp_path / d / "test_evals.py").write_text(TESTS)
-    args = _args(tiny_model_dir, tmp_path / "killed-cache") + ["--steer-max-new-tokens", "48", "--steer-batch-size", "1"]
-    proc = _subprocess_run(tmp_path / "killed", args)
-    gen_dir = tmp_path / "killed-cache" / "generation"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(gen_dir.rglob("*.json"))) < 3:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    kept = len(list(gen_dir.rglob("*.json")))
-    assert 3 <= kept < 24, f"expected to kill mid-run, {kept} rows were cached"
-
-    rerun = _subprocess_run(tmp_path / "killed", args)
-    out = rerun.communicate()[0].decode()
-    assert rerun.returncode == 0, out
-    assert len(_generated(tmp_path / "killed")) == 24 - kept  # only the missing rows
-
-    clean = _subprocess_run(tmp_path / "clean", _args(tiny_model_dir, tmp_path / "clean-cache")
-                            + ["--steer-max-new-tokens", "48", "--steer-batch-size", "1"])
-    assert clean.wait() == 0
-    resumed = (tmp_path / "killed" / "report" / "results.jsonl").read_text()
-    assert resumed == (tmp_path / "clean" / "report" / "results.jsonl").read_text()
-
-
-def test_corrupt_cache_entry_is_regenerated(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_evals=TESTS)
-    args = _args(tiny_model_dir, tmp_path / "cache")
-    pytester.runpytest(*args).assert_outcomes(passed=13)
-    first = (pytester.path / "report" / "results.jsonl").read_text()
-    victims = sorted((tmp_path / "cache" / "generation").rglob("*.json"))[:2]
-    victims[0].write_text('{"format": 1, "key": {}, "val')  # truncated
-    victims[1].write_bytes(b"\x00garbage")
-    result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=13)
-    assert len(_generated(pytester.path)) == 2
-    assert (pytester.path / "report" / "results.jsonl").read_text() == first
-
-
-def test_xdist_matches_serial(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
-    """-n 2 --dist loadgroup: each trial is generated once, on one worker, and the summary equals the serial one."""
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_evals=TESTS)
-    serial = pytester.runpytest_subprocess(*_args(tiny_model_dir, tmp_path / "serial-cache"))
-    serial.assert_outcomes(passed=13)
-    expected = (pytester.path / "report" / "summary.csv").read_text()
-    for f in pytester.path.glob("generated-*.json"):
-        f.unlink()
-    parallel = pytester.runpytest_subprocess(*_args(tiny_model_dir, tmp_path / "xdist-cache"),
-                                             "-n", "2", "--dist", "loadgroup", "--tx", "2*popen")
-    parallel.assert_outcomes(passed=13)
-    assert (pytester.path / "report" / "summary.csv").read_text() == expected
-    rows = _generated(pytester.path)
-    assert len({tuple(r) for r in rows}) == 24
-    assert "workers" in (pytester.path / "report" / "summary.html").read_text()
-
-
-OVERSTEER_CONFTEST = '''
-from pytest_steer import steering
-
-_orig = steering.PASTA.with_alpha
-
-def oversteer(self, alpha):
-    """A deliberately broken build: every steered row gets alpha x 10,000."""
-    if isinstance(alpha, (list, tuple)):
-        return _orig(self, [a if a == 1.0 else a * 1e4 for a in alpha])
-    return _orig(self, alpha if alpha == 1.0 else alpha * 1e4)
+def loop(self, req, tokens, seed, eos):
+    """A deliberately broken build: every steered row degenerates into a loop."""
+    g = _orig(self, req, tokens, seed, eos)
+    text = g.text if req.config.is_baseline else "go " * 30
+    return generation.Generation(g.request, text, g.n_tokens, g.finish_reason, g.seed)
 
 def pytest_configure(config):
-    steering.PASTA.with_alpha = oversteer
+    generation.GenerationEngine._decode = loop
 
 def pytest_unconfigure(config):
-    steering.PASTA.with_alpha = _orig
+    generation.GenerationEngine._decode = _orig
 '''
 
 
-@pytest.mark.slow
-def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """On the embedded model: save, compare again (passes: rows reproduce), then compare a build that
-    oversteers (alpha x 10,000): quality collapses and the steered tests fail, naming the metric."""
+def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester: pytest.Pytester,
+                                                                       tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Save (with -k: one item, its whole unit), compare again (passes: rows reproduce), compare a build whose steered rows loop (fails,
+    naming the metric), compare a config the file lacks (skipped, named), other settings (refused)."""
     pytester.makepyfile(test_evals="def test_point(steer_result):\n    pass\n")
-    base = ["--steer-alphas", "5", "--steer-trials", "1", "--steer-per-type", "1", "--steer-max-new-tokens", "16",
-            "--steer-report-dir", "report", "--steer-cache-dir", str(tmp_path / "cache"), "-p", "no:cacheprovider"]
+    base = _args(tiny_model_dir, tmp_path / "cache", grid=False) + ["--steer-methods", "pasta", "--steer-alphas", "5",
+                                                                   "--steer-trials", "1"]
     stored = tmp_path / "baseline.json"
-    pytester.runpytest(*base, "--steer-save-baseline", str(stored)).assert_outcomes(passed=2)
+    # -k runs one item, but its trial's unit is generated whole (baseline + every config), so rows pair up
+    result = pytester.runpytest(*base, "--steer-save-baseline", str(stored), "-k", "pasta-alpha5", "-q")
+    result.assert_outcomes(passed=1, deselected=1)
+    assert "steer: generated" not in result.stdout.str()  # -q keeps progress quiet
     assert len(json.loads(stored.read_text())["rows"]) == 8
 
     pytester.runpytest(*base, "--steer-compare", str(stored)).assert_outcomes(passed=2)
 
-    pytester.makeconftest(OVERSTEER_CONFTEST)
+    result = pytester.runpytest(*base[:-3], "20", *base[-2:], "--steer-compare", str(stored))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*not in the stored baseline, not compared: pasta-alpha20*"])
+
+    pytester.makeconftest(DEGRADE_CONFTEST)
     result = pytester.runpytest(*base, "--steer-compare", str(stored), "--steer-cache", "false")
-    result.assert_outcomes(passed=1, failed=1)  # the baseline is unaffected, alpha5 regressed
-    result.stdout.fnmatch_lines(["*regressed against stored baseline*", "*quality for alpha5:*now vs*stored*"])
+    result.assert_outcomes(passed=1, failed=1)  # the baseline is unaffected, pasta-alpha5 regressed
+    result.stdout.fnmatch_lines(["*regressed against stored baseline*", "*repetition*"])
 
     # other generation settings: the comparison refuses instead of comparing apples to oranges
-    result = pytester.runpytest(*base[:7], "32", *base[8:], "--steer-compare", str(stored))
+    i = base.index("--steer-max-new-tokens")
+    result = pytester.runpytest(*base[:i + 1], "16", *base[i + 2:], "--steer-compare", str(stored))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*cannot compare with stored baseline*max_new_tokens: stored 16, now 32*"])
+    result.stderr.fnmatch_lines(["*max_new_tokens*"])
 
 
-def test_model_cases_and_pasta_fixtures(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_fixtures_and_a_users_own_task(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
     pytester.makepyfile('''
         import pytest
+        from pytest_steer import Case, Task, register_task, scorer
+
+        @scorer("short")
+        def short(sample):
+            return len(sample.response.split()) < 50
+
+        cases = [Case(f"c{i}", f"Talk about {w}. Be brief.", instructions=("Be brief.",),
+                      instruction_id_list=("brief",)) for i, w in enumerate(["cats", "dogs", "rain", "sun"])]
+        register_task(Task.from_cases("brief", cases[:2], [short], held_out=cases[2:]))
+
+        @pytest.mark.steer(task="brief", methods="pasta,actadd,prompt", alphas=[5], actadd_coefs=[2],
+                           prompt_variants="system", trials=1)
+        def test_brief(steer_result):
+            assert len(steer_result.records) == 2
+            assert 0 <= steer_result.short <= 1 and steer_result.primary == "short"
 
         @pytest.mark.steer(per_type=2, layers="0", scale_position="exclude")
         def test_fixtures(steer_model, steer_cases, pasta):
             assert steer_model.model.config.num_hidden_layers == 2
-            assert len(steer_cases) == 8 and all(c.steerable for c in steer_cases)
-            ctl = pasta(alpha=0.5)
-            assert ctl.alphas == [0.5] and ctl.scale_position == "exclude" and list(ctl.head_config) == [0]
+            assert len(steer_cases) == 4 and all(c.steerable for c in steer_cases)  # --steer-per-type 1 wins
+            assert pasta.scale_position == "exclude"
     ''')
-    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path))
-    result.assert_outcomes(passed=1)
+    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "--junitxml=junit.xml", grid=False))
+    result.assert_outcomes(passed=5)
+    tree = ET.parse(pytester.path / "junit.xml")
+    props = [{p.get("name"): p.get("value") for p in tc.iter("property")} for tc in tree.iter("testcase")]
+    assert any(p.get("short") is not None and p.get("steer_primary") == "short" for p in props)
+    assert "short" in (pytester.path / "report" / "summary.html").read_text()
+
+
+def test_on_missing_warn_runs_the_row_unsteered(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                tmp_path: Path) -> None:
+    rows = [{"key": "1", "prompt": "Write a poem. Do not use commas.", "instructions": ["Do not use commas."],
+             "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+            {"key": "2", "prompt": "Write a story. No commas please.", "instructions": ["Do not use commas."],
+             "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}]
+    data = tmp_path / "cases.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    common = _args(tiny_model_dir, tmp_path / "cache", grid=False) + [
+        "--steer-dataset", str(data), "--steer-types", "all", "--steer-per-type", "2", "--steer-methods", "pasta",
+        "--steer-alphas", "5", "--steer-trials", "1"]
+    result = pytester.runpytest(*common)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'2'*not found*--steer-on-missing warn*"])
+    result = pytester.runpytest(*common, "--steer-on-missing", "warn")
+    result.assert_outcomes(passed=2)

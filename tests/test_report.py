@@ -1,74 +1,31 @@
-"""Report figures and HTML on synthetic results, including degenerate runs."""
+"""Report figures, HTML and the session-end report on synthetic sweeps, including degenerate runs."""
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pytest_steer.analysis import (
-    config_summary,
-    fixed_and_broken,
-    recommend_alpha,
-    trial_metrics,
-    type_metrics,
-)
-from pytest_steer.report.figures import (
-    pareto_figure,
-    tradeoff_figure,
-    type_delta_bars,
-    type_heatmaps,
-)
+from pytest_steer import reduce
+from pytest_steer.analysis import fixed_and_broken, recommend
+from pytest_steer.baselines import load_baseline
+from pytest_steer.methods.base import BASELINE_CONFIG, Config
+from pytest_steer.report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
 from pytest_steer.report.html import summary_html, write_standalone
-from pytest_steer.results import ResultRow, config_label, steering_strength, to_frame
+from pytest_steer.reporting import RunInfo, report_run, save_stored_baseline, terminal_table
+from pytest_steer.results import to_frame
+from pytest_steer.scores import Metric
+
+from .factories import ACTADD4, METRICS, PASTA5, PASTA10, QUALITY, STRICT_INSTR, sweep_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT = "<script>alert(1)</script>"
-TYPES = ["punctuation:no_comma", "change_case:english_lowercase", "detectable_format:json_format"]
-
-
-def make_results(
-    alphas: list[float | None],
-    *,
-    n_trials: int = 2,
-    n_keys: int = 6,
-    types: list[str] = TYPES,
-    quality_name: str = "fluency",
-    response: str = "ok",
-) -> pd.DataFrame:
-    """Rows where steering changes which examples are followed (strong steering follows more)
-    and quality falls with strength; deterministic."""
-    rows = []
-    for k in range(n_keys):
-        ids = [types[k % len(types)]]
-        for alpha in alphas:
-            s = steering_strength(alpha)
-            for trial in range(n_trials):
-                follow = (k + trial + round(2 * s)) % 3 != 0 or (s > 2 and k % 2 == 0)
-                rows.append(
-                    ResultRow(
-                        key=f"k{k}",
-                        instruction_id_list=ids,
-                        config=config_label(alpha),
-                        alpha=alpha,
-                        trial=trial,
-                        seed=trial,
-                        prompt=f"prompt {k} <b>bold</b>",
-                        response=f"{response} {k}/{trial}",
-                        n_tokens=5,
-                        finish_reason="stop",
-                        follow_all=follow,
-                        follow_list=[follow],
-                        loose_follow_all=follow,
-                        loose_follow_list=[follow],
-                        quality=-1.0 - 0.2 * s - 0.05 * ((k + trial) % 4),
-                        quality_name=quality_name,
-                    )
-                )
-    return to_frame(rows)
+BUDGETS = {"quality": 0.1, "repetition": 0.1, "diversity": 0.1}
+NAMES = [m.name for m in METRICS]
 
 
 def assert_png(path: Path) -> None:
@@ -77,64 +34,86 @@ def assert_png(path: Path) -> None:
 
 
 CASES = {
-    "full": dict(alphas=[None, 0.1, 2.0, 5.0, 10.0]),
-    "one_trial": dict(alphas=[None, 2.0, 10.0], n_trials=1),
-    "single_alpha_reward": dict(alphas=[None, 10.0], quality_name="reward:OpenAssistant/rm"),
-    "single_type": dict(alphas=[None, 2.0, 10.0], types=["punctuation:no_comma"]),
-    "only_baseline": dict(alphas=[None]),
+    "two_methods": dict(),
+    "one_config_one_trial_one_type": dict(configs=[BASELINE_CONFIG, PASTA10], n_trials=1,
+                                          types=["punctuation:no_comma"]),
+    "only_baseline": dict(configs=[BASELINE_CONFIG]),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_figures_write_png(case: str, tmp_path: Path) -> None:
-    df = make_results(**CASES[case])
-    summary, types = config_summary(df), type_metrics(df)
+    frame = to_frame(sweep_rows(**CASES[case]), NAMES)
+    summary = reduce.summary(frame, METRICS, n_resamples=200)
     paths = [
-        tradeoff_figure(trial_metrics(df), tmp_path),
-        type_heatmaps(types, tmp_path),
-        pareto_figure(summary, tmp_path),
+        tradeoff_figure(summary, METRICS, tmp_path, primary="strict_prompt_accuracy"),
+        pareto_figure(summary, METRICS, tmp_path, x="strict_prompt_accuracy"),
+        tag_heatmaps(frame, [STRICT_INSTR, QUALITY], tmp_path),
     ]
-    assert [p.name for p in paths] == ["tradeoff.png", "heatmap_types.png", "pareto.png"]
     strongest = summary["config"].iloc[-1]  # "baseline" when nothing else ran: all-zero deltas
-    paths.append(type_delta_bars(types, strongest, tmp_path))
-    assert paths[-1].name == f"delta_by_type_{strongest}.png"
+    paths.append(tag_delta_bars(frame, strongest, [STRICT_INSTR, QUALITY], tmp_path))
+    assert [p.name for p in paths] == ["tradeoff.png", "pareto.png", "heatmap_tags.png",
+                                       f"delta_by_tag_{strongest}.png"]
     for p in paths:
         assert_png(p)
 
 
 def test_delta_bars_need_both_configs(tmp_path: Path) -> None:
-    types = type_metrics(make_results([None, 2.0]))
-    with pytest.raises(ValueError, match="alpha7"):
-        type_delta_bars(types, "alpha7", tmp_path)
+    frame = to_frame(sweep_rows(configs=[BASELINE_CONFIG, PASTA5]), NAMES)
+    with pytest.raises(ValueError, match="pasta-alpha7"):
+        tag_delta_bars(frame, "pasta-alpha7", [QUALITY], tmp_path)
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> str:
-    df = make_results([None, 2.0, 10.0], n_keys=30, response=SCRIPT)
-    summary = config_summary(df)
-    rec = recommend_alpha(summary, max_quality_drop=1.0)
-    figures = {"pareto <fig>": pareto_figure(summary, tmp_path)}
-    fb = fixed_and_broken(df, "alpha10")
-    assert len(fb) > 5  # enough to exercise the omission note below
-    meta = {"model": "tiny <model>", "scorer": "fluency", "seed": "0"}
-    return summary_html(summary, rec, figures, fb, meta, max_examples=5)
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    rows = sweep_rows(n_keys=30, response=SCRIPT)
+    rows[0].details["flags"] = ["<img src=x onerror=alert(1)>"]  # a flag is data too
+    frame = to_frame(rows, NAMES)
+    summary = reduce.summary(frame, METRICS, n_resamples=500)
+    rec = recommend(summary, primary="strict_prompt_accuracy", budgets={**BUDGETS, "quality": 0.5}, metrics=METRICS)
+    figures = {"pareto <fig>": pareto_figure(summary, METRICS, tmp_path_factory.mktemp("fig"),
+                                             x="strict_prompt_accuracy")}
+    examples = {m: fixed_and_broken(frame, c, follow="strict_prompt_accuracy") for m, c in
+                (("pasta", "pasta-alpha10"), ("actadd", "actadd-c4"))}
+    assert len(examples["pasta"]) > 5  # enough to exercise the omission note below
+    meta = {"model": "tiny <model>", "seed": "0"}
+    return summary_html(summary, METRICS, recommendation=rec, figures=figures, examples=examples, meta=meta,
+                        max_examples=5)
 
 
 def test_html_escapes_data(report: str) -> None:
-    assert SCRIPT not in report
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report
+    assert SCRIPT not in report and "&lt;script&gt;alert(1)&lt;/script&gt;" in report
     assert "<b>bold</b>" not in report and "&lt;b&gt;bold&lt;/b&gt;" in report
     assert "tiny &lt;model&gt;" in report and "pareto &lt;fig&gt;" in report
+    assert "<img src=x" not in report and '<span class="flag">&lt;img src=x onerror=alert(1)&gt;</span>' in report
     assert "<script" not in report.lower()
 
 
-def test_html_shows_recommendation_and_tables(report: str) -> None:
-    assert re.search(r"Recommended config: <b>alpha\d+</b>", report)
-    assert '<tr class="recommended"><td>alpha' in report
-    assert "Run details" in report and "fluency (mean log-lik/token)" in report
+def test_html_side_effects_table(report: str) -> None:
+    section = report[report.index("<h3>Side effects</h3>"):report.index("<h3>Figures</h3>")]
+    assert section.count("<h4>") == 4  # one table per steered config
+    strong = section[section.index("<h4>pasta-alpha10</h4>"):section.index("<h4>actadd-c2</h4>")]
+    # repetition rises at pasta-alpha10 (strength 2.3 > 2.2 loops): significantly worse, highlighted red
+    rep = re.search(r"<tr><td>rep-4</td><td>lower</td>.*?</tr>", strong).group(0)
+    assert 'class="num bad">+0.' in rep and '<td class="bad">worse</td>' in rep
+    div = re.search(r"<tr><td>diversity</td><td>higher</td>.*?</tr>", strong).group(0)
+    assert '<td class="bad">worse</td>' in div
+    weak = section[section.index("<h4>pasta-alpha5</h4>"):section.index("<h4>pasta-alpha10</h4>")]
+    assert re.search(r"<tr><td>rep-4</td>.*?no significant change</td></tr>", weak)
+    assert "<td>length ratio</td><td>neither</td>" in section
+
+
+def test_html_shows_recommendation_with_budgets_and_examples(report: str) -> None:
+    assert re.search(r"Recommended config: <b>[a-z]+-[a-z]+\d+</b>", report)
+    assert "Budgets against the baseline: quality drop &lt;= 50%, repetition rise &lt;= 0.1, diversity drop " \
+           "&lt;= 0.1." in report
+    assert "Configs over budget (2)" in report and "repetition rise 0.195 &gt; 0.1" in report
+    assert '<tr class="recommended"><td>' in report
+    assert "<h4>pasta-alpha10 vs baseline</h4>" in report and "<h4>actadd-c4 vs baseline</h4>" in report
     m = re.search(r"showing 5, largest \|Δ quality\| first\. (\d+) more omitted", report)
     assert m and int(m.group(1)) > 0
-    assert report.count('class="response"') == 2 * 5  # both responses, side by side
+    assert report.count('class="response"') == 2 * 2 * 5  # both responses, side by side, for two methods
+    assert '<span class="flag">repetition</span>' in report and '<span class="flag">wrong language</span>' in report
 
 
 def test_html_embeds_images_as_data_uris(report: str) -> None:
@@ -143,12 +122,24 @@ def test_html_embeds_images_as_data_uris(report: str) -> None:
     assert 'src="/' not in report and "file:" not in report
 
 
-def test_html_with_baseline_recommended_and_no_examples(tmp_path: Path) -> None:
-    df = make_results([None])
-    summary = config_summary(df)
-    rec = recommend_alpha(summary, max_quality_drop=0.1)
-    html = summary_html(summary, rec, {}, pd.DataFrame(columns=["config", "change"]), {})
-    assert "<b>baseline</b>" in html and "No example changed" in html
+def test_html_escapes_config_names_and_values_once() -> None:
+    odd = Config("m<1>", "<b>v</b>", "m<1>-<b>v</b>", 1.0)
+    frame = to_frame(sweep_rows(configs=[BASELINE_CONFIG, odd], n_keys=3), NAMES)
+    summary = reduce.summary(frame, METRICS, n_resamples=200)
+    rec = recommend(summary, primary="strict_prompt_accuracy", budgets={}, metrics=METRICS)
+    html = summary_html(summary, METRICS, recommendation=rec, figures={}, examples={}, meta={})
+    assert "<b>v</b>" not in html and "m<1>" not in html
+    assert '<td class="num">&lt;b&gt;v&lt;/b&gt;</td>' in html and "<h4>m&lt;1&gt;-&lt;b&gt;v&lt;/b&gt;</h4>" in html
+    assert "&amp;lt;" not in html  # escaped exactly once
+
+
+def test_html_with_only_the_baseline() -> None:
+    frame = to_frame(sweep_rows(configs=[BASELINE_CONFIG]), NAMES)
+    summary = reduce.summary(frame, METRICS, n_resamples=200)
+    rec = recommend(summary, primary="strict_prompt_accuracy", budgets=BUDGETS, metrics=METRICS)
+    html = summary_html(summary, METRICS, recommendation=rec, figures={}, examples={}, meta={})
+    assert "<b>baseline</b> (unsteered)" in html and "no steered configs were run" in html
+    assert "Side effects" not in html
 
 
 def test_write_standalone(tmp_path: Path) -> None:
@@ -158,11 +149,102 @@ def test_write_standalone(tmp_path: Path) -> None:
     assert "<title>Steer &lt;run&gt;</title>" in text and 'charset="utf-8"' in text
 
 
-def test_html_merged_columns_are_paired_and_escaped() -> None:
-    summary = config_summary(make_results([None, 2.0])).assign(
-        quality_ci_low=[0.1, 0.2], quality_ci_high=[0.3, 0.4], note=["<i>x</i>", "ok"]
-    )
-    html = summary_html(summary, recommend_alpha(summary, max_quality_drop=1.0), {},
-                        pd.DataFrame(columns=["config", "change"]), {})
-    assert "<th>quality_ci [low, high]</th>" in html and "[0.100, 0.300]" in html
-    assert "<i>x</i>" not in html and "&lt;i&gt;x&lt;/i&gt;" in html
+def test_terminal_table_lists_significant_side_effects() -> None:
+    frame = to_frame(sweep_rows(configs=[BASELINE_CONFIG, PASTA5, ACTADD4], n_keys=12), NAMES)
+    summary = reduce.summary(frame, METRICS, n_resamples=500)
+    lines = terminal_table(summary, METRICS, "strict_prompt_accuracy")
+    assert lines[0].split()[:5] == ["config", "rows", "strict", "prompt", "accuracy"]
+    assert "headline quality" in lines[0] and "side effects (p < 0.05)" in lines[0]
+    base, weak, strong = lines[1:]
+    assert base.startswith("baseline") and base.rstrip().endswith("]")  # no differences for the baseline
+    assert "repetition" not in weak  # pasta-alpha5 does not loop
+    assert re.search(r"repetition \+0\.195 \(worse\)", strong) and re.search(r"diversity -0\.24 \(worse\)", strong)
+    assert "coherence" not in strong  # unchanged side effects are left out
+
+
+@pytest.fixture
+def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placeholder figures, for report_run tests about something else (drawing costs seconds)."""
+    def stub(name: str) -> Callable[..., Path]:
+        def draw(*args: object, **kwargs: object) -> Path:
+            out = next(a for a in args if isinstance(a, Path))  # the report directory
+            out.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(PNG_SIGNATURE)
+            return out / name
+
+        return draw
+
+    for fn, name in (("tradeoff_figure", "tradeoff.png"), ("pareto_figure", "pareto.png"),
+                     ("tag_heatmaps", "heatmap_tags.png"), ("tag_delta_bars", "delta.png")):
+        monkeypatch.setattr(f"pytest_steer.report.figures.{fn}", stub(name))
+
+
+def _info() -> RunInfo:
+    return RunInfo(meta={"model": "tiny"}, settings={"run1": {"task": "ifeval", "seed": 0}},
+                   primary="strict_prompt_accuracy", budgets=BUDGETS)
+
+
+def test_report_run_writes_everything(tmp_path: Path) -> None:
+    rows = sweep_rows(n_keys=6)
+    report = report_run(rows, METRICS, tmp_path / "out", _info(), save_baseline=tmp_path / "b" / "baseline.json")
+    assert report.problems == []
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"results.jsonl", "summary.csv", "metrics.json", "summary.html", "tradeoff.png", "pareto.png",
+            "heatmap_tags.png"} <= names
+    assert report.fragment.startswith('<div class="steer-report">') and "Side effects" in report.fragment
+    saved = tmp_path / "b" / "baseline.json"
+    assert report.terminal_lines[-2:] == [f"report: {tmp_path / 'out'}", f"saved baseline: {saved}"]
+    assert saved.is_file()
+    assert any(line.startswith("recommended: ") for line in report.terminal_lines)
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_report_run_survives_an_unwritable_baseline_path(tmp_path: Path) -> None:
+    rows = sweep_rows(n_keys=4, response=SCRIPT)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    report = report_run(rows, METRICS, tmp_path / "out", _info(), save_baseline=blocker / "b.json")
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith(f"could not write the stored baseline {blocker / 'b.json'}: [Errno ")
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == len(rows)
+    html = (tmp_path / "out" / "summary.html").read_text()
+    assert "Per-config summary" in html and SCRIPT not in html
+    assert not any(line.startswith("saved baseline") for line in report.terminal_lines)
+
+
+def test_save_stored_baseline_merges_per_run_metrics(tmp_path: Path) -> None:
+    valid = Metric("valid_json", "binary")
+    rows = sweep_rows(configs=[BASELINE_CONFIG, PASTA5], n_keys=2)
+    line = save_stored_baseline(tmp_path / "b.json", {"run1": {"task": "ifeval"}}, rows,
+                                {"run1": METRICS, "run2": [QUALITY, valid]})
+    assert line == f"saved baseline: {tmp_path / 'b.json'}"
+    assert [m.name for m in load_baseline(tmp_path / "b.json").metrics] == [*NAMES, "valid_json"]
+    line = save_stored_baseline(tmp_path / "b.json" / "x.json", {}, rows, METRICS)
+    assert line.startswith(f"could not write the stored baseline {tmp_path / 'b.json' / 'x.json'}: ")
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_report_run_keeps_going_when_a_step_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("no fonts <here>")
+
+    monkeypatch.setattr("pytest_steer.report.figures.pareto_figure", broken)
+    report = report_run(sweep_rows(n_keys=4), METRICS, tmp_path, _info())
+    assert report.problems == ["could not draw the figure 'Pareto frontier': no fonts <here>"]
+    assert (tmp_path / "tradeoff.png").is_file() and (tmp_path / "summary.html").is_file()
+    assert "Trade-off" in report.fragment and "Pareto frontier" not in report.fragment
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_report_run_splits_runs(tmp_path: Path) -> None:
+    rows = sweep_rows(configs=[BASELINE_CONFIG, PASTA10], n_keys=3)
+    second = sweep_rows(configs=[BASELINE_CONFIG, PASTA5], n_keys=3)
+    for r in second:
+        r.run = "run2"
+    rows += second
+    report = report_run(rows, METRICS, tmp_path, _info())
+    assert report.problems == []
+    assert (tmp_path / "run-run1" / "results.jsonl").is_file() and (tmp_path / "run-run2" / "summary.csv").is_file()
+    assert report.terminal_lines[0] == "run run1:" and "run run2:" in report.terminal_lines
+    assert report.fragment.count('<div class="steer-report">') == 2
+    assert pd.read_csv(tmp_path / "run-run2" / "summary.csv")["config"].tolist() == ["baseline", "pasta-alpha5"]

@@ -6,23 +6,19 @@ import itertools
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pytest_steer.results import BASELINE
 from pytest_steer.stats import (
     bootstrap_interval,
-    compare_to_baseline,
-    config_intervals,
     mcnemar_exact,
     mcnemar_paired,
     non_inferiority,
     paired_bootstrap_diff,
-    trial_interval,
+    sign_flip_test,
     wilson_interval,
 )
 
-from .factories import make_frame
+from .factories import QUALITY, REPETITION, grid_frame
 
 Z95 = 1.959963984540054  # standard normal 97.5% quantile
 
@@ -129,15 +125,15 @@ def test_bootstrap_is_reproducible_for_a_seed() -> None:
     assert (first.low, first.high) != (other.low, other.high)
 
 
-def test_cluster_bootstrap_is_wider_when_trials_of_an_example_agree() -> None:
-    # Each example's 5 trials are identical, so there are really 12 observations, not 60.
+def test_cluster_bootstrap_is_wider_when_trials_of_a_case_agree() -> None:
+    # Each case's 5 trials are identical, so there are really 12 observations, not 60.
     per_example = np.random.default_rng(2).normal(size=12)
     values = np.repeat(per_example, 5)
     keys = np.repeat(np.arange(12), 5)
     rows = bootstrap_interval(values)
     examples = bootstrap_interval(values, cluster=keys)
     assert examples.high - examples.low > 1.8 * (rows.high - rows.low)  # about sqrt(5) = 2.24 wider
-    assert examples.method == "example-bootstrap"
+    assert examples.method == "case-bootstrap"
 
 
 def test_non_inferiority_uses_the_one_sided_interval() -> None:
@@ -154,29 +150,76 @@ def test_non_inferiority_uses_the_one_sided_interval() -> None:
         non_inferiority(treated, control, margin=-0.1)
 
 
+def test_non_inferiority_reads_the_bound_on_the_bad_side() -> None:
+    control = np.zeros(50)
+    rise = control + 0.02  # every pair 0.02 higher: the interval is the point [0.02, 0.02]
+    assert non_inferiority(rise, control, 0.01, direction=1).passed  # higher is better: a rise is fine
+    lower_better = non_inferiority(rise, control, 0.01, direction=-1)
+    assert not lower_better.passed  # lower is better: a rise of 0.02 > 0.01 margin fails
+    assert "required upper bound < +0.010" in str(lower_better)
+    assert non_inferiority(rise, control, 0.03, direction=-1).passed
+    assert not non_inferiority(-rise, control, 0.01, direction=0).passed  # neither: any change beyond the margin
+    assert non_inferiority(-rise, control, 0.03, direction=0).passed
+    with pytest.raises(ValueError, match="direction"):
+        non_inferiority(rise, control, 0.01, direction=2)
+
+
 def test_non_inferiority_and_the_gate_share_one_convention() -> None:
     """stats.non_inferiority and gates.assert_not_worse read the same interval on the same pairs."""
     from pytest_steer.gates import assert_not_worse
-    from tests.factories import make_frame
 
     rng = np.random.default_rng(5)
     base_q = rng.normal(0.0, 1.0, size=(30, 3))
-    frame = make_frame({"baseline": np.ones((30, 3), bool), "alpha5": np.ones((30, 3), bool)},
-                       {"baseline": base_q, "alpha5": base_q - 0.1 + rng.normal(0, 0.2, size=(30, 3))})
+    frame = grid_frame({"baseline": {"quality": base_q},
+                        "pasta-alpha5": {"quality": base_q - 0.1 + rng.normal(0, 0.2, size=(30, 3))}})
     b = frame[frame["config"] == "baseline"].sort_values(["key", "trial"])
-    t = frame[frame["config"] == "alpha5"].sort_values(["key", "trial"])
-    ni = non_inferiority(t["quality"].to_numpy(float), b["quality"].to_numpy(float), margin=0.3,
-                         cluster=t["key"].to_numpy())
-    comp = assert_not_worse(frame, "alpha5", "quality", margin=0.3)
+    t = frame[frame["config"] == "pasta-alpha5"].sort_values(["key", "trial"])
+    args = (t["quality"].to_numpy(float), b["quality"].to_numpy(float))
+    ni = non_inferiority(*args, margin=0.3, cluster=t["key"].to_numpy())
+    comp = assert_not_worse(frame, "pasta-alpha5", QUALITY, margin=0.3)
     assert (comp.diff.low, comp.diff.high, comp.diff.confidence) == pytest.approx((ni.diff.low, ni.diff.high, 0.95))
     margin = -ni.diff.low - 1e-6  # just inside the bound: both must fail
-    assert not non_inferiority(t["quality"].to_numpy(float), b["quality"].to_numpy(float), margin=margin,
-                               cluster=t["key"].to_numpy()).passed
+    assert not non_inferiority(*args, margin=margin, cluster=t["key"].to_numpy()).passed
     with pytest.raises(AssertionError):
-        assert_not_worse(frame, "alpha5", "quality", margin=margin)
+        assert_not_worse(frame, "pasta-alpha5", QUALITY, margin=margin)
+    # Lower is better: the negated scores as repetition rise by what quality fell, so the gate reads
+    # the upper bound, -ni.diff.low, against +margin.
+    rep = frame.assign(repetition=-frame["quality"])
+    assert assert_not_worse(rep, "pasta-alpha5", REPETITION, margin=-ni.diff.low + 1e-6).diff.high == pytest.approx(
+        -ni.diff.low)
+    with pytest.raises(AssertionError, match="required upper bound < "):
+        assert_not_worse(rep, "pasta-alpha5", REPETITION, margin=-ni.diff.low - 1e-6)
 
 
-# --- Wilson and t ------------------------------------------------------------------------------
+# --- sign-flip test ----------------------------------------------------------------------------
+
+
+def test_sign_flip_exact_matches_enumeration_by_hand() -> None:
+    # Cluster sums: A 1.0 + 0.5 = 1.5, B 1.0, C -0.5; observed |sum| = 2.0. Of the 8 sign patterns,
+    # |±1.5 ± 1.0 ± 0.5| >= 2.0 for (+,+,-), (+,+,+) = 3.0, and their mirror images: 4 of 8 -> p = 0.5.
+    treated = np.array([1.0, 0.5, 1.0, -0.5])
+    result = sign_flip_test(treated, np.zeros(4), cluster=["A", "A", "B", "C"])
+    assert result.exact and result.n_clusters == 3
+    assert result.pvalue == pytest.approx(0.5)
+    assert result.diff == pytest.approx(0.5)
+    # Five pairs all +1: only the all-plus and all-minus patterns reach |5|: p = 2/32.
+    assert sign_flip_test(np.ones(5), np.zeros(5)).pvalue == pytest.approx(2 / 32)
+    # No difference at all: every pattern ties, p = 1.
+    assert sign_flip_test(np.ones(4), np.ones(4)).pvalue == 1.0
+
+
+def test_sign_flip_sampled_is_seeded_and_close_to_exact() -> None:
+    rng = np.random.default_rng(9)
+    d = rng.normal(0.3, 1.0, size=16)
+    exact = sign_flip_test(d, np.zeros(16), n_resamples=2**16)
+    sampled = sign_flip_test(d, np.zeros(16), n_resamples=4000, seed=1)
+    assert exact.exact and not sampled.exact
+    assert sampled == sign_flip_test(d, np.zeros(16), n_resamples=4000, seed=1)
+    assert sampled.pvalue == pytest.approx(exact.pvalue, abs=3 * math.sqrt(0.25 / 4000))
+    assert sampled.pvalue > 0
+
+
+# --- Wilson ----------------------------------------------------------------------------------
 
 
 def test_wilson_matches_formula_by_hand() -> None:
@@ -208,99 +251,3 @@ def test_wilson_matches_published_values(k: int, n: int, low: float, high: float
 def test_wilson_rejects_empty_sample() -> None:
     with pytest.raises(ValueError):
         wilson_interval(0, 0)
-
-
-def test_trial_interval_matches_hand_arithmetic() -> None:
-    # mean 0.7; deviations -0.1, 0, 0.1 -> variance 0.02 / 2 = 0.01, std 0.1; sem = 0.1 / sqrt(3)
-    # = 0.0577350; t(0.975, df=2) = 4.302653 -> half-width 0.248414: [0.451586, 0.948414].
-    result = trial_interval([0.6, 0.7, 0.8])
-    assert (result.estimate, result.n) == (pytest.approx(0.7), 3)
-    assert result.std == pytest.approx(0.1)
-    assert result.low == pytest.approx(0.7 - 4.302652729749462 * 0.1 / math.sqrt(3))
-    assert result.low == pytest.approx(0.451586, abs=1e-6)
-    assert result.high == pytest.approx(0.948414, abs=1e-6)
-
-
-def test_trial_interval_with_one_trial_has_no_spread() -> None:
-    result = trial_interval([0.75])
-    assert result.estimate == 0.75
-    assert math.isnan(result.std) and math.isnan(result.low) and math.isnan(result.high)
-
-
-# --- DataFrame level ---------------------------------------------------------------------------
-
-
-def _two_config_frame() -> pd.DataFrame:
-    rng = np.random.default_rng(4)
-    base = rng.random((12, 3)) < 0.6
-    steered = base.copy()
-    steered[:6, 0] = True  # gains where the baseline failed
-    steered[6:8, 1] = False  # losses where the baseline passed
-    quality = {BASELINE: rng.normal(0.5, 0.1, (12, 3))}
-    quality["alpha10"] = quality[BASELINE] - 0.05
-    return make_frame({BASELINE: base, "alpha10": steered}, quality)
-
-
-def test_compare_to_baseline_pairs_on_key_and_trial() -> None:
-    df = _two_config_frame()
-    base = df[df.config == BASELINE].set_index(["key", "trial"])["follow_all"]
-    steered = df[df.config == "alpha10"].set_index(["key", "trial"])["follow_all"]
-    comp = compare_to_baseline(df, "alpha10")
-    assert comp.mcnemar is not None
-    assert comp.mcnemar.b == int((base & ~steered).sum())
-    assert comp.mcnemar.c == int((steered & ~base).sum())
-    assert comp.diff.diff == pytest.approx(steered.mean() - base.mean())
-    assert (comp.n_pairs, comp.n_examples, comp.n_trials) == (36, 12, 3)
-    assert comp.diff.n_clusters == 12
-
-    quality = compare_to_baseline(df, "alpha10", "quality")
-    assert quality.mcnemar is None
-    assert quality.diff.diff == pytest.approx(-0.05)
-    assert quality.diff.low == pytest.approx(-0.05) and quality.diff.high == pytest.approx(-0.05)
-
-
-def test_compare_to_baseline_ignores_row_order() -> None:
-    df = _two_config_frame()
-    shuffled = df.sample(frac=1.0, random_state=5).reset_index(drop=True)
-    for metric in ("follow_all", "quality"):
-        assert compare_to_baseline(shuffled, "alpha10", metric) == compare_to_baseline(df, "alpha10", metric)
-
-
-def test_compare_to_baseline_reports_missing_pairs() -> None:
-    df = _two_config_frame()
-    missing = df[~((df.config == "alpha10") & (df.key == "case003") & (df.trial == 2))]
-    with pytest.raises(ValueError, match=r"1 unpaired rows, e\.g\. \('case003', trial 2\) only in baseline"):
-        compare_to_baseline(missing, "alpha10")
-    with pytest.raises(ValueError, match="no rows for config 'alpha99'"):
-        compare_to_baseline(df, "alpha99")
-    with pytest.raises(ValueError, match="duplicate"):
-        compare_to_baseline(pd.concat([df, df.iloc[:1]]), "alpha10")
-
-
-def test_config_intervals_table() -> None:
-    rng = np.random.default_rng(6)
-    follow = {c: rng.random((10, 4)) < 0.7 for c in ("alpha10", BASELINE, "alpha2", "alpha0.5")}
-    df = make_frame(follow, {c: rng.normal(size=(10, 4)) for c in follow})
-    table = config_intervals(df, n_resamples=500)
-    # |log 0.5| = |log 2| < |log 10|; ties go to the smaller alpha.
-    assert list(table.config) == [BASELINE, "alpha0.5", "alpha2", "alpha10"]
-    assert (table.n_trials == 4).all() and (table.n_examples == 10).all()
-    assert "quality_wilson_low" not in table.columns and "quality_mcnemar_p" not in table.columns
-
-    row = table.set_index("config").loc["alpha2"]
-    per_trial = follow["alpha2"].mean(axis=0)
-    expected = trial_interval(per_trial)
-    assert row.follow_all_mean == pytest.approx(per_trial.mean())
-    assert row.follow_all_std == pytest.approx(per_trial.std(ddof=1))
-    assert (row.follow_all_ci_low, row.follow_all_ci_high) == pytest.approx((expected.low, expected.high))
-    wilson = wilson_interval(int(follow["alpha2"].sum()), 40)
-    assert (row.follow_all_wilson_low, row.follow_all_wilson_high) == pytest.approx((wilson.low, wilson.high))
-    comp = compare_to_baseline(df, "alpha2", "loose_follow_all", n_resamples=500)
-    assert row.loose_follow_all_diff == pytest.approx(comp.diff.diff)
-    diff_ci = (row.loose_follow_all_diff_low, row.loose_follow_all_diff_high)
-    assert diff_ci == pytest.approx((comp.diff.low, comp.diff.high))
-    assert row.loose_follow_all_mcnemar_p == pytest.approx(comp.mcnemar.pvalue)
-
-    base = table.iloc[0]
-    assert math.isnan(base.follow_all_diff) and math.isnan(base.quality_diff_low)
-    assert math.isnan(base.follow_all_mcnemar_p)

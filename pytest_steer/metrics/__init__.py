@@ -1,25 +1,22 @@
-"""Metrics that score generated responses."""
+"""Scorers of generated responses: IFEval (`instruction`), side effects and headline quality (`quality`).
+
+`quality` imports torch at module level, so only the torch-free IFEval names are re-exported here.
+"""
 
 from __future__ import annotations
 
 from pytest_steer.metrics.instruction import (
-    InstructionAggregate,
+    IFEvalScorer,
     InstructionScore,
-    StrictInstruction,
-    aggregate,
     instruction_types,
     score_response,
-    score_responses,
     validate_case,
 )
 
 __all__ = [
-    "InstructionAggregate",
+    "IFEvalScorer",
     "InstructionScore",
-    "StrictInstruction",
-    "aggregate",
     "instruction_types",
     "score_response",
-    "score_responses",
     "validate_case",
 ]

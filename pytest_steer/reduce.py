@@ -1,0 +1,305 @@
+"""The one reducer: every per-config, per-trial and per-tag number of a run comes from here.
+
+The results table (`results.to_frame`) has one row per (case, config, trial) and one column per
+score; `Metric` declarations say how to reduce each column. Gates, the result object a test sees,
+the report, the terminal table and stored baselines all read these functions, so one run has one set
+of numbers.
+
+Units: a metric's unit of observation is the row, except for `per_tag` metrics whose rows carry one
+result per tag in `details[name]` (IFEval's per-instruction results): those pool the tag results, so
+instruction-level accuracy is followed instructions / all instructions, as IFEval defines it.
+
+Intervals (two-sided, `confidence` 95% by default): binary metrics get the Wilson interval over the
+pooled units; real metrics a seeded bootstrap that resamples cases with all their trials. Against the
+baseline, units pair on (key, trial, tag slot); the difference gets a paired case-bootstrap interval
+and a p-value (binary: exact McNemar; real: a sign-flip test over cases).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .results import BASELINE
+from .scores import Metric
+from .stats import (
+    DEFAULT_RESAMPLES,
+    DiffResult,
+    Interval,
+    McNemarResult,
+    SignFlipResult,
+    bootstrap_interval,
+    mcnemar_paired,
+    paired_bootstrap_diff,
+    sign_flip_test,
+    wilson_interval,
+)
+
+#: columns that describe a config, copied into every reduced table
+CONFIG_COLUMNS = ["method", "value", "config", "strength"]
+
+
+def config_order(frame: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
+    """The baseline first, then each method's configs in the order methods first appear, each
+    method's configs by strength (ties keep their first-seen order)."""
+    first = frame.drop_duplicates("config")
+    steered = first[first["config"] != baseline]
+    methods = list(dict.fromkeys(steered["method"]))
+    out = [baseline] if (first["config"] == baseline).any() else []
+    for method in methods:
+        rows = steered[steered["method"] == method].sort_values("strength", kind="stable")
+        out += [str(c) for c in rows["config"]]
+    return out
+
+
+def _details_list(details: object, name: str) -> list | None:
+    value = details.get(name) if isinstance(details, Mapping) else None
+    return list(value) if isinstance(value, (list, tuple)) else None
+
+
+def _score_column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name].astype(float)
+    return pd.Series(math.nan, index=frame.index, dtype=float)
+
+
+def units(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """The metric's observations: columns config, key, trial, slot, v; missing values dropped.
+
+    One per row (slot 0), or for a per_tag metric one per entry of `details[name]` (slot = the tag's
+    position); a per_tag row without that list counts its row score once (slot -1).
+    """
+    base = frame[["config", "key", "trial"]]
+    score = _score_column(frame, metric.name)
+    if metric.per_tag and "details" in frame.columns:
+        lists = frame["details"].map(lambda d: _details_list(d, metric.name))
+        has = lists.notna().to_numpy()
+        exploded = base[has].assign(v=lists[has], slot=lists[has].map(lambda xs: list(range(len(xs)))))
+        exploded = exploded.explode(["v", "slot"])
+        rest = base[~has].assign(v=score[~has], slot=-1)
+        out = pd.concat([exploded, rest], ignore_index=True)
+    else:
+        out = base.assign(v=score, slot=0).reset_index(drop=True)
+    out = out.dropna(subset=["v"])
+    return out.astype({"v": float, "slot": int})
+
+
+def means(frame: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, float]:
+    """Each metric's mean over all of `frame` (NaN-skipping; per_tag metrics pool their tags)."""
+    out = {}
+    for m in metrics:
+        if m.per_tag and "details" in frame.columns:
+            values: list[float] = []
+            for d, row in zip(frame["details"], _score_column(frame, m.name), strict=True):
+                tags = _details_list(d, m.name)
+                values += [float(x) for x in tags] if tags is not None else ([] if math.isnan(row) else [row])
+            out[m.name] = sum(values) / len(values) if values else math.nan
+        else:  # the same as the mean of units(), without building the units table (this runs per test)
+            v = _score_column(frame, m.name).dropna()
+            out[m.name] = float(v.mean()) if len(v) else math.nan
+    return out
+
+
+def per_trial(frame: pd.DataFrame, metrics: Sequence[Metric], baseline: str = BASELINE) -> pd.DataFrame:
+    """One row per (config, trial): method, value, config, strength, trial, n (rows), then each
+    metric's mean. Trials are the unit of replication a reader can see spread over."""
+    order = config_order(frame, baseline)
+    keys = frame.drop_duplicates(["config", "trial"])[[*CONFIG_COLUMNS, "trial"]]
+    n = frame.groupby(["config", "trial"]).size().rename("n")
+    out = keys.merge(n.reset_index(), on=["config", "trial"])
+    for m in metrics:
+        u = units(frame, m)
+        mean = u.groupby(["config", "trial"])["v"].mean().rename(m.name).reset_index()
+        out = out.merge(mean, on=["config", "trial"], how="left")
+    out["_rank"] = out["config"].map({c: i for i, c in enumerate(order)})
+    out = out.sort_values(["_rank", "trial"], kind="stable").drop(columns="_rank")
+    return out.reset_index(drop=True)
+
+
+def _is_01(v: np.ndarray) -> bool:
+    return bool(np.isin(v, (0.0, 1.0)).all())
+
+
+@dataclass(frozen=True)
+class _Obs:
+    """One config's units of one metric as arrays; `ids` number (key, trial, slot) across configs."""
+
+    ids: np.ndarray
+    v: np.ndarray
+    keys: np.ndarray
+    trials: np.ndarray
+
+
+def _by_config(u: pd.DataFrame) -> dict[str, _Obs]:
+    """Split a metric's units by config once, so pairing is an array intersection, not a merge per config."""
+    ids = u.groupby(["key", "trial", "slot"], sort=True).ngroup().to_numpy()
+    v, keys, trials = u["v"].to_numpy(float), u["key"].to_numpy(), u["trial"].to_numpy()
+    return {str(c): _Obs(ids[i], v[i], keys[i], trials[i]) for c, i in u.groupby("config", sort=False).indices.items()}
+
+
+def _interval(obs: _Obs, metric: Metric, confidence: float, n_resamples: int, seed: int) -> Interval:
+    if metric.kind == "binary" and _is_01(obs.v):
+        return wilson_interval(int(obs.v.sum()), int(obs.v.size), confidence)
+    return bootstrap_interval(obs.v, cluster=obs.keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def interval(rows: pd.DataFrame, metric: Metric, *, confidence: float = 0.95,
+             n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """The metric's estimate and two-sided interval over `rows` (normally one config's rows)."""
+    u = units(rows, metric)
+    if u.empty:
+        raise ValueError(f"{metric.name} has no values in these rows")
+    obs = _Obs(np.zeros(len(u), int), u["v"].to_numpy(float), u["key"].to_numpy(), u["trial"].to_numpy())
+    return _interval(obs, metric, confidence, n_resamples, seed)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One config against the baseline on one metric, paired on (key, trial[, tag])."""
+
+    metric: Metric
+    config: str
+    baseline: str
+    estimate: float  # mean of the config's paired units
+    baseline_estimate: float
+    diff: DiffResult  # config - baseline, cases resampled as clusters
+    test: McNemarResult | SignFlipResult  # McNemar for binary metrics, sign flip for real ones
+    n_pairs: int
+    n_cases: int
+    n_trials: int
+
+    @property
+    def pvalue(self) -> float:
+        return self.test.pvalue
+
+    @property
+    def mcnemar(self) -> McNemarResult | None:
+        return self.test if isinstance(self.test, McNemarResult) else None
+
+    def __str__(self) -> str:
+        return (f"{self.metric.name} {self.config} vs {self.baseline}: {self.estimate:.3f} vs "
+                f"{self.baseline_estimate:.3f}, {self.diff}; {self.test}")
+
+
+def _check_pairing(frame: pd.DataFrame, config: str, baseline: str) -> None:
+    """Every (key, trial) row of `config` has exactly one partner in `baseline` and vice versa."""
+    present = sorted(map(str, frame["config"].unique()))
+    for c in (config, baseline):
+        rows = frame.loc[frame["config"] == c, ["key", "trial"]]
+        if rows.empty:
+            raise ValueError(f"no rows for config {c!r}; configs present: {present}")
+        dup = rows.duplicated()
+        if dup.any():
+            r = rows[dup].iloc[0]
+            raise ValueError(f"config {c!r} has {int(dup.sum())} duplicate (key, trial) rows, "
+                             f"e.g. ({r.key!r}, trial {r.trial})")
+    t = frame.loc[frame["config"] == config, ["key", "trial"]]
+    b = frame.loc[frame["config"] == baseline, ["key", "trial"]]
+    merged = t.merge(b, on=["key", "trial"], how="outer", indicator="pairing")
+    unpaired = merged[merged["pairing"] != "both"]
+    if len(unpaired):
+        side = {"left_only": f"only in {config}", "right_only": f"only in {baseline}"}
+        shown = ", ".join(f"({r.key!r}, trial {r.trial}) {side[r.pairing]}" for r in unpaired.head(5).itertuples())
+        raise ValueError(f"cannot pair {config} with {baseline} on (key, trial): {len(unpaired)} unpaired rows, "
+                         f"e.g. {shown}")
+
+
+def _compare(obs: Mapping[str, _Obs], config: str, baseline: str, metric: Metric, confidence: float,
+             n_resamples: int, seed: int) -> Comparison:
+    t, b = obs.get(config), obs.get(baseline)
+    it = ib = np.zeros(0, int)
+    if t is not None and b is not None:
+        _, it, ib = np.intersect1d(t.ids, b.ids, return_indices=True)
+    if t is None or b is None or not it.size:
+        raise ValueError(f"{metric.name}: no (key, trial) pairs of {config} and {baseline} with values on both sides")
+    tv, bv, keys = t.v[it], b.v[ib], t.keys[it]
+    diff = paired_bootstrap_diff(tv, bv, cluster=keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    test: McNemarResult | SignFlipResult
+    if metric.kind == "binary" and _is_01(tv) and _is_01(bv):
+        test = mcnemar_paired(tv.astype(bool), bv.astype(bool))
+    else:
+        test = sign_flip_test(tv, bv, cluster=keys, n_resamples=n_resamples, seed=seed)
+    return Comparison(metric, config, baseline, float(tv.mean()), float(bv.mean()), diff, test, int(tv.size),
+                      len(set(keys)), len(set(t.trials[it])))
+
+
+def compare(frame: pd.DataFrame, config: str, metric: Metric, *, baseline: str = BASELINE,
+            confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Comparison:
+    """`config` against `baseline` on `metric`, paired on (key, trial).
+
+    Raises ValueError when a row has no partner (or is duplicated): an unpaired comparison would
+    silently mix cases. Pairs where either side has no value for the metric are left out.
+    """
+    _check_pairing(frame, config, baseline)
+    return _compare(_by_config(units(frame, metric)), config, baseline, metric, confidence, n_resamples, seed)
+
+
+def summary(frame: pd.DataFrame, metrics: Sequence[Metric], *, confidence: float = 0.95,
+            baseline: str = BASELINE, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """One row per config in `config_order`: method, value, config, strength, n (rows), trials, and
+    per metric `m`, `m_low`, `m_high` and, against the baseline, `m_diff`, `m_diff_low`, `m_diff_high`
+    and `m_p` (NaN for the baseline itself, without a baseline, or without paired values).
+
+    Differences pair on whatever (key, trial) rows both configs have; `compare` insists on all.
+    """
+    order = config_order(frame, baseline)
+    first = frame.drop_duplicates("config").set_index("config")
+    counts = frame.groupby("config")["trial"].agg(["size", "nunique"])
+    observed = {m.name: _by_config(units(frame, m)) for m in metrics}
+    has_baseline = baseline in order
+    records = []
+    for config in order:
+        rec: dict[str, object] = {
+            "method": first.at[config, "method"], "value": first.at[config, "value"], "config": config,
+            "strength": float(first.at[config, "strength"]), "n": int(counts.at[config, "size"]),
+            "trials": int(counts.at[config, "nunique"]),
+        }
+        for m in metrics:
+            obs = observed[m.name]
+            ci = _interval(obs[config], m, confidence, n_resamples, seed) if config in obs else None
+            rec[m.name] = ci.estimate if ci else math.nan
+            rec[f"{m.name}_low"] = ci.low if ci else math.nan
+            rec[f"{m.name}_high"] = ci.high if ci else math.nan
+            comp = None
+            if has_baseline and config != baseline:
+                try:
+                    comp = _compare(obs, config, baseline, m, confidence, n_resamples, seed)
+                except ValueError:  # no pairs with values on both sides: nothing to compare
+                    comp = None
+            rec[f"{m.name}_diff"] = comp.diff.diff if comp else math.nan
+            rec[f"{m.name}_diff_low"] = comp.diff.low if comp else math.nan
+            rec[f"{m.name}_diff_high"] = comp.diff.high if comp else math.nan
+            rec[f"{m.name}_p"] = comp.pvalue if comp else math.nan
+        records.append(rec)
+    columns = ["method", "value", "config", "strength", "n", "trials"]
+    suffixes = ("", "_low", "_high", "_diff", "_diff_low", "_diff_high", "_p")
+    columns += [f"{m.name}{s}" for m in metrics for s in suffixes]
+    return pd.DataFrame(records, columns=columns)
+
+
+def by_tag(frame: pd.DataFrame, metric: Metric, baseline: str = BASELINE) -> pd.DataFrame:
+    """The metric per tag (index `tag`, sorted) and config (one column each, in `config_order`).
+
+    A per_tag metric uses the entry of `details[name]` aligned with each tag; any other metric counts
+    the row's score once for each of the row's tags (how cases carrying that tag fared).
+    """
+    order = config_order(frame, baseline)
+    score = _score_column(frame, metric.name)
+    details = frame["details"] if "details" in frame.columns else pd.Series(None, index=frame.index)
+    tag_lists, values = [], []
+    for tags, detail, s in zip(frame["tags"], details, score, strict=True):
+        tags = [] if tags is None else list(tags)
+        listed = _details_list(detail, metric.name) if metric.per_tag else None
+        tag_lists.append(tags)
+        values.append(listed if listed is not None and len(listed) == len(tags) else [s] * len(tags))
+    d = pd.DataFrame({"config": frame["config"].to_numpy(), "tag": tag_lists, "v": values})
+    ex = d.explode(["tag", "v"]).dropna(subset=["tag", "v"])
+    ex = ex.astype({"v": float})
+    table = ex.groupby(["tag", "config"])["v"].mean().unstack("config") if len(ex) else pd.DataFrame()
+    table = table.reindex(columns=order)
+    table.index.name, table.columns.name = "tag", None
+    return table

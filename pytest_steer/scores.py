@@ -1,0 +1,158 @@
+"""Named scores: what a scorer returns, what each name means, and how users write their own.
+
+A scorer judges a batch of `Sample`s and returns one `Score` per sample: named values plus optional
+details (IFEval's per-instruction results). Every name is declared once as a `Metric`, which says
+how to reduce it (binary -> proportion with a Wilson interval, real -> mean with a bootstrap
+interval) and which direction is good. Everything downstream (reducer, gates, report, stored
+baselines, JUnit properties) reads the names from the metrics, never from a hand-written list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .cases import Case
+    from .methods.base import Config
+
+Kind = Literal["binary", "real"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One named score and how to read it."""
+
+    name: str
+    kind: Kind = "real"
+    direction: int = 1  # +1 higher is better, -1 lower is better, 0 neither (e.g. length ratio)
+    label: str = ""  # for tables and axes; the name if empty
+    side_effect: bool = False  # listed in the report's "Side effects" table
+    per_tag: bool = False  # details[name] holds one bool per case tag (IFEval's per-instruction results)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("binary", "real"):
+            raise ValueError(f"metric {self.name!r}: kind must be 'binary' or 'real', not {self.kind!r}")
+        if self.direction not in (-1, 0, 1):
+            raise ValueError(f"metric {self.name!r}: direction must be -1, 0 or 1, not {self.direction!r}")
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated response as a scorer sees it."""
+
+    case: Case
+    config: Config
+    prompt: str  # the case's prompt (not the rendered chat, which a method may have changed)
+    response: str
+    n_tokens: int
+    finish_reason: str  # "stop" or "length"
+    baseline_n_tokens: int | None = None  # the same case's unsteered response in the same trial
+
+
+@dataclass
+class Score:
+    """One sample's named values (None: not applicable) and details kept with the row."""
+
+    values: dict[str, float | None]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Judges samples. `metrics` declares every name `score` returns."""
+
+    name: str
+    metrics: tuple[Metric, ...]
+
+    def identity(self) -> str:
+        """What the scores depend on besides the sample (model commit, version), for the score cache."""
+        ...
+
+    def check(self) -> None:
+        """Fail fast (load models, try one pair) before any generation; raise with one clear line."""
+        ...
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        ...
+
+
+class ScorerError(RuntimeError):
+    """A scorer cannot run; the message says why and what to do."""
+
+
+@dataclass
+class FunctionScorer:
+    """A scorer from a plain function `fn(sample) -> bool | float | dict[name, value]`."""
+
+    fn: Callable[[Sample], Any]
+    metrics: tuple[Metric, ...]
+    name: str = ""
+    version: str = "1"
+
+    def __post_init__(self) -> None:
+        self.name = self.name or getattr(self.fn, "__name__", "scorer")
+        if not self.metrics:
+            raise ValueError(f"scorer {self.name!r} declares no metrics")
+
+    def identity(self) -> str:
+        return f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', self.name)}:{self.version}"
+
+    def check(self) -> None:
+        return None
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        return [self._one(s) for s in samples]
+
+    def _one(self, sample: Sample) -> Score:
+        out = self.fn(sample)
+        if not isinstance(out, Mapping):
+            if len(self.metrics) != 1:
+                raise ScorerError(f"scorer {self.name!r} returned one value but declares "
+                                  f"{len(self.metrics)} metrics; return a dict by name")
+            out = {self.metrics[0].name: out}
+        names = {m.name for m in self.metrics}
+        unknown = set(out) - names
+        if unknown:
+            raise ScorerError(f"scorer {self.name!r} returned undeclared score(s) {sorted(unknown)}; "
+                              f"declare them in metrics=")
+        return Score({n: _number(self.name, n, out.get(n)) for n in names})
+
+
+def _number(scorer: str, name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ScorerError(f"scorer {scorer!r} gave {name}={value!r}, which is not a number or bool") from None
+    return None if math.isnan(x) else x
+
+
+def scorer(*metrics: Metric | str, name: str = "",
+           version: str = "1") -> Callable[[Callable[[Sample], Any]], FunctionScorer]:
+    """Decorator: `@scorer("valid_json")` (binary by default for bare names) turns a function into a scorer."""
+    declared = tuple(m if isinstance(m, Metric) else Metric(m, "binary") for m in metrics)
+
+    def wrap(fn: Callable[[Sample], Any]) -> FunctionScorer:
+        return FunctionScorer(fn, declared, name=name, version=version)
+
+    return wrap
+
+
+def metrics_of(scorers: Sequence[Scorer]) -> list[Metric]:
+    """Every declared metric in scorer order; a name declared twice is an error."""
+    out: dict[str, Metric] = {}
+    for s in scorers:
+        for m in s.metrics:
+            if m.name in out:
+                raise ValueError(f"metric {m.name!r} is declared by two scorers; rename one")
+            out[m.name] = m
+    return list(out.values())

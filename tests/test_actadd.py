@@ -1,0 +1,439 @@
+"""Instruction activation steering: vectors from paired prompts, and adding them to the residual stream."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_steer.cache import ResultCache
+from pytest_steer.cases import load_cases
+from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
+from pytest_steer.methods.actadd import (
+    ActivationSteering,
+    add_to_residual,
+    instruction_vectors,
+    last_token_activations,
+    middle_layer,
+    prompt_without_instructions,
+)
+from pytest_steer.models import LoadedModel
+from pytest_steer.options import RunSpec
+from pytest_steer.prompts import encode, render_chat
+
+from .tiny_models import tiny_model
+
+LAYER = 1  # of the 3-layer tiny models: a steered layer with layers after it
+
+
+def _left_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and generate-style position_ids for a left-padded batch."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+_ROWS = [[5, 17, 33, 8, 61, 12], [44, 9, 70], [3, 88, 21, 56, 14]]
+
+
+def _reference_hook(coefs: torch.Tensor, direction: torch.Tensor):
+    """The textbook ActAdd hook: the layer returns a tensor; add coef * direction everywhere."""
+
+    def hook(module, args, output):
+        assert isinstance(output, torch.Tensor), "transformers' decoder layers return a tensor"
+        return output + coefs[:, None, None] * direction
+
+    return hook
+
+
+# --- the public API is free to import ----------------------------------------------------------
+
+
+def test_import_does_not_load_torch():
+    code = ("import pytest_steer.methods.actadd, pytest_steer.methods.pasta, pytest_steer.methods.prompt, sys; "
+            "from pytest_steer.options import RunSpec; RunSpec(methods=('pasta', 'actadd', 'prompt')).configs(); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_middle_layer():
+    assert [middle_layer(n) for n in (1, 2, 28, 30, 31)] == [0, 1, 14, 15, 15]
+
+
+# --- paired prompts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "instructions", "expected"),
+    [
+        ("Write a poem. Do not use commas.", ["Do not use commas."], "Write a poem."),
+        ("Write a poem. Use no commas. Make it short.", ["Use no commas."], "Write a poem. Make it short."),
+        ("Answer in French. Explain tides. End with 'Bye'.", ["Answer in French.", "End with 'Bye'."],
+         "Explain tides."),
+        ("List three fruits in lowercase letters only, please.", ["in lowercase letters only"],
+         "List three fruits, please."),
+        ("Write a haiku.\n\nDo not use the letter e.\n\nTitle it.", ["Do not use the letter e."],
+         "Write a haiku.\n\nTitle it."),
+        ("Be brief. Explain gravity. Be brief.", ["Be brief."], "Explain gravity. Be brief."),
+        ("Say hi.", ["Say hi."], ""),
+    ],
+    ids=["end", "middle", "two", "before-punctuation", "paragraph", "first-occurrence", "all"],
+)
+def test_prompt_without_instructions(prompt, instructions, expected):
+    assert prompt_without_instructions(prompt, instructions) == expected
+
+
+@pytest.mark.parametrize(
+    ("instructions", "named"),
+    [(["Use no commas."], "'Use no commas.'"), (["Be brief.", "brief"], "'brief'"), ([""], "''")],
+    ids=["absent", "already-removed", "empty"],
+)
+def test_prompt_without_instructions_names_missing_text(instructions, named):
+    with pytest.raises(ValueError, match=f"not found in the prompt: {named}"):
+        prompt_without_instructions("Be brief. Explain gravity.", instructions)
+
+
+# --- add_to_residual ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_add_to_residual_matches_reference_hook(arch):
+    model = tiny_model(arch, layers=3)
+    ids, mask, pos = _left_padded(_ROWS)
+    torch.manual_seed(1)
+    direction = torch.randn(32)
+    coefs = torch.tensor([4.0, 0.0, -2.5])
+
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        handle = model.model.layers[LAYER].register_forward_hook(_reference_hook(coefs, direction))
+        try:
+            expected = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        finally:
+            handle.remove()
+        with add_to_residual(model, LAYER, coefs[:, None] * direction):
+            steered = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    assert torch.equal(steered[1], plain[1])  # the zero row is untouched, bit for bit
+    for row in (0, 2):
+        assert (steered[row] - plain[row]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_row_does_not_depend_on_batch_partners(arch):
+    model = tiny_model(arch, layers=3)
+    torch.manual_seed(2)
+    vectors = 3 * torch.randn(len(_ROWS), 32)
+    ids, mask, pos = _left_padded(_ROWS)
+    with torch.no_grad(), add_to_residual(model, LAYER, vectors):
+        batched = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    for i, row in enumerate(_ROWS):
+        with torch.no_grad(), add_to_residual(model, LAYER, vectors[i : i + 1]):
+            alone = model(input_ids=torch.tensor([row])).logits
+        torch.testing.assert_close(batched[i, -len(row):], alone[0], atol=1e-5, rtol=0)
+
+
+def test_generate_with_kv_cache_is_steered_at_every_step():
+    model = tiny_model("llama", layers=3)
+    rows = _ROWS[:2]
+    ids, mask, _ = _left_padded(rows)
+    torch.manual_seed(3)
+    direction, coefs = torch.randn(32), torch.tensor([8.0, 0.0])
+    vectors = coefs[:, None] * direction
+    settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+
+    plain = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    with add_to_residual(model, LAYER, vectors):
+        steered = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    assert not torch.equal(steered[0], plain[0])
+    assert torch.equal(steered[1], plain[1])
+
+    # Reference: greedy decoding without a cache, each step a full forward under the reference hook.
+    handle = model.model.layers[LAYER].register_forward_hook(_reference_hook(coefs, direction))
+    try:
+        seq, att = ids, mask
+        with torch.no_grad():
+            for _ in range(settings["max_new_tokens"]):
+                pos = (att.cumsum(-1) - 1).clamp(min=0)
+                nxt = model(input_ids=seq, attention_mask=att, position_ids=pos).logits[:, -1].argmax(-1)
+                seq, att = torch.cat([seq, nxt[:, None]], 1), torch.cat([att, torch.ones_like(nxt)[:, None]], 1)
+    finally:
+        handle.remove()
+    assert torch.equal(steered, seq)
+
+
+def test_batch_mismatch_raises_and_the_hook_is_removed():
+    model = tiny_model("llama", layers=3)
+    ids, mask, _ = _left_padded(_ROWS[:2])
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask).logits
+        with pytest.raises(ValueError, match="num_return_sequences"), add_to_residual(model, LAYER, torch.ones(2, 32)):
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False,
+                           num_return_sequences=2, pad_token_id=0)
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, plain)
+        with pytest.raises(ValueError, match="do not fit"), add_to_residual(model, LAYER, torch.ones(2, 31)):
+            model(input_ids=ids, attention_mask=mask)
+
+
+def test_add_to_residual_rejects_bad_layers_models_and_shapes():
+    model = tiny_model("llama", layers=3)
+    for layer in (-1, 3):
+        with (
+            pytest.raises(ValueError, match=r"outside the model, which has layers 0\.\.2"),
+            add_to_residual(model, layer, torch.zeros(1, 32)),
+        ):
+            pass
+    with (
+        pytest.raises(ValueError, match="Linear has no decoder layer list"),
+        add_to_residual(torch.nn.Linear(2, 2), 0, torch.zeros(1, 2)),
+    ):
+        pass
+    with pytest.raises(ValueError, match=r"\[batch, hidden\]"), add_to_residual(model, 0, torch.zeros(32)):
+        pass
+
+
+class _TupleLayer(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+        return 2 * x, "extra"
+
+
+class _TupleModel(torch.nn.Module):
+    """Older transformers decoder layers return (hidden_states, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList([_TupleLayer()])
+
+
+def test_add_to_residual_handles_layers_returning_tuples():
+    model, x = _TupleModel(), torch.randn(2, 3, 4)
+    vectors = torch.randn(2, 4, dtype=torch.float64)  # cast to the hidden dtype
+    with add_to_residual(model, 0, vectors):
+        hidden, extra = model.model.layers[0](x)
+    assert hidden.dtype == torch.float32 and extra == "extra"
+    torch.testing.assert_close(hidden, 2 * x + vectors.float()[:, None, :], atol=0, rtol=0)
+
+
+# --- activations and vectors -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat_tiny(embedded):
+    """A 3-layer random Llama over the embedded chat tokenizer: activations of size O(1), fast."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tok = embedded.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).eval(), tok
+
+
+_PROMPTS = ["Hi.", "Write a poem about the sea. Do not use commas.", "Name a colour.",
+            "Explain how tides work to a child, in exactly three sentences.", "Count to five."]
+
+
+def test_last_token_activations_batched_equals_one_at_a_time(chat_tiny):
+    model, tok = chat_tiny
+    batched = last_token_activations(model, tok, _PROMPTS, LAYER, batch_size=2)
+    single = torch.cat([last_token_activations(model, tok, [p], LAYER) for p in _PROMPTS])
+    assert batched.shape == (len(_PROMPTS), 32) and batched.dtype == torch.float32
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+    batched.mul_(2)  # an ordinary tensor, not an inference-mode one
+
+
+def test_last_token_activations_are_the_layer_output(chat_tiny):
+    from pytest_steer.prompts import render_chat
+
+    model, tok = chat_tiny
+    acts = last_token_activations(model, tok, _PROMPTS[:1], LAYER)
+    ids = tok([render_chat(tok, _PROMPTS[0])], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[LAYER + 1]
+    torch.testing.assert_close(acts[0], hidden[0, -1], atol=1e-6, rtol=0)
+
+
+def test_last_token_activations_edge_cases(chat_tiny):
+    model, tok = chat_tiny
+    assert last_token_activations(model, tok, [], LAYER).shape == (0, 32)
+    with pytest.raises(ValueError, match="batch_size"):
+        last_token_activations(model, tok, _PROMPTS, LAYER, batch_size=0)
+
+
+def test_instruction_vectors_are_mean_paired_differences(embedded):
+    model, tok, layer = embedded.model, embedded.tokenizer, 2  # a low layer keeps the forwards short
+    by_type: dict[str, list] = {}
+    for case in load_cases():
+        by_type.setdefault(case.instruction_id_list[0], []).append(case)
+    fw, end = by_type["keywords:forbidden_words"], by_type["startend:end_checker"]
+    both = dataclasses.replace(end[1], key="both", instruction_id_list=(fw[0].instruction_id_list[0],
+                                                                       end[1].instruction_id_list[0]),
+                               kwargs=({}, {}))
+    cases = [fw[0], fw[1], end[0], both]
+
+    vectors = instruction_vectors(model, tok, cases, layer, batch_size=3)
+
+    def diff(case):
+        pair = [case.prompt, prompt_without_instructions(case.prompt, case.instructions)]
+        a, b = (last_token_activations(model, tok, [p], layer)[0] for p in pair)
+        return a - b
+
+    d = [diff(c) for c in cases]
+    expected = {"keywords:forbidden_words": (d[0] + d[1] + d[3]) / 3, "startend:end_checker": (d[2] + d[3]) / 2}
+    assert list(vectors) == list(expected)
+    for kind, vec in vectors.items():
+        assert vec.shape == (model.config.hidden_size,) and vec.dtype == torch.float32
+        assert vec.device.type == "cpu" and torch.isfinite(vec).all() and vec.norm() > 0
+        # The embedded model's activations reach ~100, where float32 rounding alone is ~1e-5.
+        torch.testing.assert_close(vec, expected[kind], atol=1e-4, rtol=1e-5)
+
+
+def test_instruction_vectors_name_the_case_they_cannot_pair():
+    case = load_cases()[0]
+    with pytest.raises(ValueError, match="case 'x' has no instruction texts"):
+        instruction_vectors(None, None, [dataclasses.replace(case, key="x", instructions=None)], 0)
+    with pytest.raises(ValueError, match="case 'y': instruction text not found in the prompt: 'nope'"):
+        instruction_vectors(None, None, [dataclasses.replace(case, key="y", instructions=("nope",))], 0)
+    with pytest.raises(ValueError, match="no cases"):
+        instruction_vectors(None, None, [], 0)
+
+
+# --- ActivationSteering: the method behind the SteeringMethod protocol ----------------------------
+
+FW, END = "keywords:forbidden_words", "startend:end_checker"
+
+
+@pytest.fixture(scope="module")
+def by_type() -> dict[str, list]:
+    out: dict[str, list] = {}
+    for case in load_cases():
+        out.setdefault(case.instruction_id_list[0], []).append(case)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(chat_tiny) -> LoadedModel:
+    model, tok = chat_tiny
+    return LoadedModel(model, tok, "tiny", "tiny-llama-3-layers", torch.device("cpu"), torch.float32)
+
+
+def _prepared(lm, steered, held_out, layer=LAYER, store=None) -> ActivationSteering:
+    method = ActivationSteering(layer=layer)
+    method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store))
+    return method
+
+
+def test_method_values_labels_and_strength():
+    m = ActivationSteering()
+    assert (m.name, m.param, m.noop) == ("actadd", "coefficient", 0.0)
+    assert m.check(0) == 0.0 and m.check("-2.5") == -2.5 and m.check(4) == 4.0
+    for bad in (True, float("nan"), float("inf"), "abc", None):
+        with pytest.raises(SteeringError, match="actadd coefficient"):
+            m.check(bad)
+    assert m.label(4.0, [1.0, 2.0, 4.0]) == "c4" and m.label(-0.5, [-0.5, 1.0]) == "c-0.5"
+    assert m.strength(-3.0) == 3.0 and m.strength(0.0) == 0.0
+    assert config(m, 2, [1, 2]).label == "actadd-c2"
+    for bad_layer in (-1, True, "top", 2.0):
+        with pytest.raises(SteeringError, match="must be 'middle' or a layer index"):
+            ActivationSteering(layer=bad_layer)  # type: ignore[arg-type]
+    assert build_method("actadd", RunSpec(actadd_layer=2)).layer == 2  # type: ignore[attr-defined]
+
+
+def test_prepare_resolves_the_layer_and_refuses_one_outside_the_model(tiny_lm, by_type):
+    held = by_type[FW][:2]
+    assert _prepared(tiny_lm, [], held, layer="middle").identity()["layer"] == middle_layer(3) == 1
+    with pytest.raises(SteeringError, match=r"layer 3 is outside the model, which has layers 0\.\.2"):
+        _prepared(tiny_lm, [], held, layer=3)
+    with pytest.raises(SteeringError, match="call prepare"):
+        ActivationSteering().identity()
+
+
+def test_vectors_come_from_held_out_cases_only(tiny_lm, by_type):
+    held = [*by_type[FW][:2], *by_type[END][:2]]
+    steered = [by_type[FW][2], by_type[END][2]]
+    method = _prepared(tiny_lm, steered, held)
+    expected = instruction_vectors(tiny_lm.model, tiny_lm.tokenizer, held, LAYER)
+    assert list(method.vectors) == [FW, END]
+    for kind in expected:
+        assert torch.equal(method.vectors[kind], expected[kind])
+
+    # changing an evaluated case changes nothing; changing a held-out case changes vectors and identity
+    reworded = [dataclasses.replace(steered[0], prompt="Reworded. " + steered[0].prompt), steered[1]]
+    again = _prepared(tiny_lm, reworded, held)
+    assert all(torch.equal(again.vectors[k], method.vectors[k]) for k in expected)
+    assert again.identity() == method.identity()
+    held2 = [dataclasses.replace(held[0], prompt="Please. " + held[0].prompt), *held[1:]]
+    other = _prepared(tiny_lm, steered, held2)
+    assert (other.vectors[FW] - method.vectors[FW]).abs().max() > 1e-4
+    # END's cases are unchanged (their batch padding may move the last bits)
+    torch.testing.assert_close(other.vectors[END], method.vectors[END], atol=1e-7, rtol=0)
+    assert other.identity()["held_out"] != method.identity()["held_out"]
+
+
+def test_prepare_names_missing_types_and_leaked_cases(tiny_lm, by_type):
+    lang = "language:response_language"
+    with pytest.raises(SteeringError, match=rf"no held-out case for instruction type\(s\) {lang}, .*add held-out"):
+        _prepared(tiny_lm, [by_type[FW][2], by_type[lang][0]], by_type[FW][:2])
+    with pytest.raises(SteeringError, match=f"case {by_type[FW][0].key!r} is both held out"):
+        _prepared(tiny_lm, [by_type[FW][0]], by_type[FW][:2])
+    no_text = dataclasses.replace(by_type[FW][1], instructions=None)
+    with pytest.raises(SteeringError, match="cannot fit its vectors: case .* has no instruction texts"):
+        _prepared(tiny_lm, [], [by_type[FW][0], no_text])
+
+
+def test_vectors_cache_round_trip(tiny_lm, by_type, tmp_path, monkeypatch):
+    held = [*by_type[FW][:2], *by_type[END][:1]]
+    store = ResultCache(tmp_path)
+    fitted = _prepared(tiny_lm, [], held, store=store)
+    assert store.stats.writes == 1
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("vectors were fitted again instead of read from the cache")
+
+    monkeypatch.setattr("pytest_steer.methods.actadd.instruction_vectors", no_fitting)
+    loaded = _prepared(tiny_lm, [], held, store=store)
+    assert store.stats.hits == 1 and loaded.identity() == fitted.identity()
+    assert all(torch.equal(loaded.vectors[k], v) for k, v in fitted.vectors.items())  # float32 -> JSON -> float32
+    with pytest.raises(AssertionError, match="fitted again"):  # another layer is another key
+        _prepared(tiny_lm, [], held, layer=0, store=store)
+
+
+def test_steer_matches_a_forward_hook_reference(tiny_lm, by_type):
+    """Per-row coefficients x the case's mean type vector, added at every position of left-padded rows."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    held = [*by_type[FW][:2], *by_type[END][:2]]
+    both = dataclasses.replace(by_type[END][3], key="both", instruction_id_list=(FW, END), kwargs=({}, {}))
+    cases = [by_type[FW][2], by_type[END][2], both]
+    method = _prepared(tiny_lm, cases, held)
+    values = [4.0, None, -2.5]
+    batch = encode(tok, [render_chat(tok, method.render(c, v)) for c, v in zip(cases, values, strict=True)])
+    assert batch.attention_mask[:, 0].tolist().count(0) >= 1  # rows of different lengths: left padding
+    v = method.vectors
+    directions = torch.stack([v[FW], v[END], (v[FW] + v[END]) / 2])
+    coefs = torch.tensor([4.0, 0.0, -2.5])
+    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    with torch.no_grad():
+        plain = model(**kw).logits
+        handle = model.model.layers[LAYER].register_forward_hook(
+            lambda mod, args, out: out + coefs[:, None, None] * directions[:, None, :])
+        try:
+            expected = model(**kw).logits
+        finally:
+            handle.remove()
+        with method.steer(model, batch, cases, values):
+            got = model(**kw).logits
+        with method.steer(model, batch, cases, [None, None, None]):
+            untouched = model(**kw).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert torch.equal(got[1], plain[1]) and torch.equal(untouched, plain)
+    assert (got[0] - plain[0]).abs().max() > 1e-2 and (got[2] - plain[2]).abs().max() > 1e-2

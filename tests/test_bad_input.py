@@ -1,0 +1,95 @@
+"""Every bad input of issue 13 fails early, in one line that names the value, without a traceback.
+
+Start-up checks must come before the model loads: a spy conftest records any call to `load_model`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SPY = '''
+import pytest_steer.session as session
+
+_orig = session.load_model
+
+def spy(*args, **kwargs):
+    open("model-loaded", "w").close()
+    return _orig(*args, **kwargs)
+
+def pytest_configure(config):
+    session.load_model = spy
+
+def pytest_unconfigure(config):
+    session.load_model = _orig
+'''
+
+GRID_TEST = "def test_point(steer_result):\n    pass\n"
+
+
+def _marker_test(marker: str) -> str:
+    return f"import pytest\n\n@pytest.mark.steer({marker})\ndef test_point(steer_result):\n    pass\n"
+
+
+def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
+    """(id, extra args, test file, text the one error line must contain)."""
+    a_file = tmp / "a-file"
+    a_file.write_text("x")
+    wrong_shape = tmp / "wrong-shape.json"
+    wrong_shape.write_text(json.dumps({"format": 1}))
+    return [
+        ("save-baseline-unwritable", ["--steer-save-baseline", "/proc/x/b.json"], GRID_TEST, "/proc/x/b.json"),
+        ("report-dir-is-a-file", ["--steer-report-dir", str(a_file)], GRID_TEST, f"{a_file}: is a file"),
+        ("report-dir-unwritable", ["--steer-report-dir", "/proc/steer-report"], GRID_TEST, "/proc/steer-report"),
+        ("device-cuda-missing", ["--steer-device", "cuda"], GRID_TEST, "--steer-device cuda"),
+        ("device-nonsense", ["--steer-device", "nonsense"], GRID_TEST, "--steer-device nonsense"),
+        ("compare-wrong-shape", ["--steer-compare", str(wrong_shape)], GRID_TEST, str(wrong_shape)),
+        ("marker-typo", [], _marker_test("alpahs=[5, 10]"), "did you mean 'alphas'"),
+        ("marker-alphas-text", [], _marker_test('alphas="ten"'), "alphas='ten'"),
+        ("marker-alphas-negative", [], _marker_test("alphas=[0, -2]"), "alphas=[0, -2]"),
+        ("marker-trials-fraction", [], _marker_test("trials=2.5"), "trials=2.5"),
+        ("marker-trials-bool", [], _marker_test("trials=True"), "trials=True"),
+        ("marker-positional", [], _marker_test("[5, 10]"), "positional [5, 10]"),
+        ("alphas-repeated", ["--steer-alphas", "10,10"], GRID_TEST, "alpha 10.0 is given twice"),
+        ("model-missing-dir", ["--steer-model", "/path/that/does/not/exist"], GRID_TEST,
+         "/path/that/does/not/exist: no such directory"),
+        ("quality-typo", ["--steer-quality", "fluencyy"], GRID_TEST, "did you mean 'fluency'"),
+        ("layers-backwards", ["--steer-layers", "5-2"], GRID_TEST, "'5-2' runs backwards"),
+        ("unknown-method", ["--steer-methods", "pasta,actad"], GRID_TEST, "did you mean 'actadd'"),
+        ("unknown-task", ["--steer-task", "ifevl"], GRID_TEST, "did you mean 'ifeval'"),
+    ]
+
+
+@pytest.mark.parametrize("case_id", [c[0] for c in _cases(Path("/tmp"))])
+def test_bad_input_fails_early_in_one_line(case_id: str, pytester: pytest.Pytester, tiny_model_dir: Path,
+                                           tmp_path: Path) -> None:
+    _, extra, test_file, expected = next(c for c in _cases(tmp_path) if c[0] == case_id)
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_bad=test_file)
+    model = [] if "--steer-model" in extra else ["--steer-model", str(tiny_model_dir)]
+    result = pytester.runpytest(*model, "--steer-cache-dir", str(tmp_path / "cache"), "-p", "no:cacheprovider", *extra)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    matching = [line for line in out.splitlines() if expected in line]
+    assert len(matching) == 1, f"expected one line with {expected!r}:\n{out}"
+    assert not (pytester.path / "model-loaded").exists(), "the error must come before the model loads"
+
+
+def test_hub_ids_fail_at_once_when_offline(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest("--steer-model", "some-org/some-model", "--steer-cache-dir", str(tmp_path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*some-org/some-model*offline*"])
+    assert not (pytester.path / "model-loaded").exists()
+    # a reward model id is checked the same way, before the model loads
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-quality", "some-org/reward",
+                                "--steer-cache-dir", str(tmp_path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--steer-quality some-org/reward*offline*"])
+    assert not (pytester.path / "model-loaded").exists()

@@ -1,0 +1,19 @@
+"""Checked by mypy, not collected by pytest: each built-in method must satisfy the SteeringMethod protocol.
+
+    .venv/bin/python -m mypy pytest_steer tests/typing_methods.py
+
+fails as soon as a method's signature or class attributes drift from `methods.base.SteeringMethod`.
+"""
+
+from __future__ import annotations
+
+from pytest_steer.methods.actadd import ActivationSteering
+from pytest_steer.methods.base import SteeringMethod
+from pytest_steer.methods.pasta import PASTA
+from pytest_steer.methods.prompt import PromptEmphasis
+
+pasta: SteeringMethod = PASTA()
+pasta_heads: SteeringMethod = PASTA(layers={8: [0, 1]}, scale_position="exclude")
+actadd: SteeringMethod = ActivationSteering()
+actadd_layer: SteeringMethod = ActivationSteering(layer=3)
+prompt: SteeringMethod = PromptEmphasis()
