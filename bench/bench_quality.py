@@ -73,13 +73,17 @@ def report(name: str, score: list[float | None], rep4: list[float], *, targets: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="?", default="steer-report/results.jsonl", type=Path,
-                    help="results.jsonl of a run (default: steer-report/results.jsonl, from `make eval`)")
+    ap.add_argument("results", nargs="?", default="steer-report", type=Path,
+                    help="a results.jsonl, or a report dir whose results.jsonl files (one per run) are read "
+                         "together (default: steer-report, from `make eval`)")
     args = ap.parse_args()
-    if not args.results.is_file():
-        print(f"{args.results}: no such file; run `make eval` first or pass a results.jsonl", file=sys.stderr)
+    files = sorted(args.results.rglob("results.jsonl")) if args.results.is_dir() else [args.results]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        print(f"{args.results}: no results.jsonl; run `make eval` first or pass one", file=sys.stderr)
         return 2
-    rows = load(args.results)
+    rows = [row for f in files for row in load(f)]
+    args.results = Path(", ".join(map(str, files)))
     quality = column(rows, "quality")
     if all(q is None for q in quality):
         print(f"{args.results}: no row has a quality score", file=sys.stderr)

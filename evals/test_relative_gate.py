@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-#: absolute margins on the pooled means; headline quality is a probability-like score in [0, 1]
-QUALITY_MARGIN = 0.05
-REPETITION_MARGIN = 0.15
+#: absolute margins on the pooled means. The embedded model's baseline quality is about 0.15 and its
+#: repetition (rep-4) about 0.21 (make eval, see README): these catch a collapse, e.g. activation steering
+#: at coefficient 4 (quality -0.125, 95% CI [-0.229, -0.027]; repetition +0.44), not a small cost.
+QUALITY_MARGIN = 0.12
+REPETITION_MARGIN = 0.3
 
 
 @pytest.mark.parametrize("method", ["pasta", "actadd", "prompt"])

@@ -109,7 +109,7 @@ def task_names() -> list[str]:
 
 def get_task(name: str) -> Task:
     if name not in _TASKS:
-        from .options import nearest
+        from .methods.base import nearest
 
         hint = nearest(name, _TASKS)
         raise TaskError(f"unknown task {name!r}; registered: {', '.join(_TASKS)}"

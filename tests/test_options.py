@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from pytest_steer.methods import SteeringError
 from pytest_steer.models import split_cpu_threads, worker_device
 from pytest_steer.options import (
     SEED_TYPES,
@@ -43,8 +44,10 @@ def test_method_value_parsers():
     with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'restate'"):
         parse_variants("restat")
     assert parse_methods("pasta,prompt") == ("pasta", "prompt")
-    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'actadd'"):
-        parse_methods("actad")
+    with pytest.raises(argparse.ArgumentTypeError, match="given twice"):
+        parse_methods("pasta,pasta")
+    with pytest.raises(SteeringError, match="did you mean 'actadd'"):  # checked when the grid is built
+        RunSpec(methods=("actad",)).configs()
 
 
 def test_parse_layers():

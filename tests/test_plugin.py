@@ -186,22 +186,12 @@ def test_rerun_hits_the_cache_and_survives_corrupt_and_unwritable_records(
     assert (project / "report" / "results.jsonl").read_text() == first
 
 
-def test_xdist_matches_serial(first_run: tuple[Path, Path, str], tiny_model_dir: Path, tmp_path: Path) -> None:
-    """-n 2 --dist loadgroup: each trial is generated once, on one worker, and the summary equals the serial one."""
-    serial = (first_run[0] / "report" / "summary.csv").read_text()
-    project = _project(tmp_path / "xdist")
-    out = _pytest(project, _args(tiny_model_dir, tmp_path / "cache", "-n", "2", "--dist", "loadgroup"))
-    assert f"{N_TESTS} passed" in out.stdout, out.stdout + out.stderr
-    assert (project / "report" / "summary.csv").read_text() == serial
-    rows = _generated(project)
-    assert len({tuple(r) for r in rows}) == N_ROWS
-    assert "workers" in (project / "report" / "summary.html").read_text()
-
-
-def test_sigkill_midway_resumes_to_identical_results(first_run: tuple[Path, Path, str], tiny_model_dir: Path,
-                                                      tmp_path: Path) -> None:
-    """A run killed with SIGKILL keeps its finished batches; the rerun generates only what is missing, and
-    its results equal the uninterrupted first run's (rows do not depend on the batch size)."""
+def test_sigkill_midway_then_xdist_resume_matches_the_serial_run(first_run: tuple[Path, Path, str],
+                                                                   tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A run killed with SIGKILL keeps its finished batches. The rerun, with -n 2 --dist loadgroup,
+    generates only the missing rows (grid items of a trial share one worker; the whole-sweep test may
+    repeat a unit on the other), and its results equal the uninterrupted serial first run's: rows
+    depend neither on the batch size nor on the worker."""
     args = _args(tiny_model_dir, tmp_path / "cache", "--steer-batch-size", "1")
     killed = _project(tmp_path / "killed")
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=killed, stdout=subprocess.DEVNULL,
@@ -214,12 +204,17 @@ def test_sigkill_midway_resumes_to_identical_results(first_run: tuple[Path, Path
     proc.wait()
     kept = len(list(gen_dir.rglob("*.json")))
     assert 3 <= kept < N_ROWS, f"expected to kill mid-run, {kept} rows were cached"
+    _generated(killed)
 
-    out = _pytest(killed, args)
+    out = _pytest(killed, [*args, "-n", "2", "--dist", "loadgroup"])
     assert f"{N_TESTS} passed" in out.stdout, out.stdout + out.stderr
-    assert len(_generated(killed)) == N_ROWS - kept  # only the missing rows
-    resumed = (killed / "report" / "results.jsonl").read_text()
-    assert resumed == (first_run[0] / "report" / "results.jsonl").read_text()
+    rows = _generated(killed)
+    assert len({tuple(r) for r in rows}) == N_ROWS - kept  # only the missing rows
+    serial = first_run[0] / "report"
+    assert (killed / "report" / "summary.csv").read_text() == (serial / "summary.csv").read_text()
+    resumed = sorted((killed / "report" / "results.jsonl").read_text().splitlines())
+    assert resumed == sorted((serial / "results.jsonl").read_text().splitlines())
+    assert "workers" in (killed / "report" / "summary.html").read_text()
 
 
 def test_marker_sets_the_grid_and_command_line_wins(pytester: pytest.Pytester, tiny_model_dir: Path,
@@ -279,8 +274,9 @@ def pytest_unconfigure(config):
 
 def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester: pytest.Pytester,
                                                                        tiny_model_dir: Path, tmp_path: Path) -> None:
-    """Save (with -k: one item, its whole unit), compare again (passes: rows reproduce), compare a build whose steered rows loop (fails,
-    naming the metric), compare a config the file lacks (skipped, named), other settings (refused)."""
+    """Save (with -k: one item, its whole unit), compare again (passes: rows reproduce), compare a build
+    whose steered rows loop (fails, naming the metric), compare a config the file lacks (skipped, named),
+    other settings (refused)."""
     pytester.makepyfile(test_evals="def test_point(steer_result):\n    pass\n")
     base = _args(tiny_model_dir, tmp_path / "cache", grid=False) + ["--steer-methods", "pasta", "--steer-alphas", "5",
                                                                    "--steer-trials", "1"]
@@ -309,7 +305,8 @@ def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester:
     result.stderr.fnmatch_lines(["*max_new_tokens*"])
 
 
-def test_fixtures_and_a_users_own_task(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_fixtures_and_a_users_own_task_and_method(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                  tmp_path: Path) -> None:
     pytester.makepyfile('''
         import pytest
         from pytest_steer import Case, Task, register_task, scorer
@@ -328,6 +325,33 @@ def test_fixtures_and_a_users_own_task(pytester: pytest.Pytester, tiny_model_dir
             assert len(steer_result.records) == 2
             assert 0 <= steer_result.short <= 1 and steer_result.primary == "short"
 
+        import contextlib
+        from pytest_steer import SteeringError, register_method, user_turn
+
+        class Shout:
+            name, param, noop = "shout", "level", 0
+            def check(self, value):
+                if value not in (0, 1, 2):
+                    raise SteeringError(f"shout level {value!r} must be 0, 1 or 2")
+                return value
+            def label(self, value, grid): return f"level{value}"
+            def strength(self, value): return float(value)
+            def identity(self): return {"wording": "upper"}
+            def prepare(self, ctx): pass
+            def render(self, case, value):
+                turn = user_turn(case)
+                if value:
+                    turn[0]["content"] += "\\n\\n" + " ".join(case.instructions).upper() * value
+                return turn
+            def steer(self, model, batch, cases, values): return contextlib.nullcontext()
+
+        register_method("shout", lambda spec: Shout(), values=[2])
+
+        @pytest.mark.steer(task="brief", methods="shout", trials=1, include_baseline=False)
+        def test_users_method(steer_result, steer_config):
+            assert steer_config.label == "shout-level2" and steer_result.baseline is not None
+            assert any(r.response for r in steer_result.records + steer_result.baseline.records)
+
         @pytest.mark.steer(per_type=2, layers="0", scale_position="exclude")
         def test_fixtures(steer_model, steer_cases, pasta):
             assert steer_model.model.config.num_hidden_layers == 2
@@ -335,7 +359,7 @@ def test_fixtures_and_a_users_own_task(pytester: pytest.Pytester, tiny_model_dir
             assert pasta.scale_position == "exclude"
     ''')
     result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "--junitxml=junit.xml", grid=False))
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     tree = ET.parse(pytester.path / "junit.xml")
     props = [{p.get("name"): p.get("value") for p in tc.iter("property")} for tc in tree.iter("testcase")]
     assert any(p.get("short") is not None and p.get("steer_primary") == "short" for p in props)

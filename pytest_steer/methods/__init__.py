@@ -55,7 +55,12 @@ def build_method(name: str, spec: RunSpec) -> SteeringMethod:
     if name in _USER:
         return _USER[name][0](spec)
     if name not in _BUILTIN:
-        raise SteeringError(f"unknown steering method {name!r}; registered: {', '.join(method_names())}")
+        from .base import nearest
+
+        hint = nearest(name, method_names())
+        raise SteeringError(f"unknown steering method {name!r}; registered: {', '.join(method_names())}"
+                            + (f"; did you mean {hint!r}?" if hint else "")
+                            + " (register your own with pytest_steer.register_method in a conftest.py)")
     module, cls = _BUILTIN[name]
     method: SteeringMethod = getattr(importlib.import_module(module), cls).from_spec(spec)
     return method

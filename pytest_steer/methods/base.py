@@ -100,6 +100,14 @@ class SteeringMethod(Protocol):
         ...
 
 
+def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
+    """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
 def user_turn(case: Case) -> list[dict[str, str]]:
     """The unsteered rendering: the case's prompt as one user turn."""
     return [{"role": "user", "content": case.prompt}]

@@ -51,7 +51,7 @@ class PromptEmphasis:
         return "PromptEmphasis()"
 
     def check(self, value: Any) -> str:
-        from ..options import nearest
+        from .base import nearest
 
         if isinstance(value, str) and value.strip() in (*VARIANTS, NOOP):
             return value.strip()
