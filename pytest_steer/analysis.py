@@ -88,6 +88,13 @@ def _limit_text(name: str, budget: float, relative: bool, direction: int) -> str
     return f"{name} {_word(direction)} <= {_amount(budget, relative)}"
 
 
+def _within_text(name: str, worse: float, budget: float, relative: bool, direction: int) -> str:
+    """"repetition rise 0.05 <= 0.1", or for a change in the good direction "quality better by 29%"."""
+    if worse < -_TOL:
+        return f"{name} better by {_amount(-worse, relative)}"
+    return f"{name} {_word(direction)} {_amount(worse if worse > 0 else 0.0, relative)} <= {_amount(budget, relative)}"
+
+
 def worsening(value: float, base: float, direction: int, relative: bool) -> float:
     """How much worse `value` is than `base` in the metric's bad direction (negative: better);
     for direction 0 any change counts; relative: as a share of |base|."""
@@ -164,8 +171,7 @@ def _reason(s: pd.DataFrame, config: str, primary: str, baseline: str, over: dic
     steered = [str(c) for c in s.index if c != baseline]
     if config != baseline:
         v = float(s.at[config, primary])
-        within = ", ".join(f"{n} {_word(sign.get(n, 1))} {_amount(worse[config][n], n in rel)} <= "
-                           f"{_amount(b, n in rel)}" for n, b in checked.items())
+        within = ", ".join(_within_text(n, worse[config][n], b, n in rel, sign.get(n, 1)) for n, b in checked.items())
         return (f"{config}: {primary} {v:.3f} vs {base:.3f} at baseline ({v - base:+.3f})"
                 + (f", within every budget ({within})" if within else ""))
     if not steered:

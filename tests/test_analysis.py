@@ -72,6 +72,11 @@ def test_recommend_respects_every_budget(points: pd.DataFrame) -> None:
     }
     assert rec.budget_text() == "quality drop <= 10%, repetition rise <= 0.1, diversity drop <= 0.1"
     assert "pasta-a2: strict_prompt_accuracy 0.700 vs 0.500 at baseline (+0.200)" in rec.reason
+    assert "quality drop 5% <= 10%" in rec.reason
+    better = _summary({"baseline": ("baseline", 0, 0.50, 1.00, 0.02, 0.90),
+                       "prompt-x": ("prompt", 1, 0.60, 1.20, 0.02, 0.90)})
+    reason = recommend(better, primary="strict_prompt_accuracy", budgets=BUDGETS, metrics=METRICS).reason
+    assert "quality better by 20%" in reason and "drop -" not in reason
     # loosening one budget at a time lets the config it held back through
     assert recommend(points, primary="strict_prompt_accuracy", budgets={**BUDGETS, "diversity": 0.15},
                      metrics=METRICS).config == "actadd-c4"  # limits are inclusive
