@@ -16,8 +16,8 @@ from .scores import Metric
 
 
 def _budgets(settings: dict[str, Any]) -> dict[str, float]:
-    return {"quality": settings.get("max_quality_drop", 0.1), "repetition": settings.get("max_repetition_rise", 0.1),
-            "diversity": settings.get("max_diversity_drop", 0.1)}
+    return {"quality": settings["max_quality_drop"], "repetition": settings["max_repetition_rise"],
+            "diversity": settings["max_diversity_drop"]}
 
 
 def worker_payload(plugin: Any) -> str:
@@ -68,13 +68,12 @@ def finish_session(plugin: Any) -> None:
     runs = list(dict.fromkeys(r.run for r in rows))
     fragments, lines = [], []
     for run_id in runs:
-        s = settings.get(run_id, {})
-        info = RunInfo(meta={**meta, "run": run_id, "task": str(s.get("task", ""))}, primary=_primary(s, metrics),
-                       budgets=_budgets(s))
+        s = settings[run_id]  # every run that produced rows sent its settings
+        info = RunInfo(meta={**meta, "run": run_id, "task": str(s["task"])}, primary=s["primary"], budgets=_budgets(s))
         sub = out if len(runs) == 1 else out / f"run-{run_id}"
-        report = report_run([r for r in rows if r.run == run_id], metrics.get(run_id, []), sub, info)
+        report = report_run([r for r in rows if r.run == run_id], metrics[run_id], sub, info)
         fragments.append(report.fragment)
-        lines += ([f"run {run_id} ({s.get('task', '')}):"] if len(runs) > 1 else []) + report.terminal_lines
+        lines += ([f"run {run_id} ({s['task']}):"] if len(runs) > 1 else []) + report.terminal_lines
         lines += report.problems
     plugin.summary_fragment = "".join(fragments)
     if len(runs) > 1:  # each run's page is in its folder; the session's page has them all
@@ -95,12 +94,3 @@ def finish_session(plugin: Any) -> None:
                      f"not be written ({run.cache.root})")
     plugin.terminal_lines = lines
 
-
-def _primary(settings: dict[str, Any], metrics: dict[str, list[Metric]]) -> str:
-    from .tasks import get_task
-
-    try:
-        return get_task(str(settings.get("task", "ifeval"))).primary
-    except ValueError:
-        first = next(iter(metrics.values()), [])
-        return first[0].name if first else ""

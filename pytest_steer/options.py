@@ -50,38 +50,31 @@ def _number(value: Any, what: str) -> float:
     return x
 
 
-def parse_alphas(value: Any) -> tuple[float, ...]:
-    """ "5,10,20" or [5, 10] -> (5.0, 10.0). Each alpha must be finite and > 0; 1 is a no-op and is refused."""
+def _numbers(value: Any, what: str, example: str, problem: Callable[[float], str | None]) -> tuple[float, ...]:
+    """A comma-separated list (or a list) of finite numbers, each passing `problem` (None = fine), no repeats."""
     out = []
     for part in _text(value).replace(" ", "").split(","):
-        if not part:
-            continue
-        a = _number(part, "alpha")
-        if not a > 0 or a == 1:
-            raise argparse.ArgumentTypeError(
-                f"alpha {part} must be > 0 and != 1 (1 is the unsteered baseline, always included)"
-            )
-        out.append(a)
+        if part:
+            x = _number(part, what)
+            why = problem(x)
+            if why:
+                raise argparse.ArgumentTypeError(f"{what} {part} {why}")
+            out.append(x)
     if not out:
-        raise argparse.ArgumentTypeError("give at least one alpha, e.g. 5,10,20")
-    return _no_repeats("alpha", out)
+        raise argparse.ArgumentTypeError(f"give at least one {what}, e.g. {example}")
+    return _no_repeats(what, out)
+
+
+def parse_alphas(value: Any) -> tuple[float, ...]:
+    """ "5,10,20" or [5, 10] -> (5.0, 10.0). Each alpha must be finite and > 0; 1 is a no-op and is refused."""
+    return _numbers(value, "alpha", "5,10,20", lambda a: None if a > 0 and a != 1 else
+                    "must be > 0 and != 1 (1 is the unsteered baseline, always included)")
 
 
 def parse_coefficients(value: Any) -> tuple[float, ...]:
     """Activation-steering coefficients, e.g. "1,2,4"; 0 is the no-op and is refused."""
-    out = []
-    for part in _text(value).replace(" ", "").split(","):
-        if not part:
-            continue
-        c = _number(part, "coefficient")
-        if c == 0:
-            raise argparse.ArgumentTypeError(
-                "coefficient 0 is the unsteered baseline (always included); give non-zero values"
-            )
-        out.append(c)
-    if not out:
-        raise argparse.ArgumentTypeError("give at least one coefficient, e.g. 1,2,4")
-    return _no_repeats("coefficient", out)
+    return _numbers(value, "coefficient", "1,2,4", lambda c: None if c != 0 else
+                    "is the unsteered baseline (always included); give non-zero values")
 
 
 PROMPT_VARIANTS = ("restate", "system", "both")

@@ -295,7 +295,8 @@ class SteerRun:
         return EvalResult(label, trial, mine, metrics, primary=primary, baseline=self.result(spec, BASELINE, trial))
 
     def comparable_settings(self, spec: RunSpec) -> dict[str, Any]:
-        """What a stored baseline must share with this run to be comparable."""
+        """What a stored baseline must share with this run to be comparable, and what the report needs to know
+        of the run (its task's primary metric: an xdist controller may not have imported a user's task)."""
         import json
 
         s = dataclasses.asdict(spec)
@@ -304,6 +305,7 @@ class SteerRun:
         s.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         s["model_identity"] = self.model.identity
         s["cases"] = [c.content_hash() for c in self.cases(spec)]
+        s["primary"] = self.task(spec).primary
         out: dict[str, Any] = json.loads(json.dumps(s, default=str))
         return out
 

@@ -103,10 +103,6 @@ def register_task(task: Task) -> None:
     _TASKS[task.name] = task
 
 
-def task_names() -> list[str]:
-    return list(_TASKS)
-
-
 def get_task(name: str) -> Task:
     if name not in _TASKS:
         from .methods.base import nearest

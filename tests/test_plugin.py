@@ -350,7 +350,8 @@ def test_fixtures_and_a_users_own_task_and_method(pytester: pytest.Pytester, tin
         @pytest.mark.steer(task="brief", methods="shout", trials=1, include_baseline=False)
         def test_users_method(steer_result, steer_config):
             assert steer_config.label == "shout-level2" and steer_result.baseline is not None
-            assert any(r.response for r in steer_result.records + steer_result.baseline.records)
+            assert {(r.method, r.value, r.strength) for r in steer_result.records} == {("shout", 2, 2.0)}
+            assert {r.seed for r in steer_result.records} == {r.seed for r in steer_result.baseline.records}
 
         @pytest.mark.steer(per_type=2, layers="0", scale_position="exclude")
         def test_fixtures(steer_model, steer_cases, pasta):
