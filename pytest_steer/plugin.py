@@ -404,12 +404,20 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
             plugin.notes.append(reason)
     try:
         check_device(g["device"])
-        check_source(g["model"])
-        for spec in plugin.specs:  # a reward model id: offline or a typo fails here, not after the model loads
+        # hub ids: a typo, a gated repo or a missing revision fails here, before any model loads; an unreachable
+        # hub is found once and the run goes on from the local HF cache, saying so (one line, now and at the end)
+        notes = [check_source(g["model"])]
+        for spec in plugin.specs:
             if spec.quality not in BUILTIN_QUALITY:
-                check_source(spec.quality, option="--steer-quality")
+                notes.append(check_source(spec.quality, option="--steer-quality"))
+            notes.append(check_source(spec.dataset, option="--steer-dataset", kind="dataset"))
     except ModelLoadError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
+    for note in filter(None, notes):
+        plugin.notes.append(note)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and not plugin.is_worker:
+            reporter.write_line(f"pytest-steer: {note}", yellow=True)
     if plugin.is_worker and not str(g["device"]).startswith("cuda"):
         import torch
 

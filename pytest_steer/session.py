@@ -330,6 +330,12 @@ class SteerRun:
             "transformers": transformers.__version__,
             "cache hit rate": f"{self.cached_rows / total:.0%} of {total} rows" if total else "n/a",
         }
+        from .metrics.quality import RewardScore
+
+        reward_models = {s.model_identity for scorers in self._scorers.values() for s in scorers
+                         if isinstance(s, RewardScore)}
+        if reward_models:
+            out["reward model identity"] = ", ".join(sorted(reward_models))
         if self._batch_sizes:
             out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:

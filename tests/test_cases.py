@@ -130,7 +130,8 @@ def test_hugging_face_rows_normalise(monkeypatch):
 
     calls = []
 
-    def fake_load_dataset(name, split):
+    def fake_load_dataset(name, split, revision=None):
+        assert revision is None
         calls.append((name, split))
         return [
             {"key": np.int64(3), "prompt": "Be brief.", "instructions": None,

@@ -69,9 +69,13 @@ def _no_probe() -> bool:
 
 @pytest.fixture
 def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No offline variables set; the probe must be patched by the test."""
+    """No offline variables set; the probe must be patched by the test. What `go_offline` switches is restored."""
+    import huggingface_hub.constants
+
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "0")  # recorded, so that teardown removes what go_offline sets
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 def _one_line(exc: pytest.ExceptionInfo[ModelLoadError]) -> str:
@@ -126,10 +130,21 @@ def test_hub_id_while_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(models, "hub_reachable", lambda: False)
     with pytest.raises(ModelLoadError) as exc:
         check_source(model)
-    assert _one_line(exc) == (f"--steer-model {model}: cannot reach the Hugging Face hub to load it (offline); "
-                              "give a local directory or 'embedded'")
+    assert _one_line(exc) == (f"--steer-model {model}: cannot reach the Hugging Face hub to load it (the Hugging "
+                              "Face hub at https://huggingface.co is not reachable) and it is not in the local HF "
+                              "cache; give a local directory or 'embedded'")
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # the rest of the run stays off the network
+
+
+@pytest.mark.usefixtures("online")
+def test_hub_id_online_is_asked_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, str | None, str]] = []
     monkeypatch.setattr(models, "hub_reachable", lambda: True)
-    check_source(model)  # online: whether the id exists is for the load to say
+    monkeypatch.setattr(models, "_hub_answer", lambda name, rev, kind, option: asked.append((name, rev, kind)))
+    assert check_source("org/tiny-model@v2") is None
+    assert check_source("org/cases", option="--steer-dataset", kind="dataset") is None
+    assert check_source("cases.jsonl", option="--steer-dataset", kind="dataset") is None  # a file: the loader's
+    assert asked == [("org/tiny-model", "v2", "model"), ("org/cases", None, "dataset")]
 
 
 @pytest.mark.usefixtures("online")

@@ -423,7 +423,7 @@ def _tf32_matmul(enabled: bool) -> Iterator[None]:
         setattr(matmul, attr, old)
 
 
-_REWARD_MODELS: dict[tuple[str, str, torch.dtype, bool], tuple[Any, Any]] = {}
+_REWARD_MODELS: dict[tuple[str, str, torch.dtype, bool], tuple[Any, Any]] = {}  # by (identity, device, ...)
 
 
 class RewardScore:
@@ -472,11 +472,16 @@ class RewardScore:
     @functools.cached_property
     def _resolved(self) -> tuple[str | None, str]:
         """(revision to load, identity): the directory fingerprint, or the hub commit."""
-        from pytest_steer.models import _dir_identity, resolve_hub_revision
+        from pytest_steer.models import _dir_identity, resolve_hub_revision, split_revision
 
         if self._looks_local:
             return None, _dir_identity(self._local) if self._local.is_dir() else f"dir:{self._local} (missing)"
-        return resolve_hub_revision(self.source, None)
+        return resolve_hub_revision(*split_revision(self.source))
+
+    @property
+    def model_identity(self) -> str:
+        """Which weights: `hub:{id}@{commit}` or the directory's fingerprint (shown in the report)."""
+        return self._resolved[1]
 
     def identity(self) -> str:
         settings = f"transform={self.transform}:max_length={self.max_length}:dtype={self.dtype}"
@@ -484,7 +489,8 @@ class RewardScore:
 
     def load(self) -> tuple[Any, Any]:
         """Return the resident (model, tokenizer), loading them on first use; failures raise QualityScorerError."""
-        key = (self.source, str(self.device), self.dtype, self.trust_remote_code)
+        # the resolved commit is part of the key: a long-lived process must not keep scoring with old weights
+        key = (self._resolved[1], str(self.device), self.dtype, self.trust_remote_code)
         if key not in _REWARD_MODELS:
             _REWARD_MODELS[key] = self._load()
         return _REWARD_MODELS[key]
@@ -499,16 +505,19 @@ class RewardScore:
                 f"could not load reward model {src!r}: directory {local} {what}. To fix: point it at a "
                 f"directory saved with save_pretrained(), {_FALLBACK_HINT}."
             )
-        where = str(local) if self._looks_local else src
+        from pytest_steer.models import _offline_env, split_revision
+
+        where = str(local) if self._looks_local else split_revision(src)[0]
         revision = self._resolved[0]
+        offline = _offline_env()  # as offline as check_source found it: no network retries for cached files
         try:
-            tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=self.trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=self.trust_remote_code,
+                                                local_files_only=offline)
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 where, revision=revision, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
-                output_loading_info=True,
+                output_loading_info=True, local_files_only=offline,
             )
         except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = (
                 "pass a local directory saved with save_pretrained(), "
                 + ("or download the model into the HF cache on a machine with network first (HF_HUB_OFFLINE=1 "
