@@ -99,7 +99,8 @@ class HubStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self))
         self._port = self._server.server_address[1]
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hub-stand-in", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-stand-in",
+                                        daemon=True)
         self._thread.start()
         return self
 
