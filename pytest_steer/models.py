@@ -228,10 +228,8 @@ def check_source(model: str | None, *, revision: str | None = None, option: str 
         if kind == "model":
             embedded_gguf_path()
         return None
-    from .cases import FILE_SUFFIXES
-
     path = Path(name).expanduser()
-    if kind != "model" and (_path_like(name) or path.exists() or path.suffix.lower() in FILE_SUFFIXES):
+    if kind != "model" and (_path_like(name) or path.exists()):
         return None  # a local data file or folder: the case loader reads and checks it
     if _path_like(name) or path.exists():
         if not path.exists():

@@ -388,6 +388,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
     """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and prepare."""
     from .cache import default_cache_dir
+    from .cases import FILE_SUFFIXES
     from .models import ModelLoadError, check_device, check_source, split_cpu_threads
 
     g, config = plugin.global_settings, plugin.config
@@ -410,7 +411,8 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
         for spec in plugin.specs:
             if spec.quality not in BUILTIN_QUALITY:
                 notes.append(check_source(spec.quality, option="--steer-quality"))
-            notes.append(check_source(spec.dataset, option="--steer-dataset", kind="dataset"))
+            if Path(spec.dataset).suffix.lower() not in FILE_SUFFIXES:  # a file is for the case loader to check
+                notes.append(check_source(spec.dataset, option="--steer-dataset", kind="dataset"))
     except ModelLoadError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
     for note in filter(None, notes):

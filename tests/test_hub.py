@@ -25,9 +25,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 #: the README's real ids -> the stand-in's repos
 IDS = {"Qwen/Qwen2.5-1.5B-Instruct": "org/tiny-qwen2", "OpenAssistant/reward-model-deberta-v3-large-v2": "org/tiny-rm",
        "ibm-research/Split-IFEval": "org/split-ifeval"}
-#: appended to every README command: one PASTA strength, one trial, one case per seed type, 4 new tokens
+#: appended to every README command: one PASTA strength, one trial, one case per seed type, 4 new tokens, and
+#: no pytest-html page (steer-report/summary.html is still written)
 SMALL_GRID = ["--steer-methods", "pasta", "--steer-alphas", "10", "--steer-trials", "1", "--steer-per-type", "1",
-              "--steer-max-new-tokens", "4", "-p", "no:cacheprovider"]
+              "--steer-max-new-tokens", "4", "--steer-html", "false", "-p", "no:cacheprovider"]
 EVAL = """
 def test_answers(steer_result):
     assert steer_result.quality == steer_result.reward
@@ -167,6 +168,9 @@ def hub(hub_repos: dict[tuple[str, str], list[dict[str, bytes]]], tmp_path: Path
     with stand_in:
         use_hub(monkeypatch, stand_in.endpoint, tmp_path / "hf-home")
         yield stand_in
+    from pytest_steer import models
+
+    models.hub_reachable.cache_clear()  # the answer was about the stand-in: not for later tests
 
 
 class Runs:

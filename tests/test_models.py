@@ -143,7 +143,7 @@ def test_hub_id_online_is_asked_about_once(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(models, "_hub_answer", lambda name, rev, kind, option: asked.append((name, rev, kind)))
     assert check_source("org/tiny-model@v2") is None
     assert check_source("org/cases", option="--steer-dataset", kind="dataset") is None
-    assert check_source("cases.jsonl", option="--steer-dataset", kind="dataset") is None  # a file: the loader's
+    assert check_source("./cases", option="--steer-dataset", kind="dataset") is None  # a path: the loader's
     assert asked == [("org/tiny-model", "v2", "model"), ("org/cases", None, "dataset")]
 
 
