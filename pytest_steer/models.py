@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -239,19 +240,18 @@ def check_source(model: str | None, *, revision: str | None = None, option: str 
         return None
     name, at = split_revision(name)
     revision = revision or at
-    note = None
+    reason = None
     if not _offline_env():
         problem = "is not reachable" if not hub_reachable() else _hub_answer(name, revision, kind, option)
         if problem is None:
             return None
-        note = go_offline(f"the Hugging Face hub at {_hub_endpoint()} {problem}")
+        reason = f"the Hugging Face hub at {_hub_endpoint()} {problem}"
     if not _in_hf_cache(name, revision, kind):
-        where = "(offline)" if note is None else f"({note.split(': ')[0]})"
-        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it {where} and it is "
-                             "not in the local HF cache; "
+        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it ({reason or 'offline'}) "
+                             "and it is not in the local HF cache; "
                              + ("give a local directory or 'embedded'" if option == "--steer-model" else
                                 "give a local file or directory, or use the offline default"))
-    return note
+    return go_offline(reason) if reason else None
 
 
 def _hub_answer(name: str, revision: str | None, kind: str, option: str) -> str | None:
@@ -287,8 +287,6 @@ def go_offline(reason: str) -> str:
     Without this, every file of every repo would be retried against an unreachable hub (minutes per run).
     Sets HF_HUB_OFFLINE for what is imported later, and the flag of the libraries already imported.
     """
-    import sys
-
     os.environ["HF_HUB_OFFLINE"] = "1"
     for module in ("huggingface_hub.constants", "datasets.config"):
         loaded = sys.modules.get(module)

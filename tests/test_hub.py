@@ -246,12 +246,21 @@ def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, m
     # 4. main moves to new weights: nothing cached from the old ones is reused
     hub.start()
     assert hub.endpoint == runs.endpoint
-    new = hub.move("org/tiny-qwen2", 1)
+    new, rm_new = hub.move("org/tiny-qwen2", 1), hub.move("org/tiny-rm", 1)
     result = runs.run(online)
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*generated 8/8 rows*"])
-    assert f"hub:org/tiny-qwen2@{new}" in _meta(pytester)
+    page = _meta(pytester)
+    assert f"hub:org/tiny-qwen2@{new}" in page and f"hub:org/tiny-rm@{rm_new}" in page
     assert len(hub.requests) > served
+
+    # a long-lived process (a notebook) does not keep scoring with the reward model's old weights either
+    from pytest_steer.metrics.quality import RewardScore
+
+    pair = (["Write a haiku about rain."], ["Rain taps the window."])
+    moved = RewardScore("org/tiny-rm").rewards(*pair)
+    hub.move("org/tiny-rm", 0)
+    assert RewardScore("org/tiny-rm").rewards(*pair) != moved
 
     assert set(runs.ran) == set(readme_commands())  # every README command ran
 

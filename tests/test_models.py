@@ -76,6 +76,7 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, "0")  # recorded, so that teardown removes what go_offline sets
         monkeypatch.delenv(var)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
 
 
 def _one_line(exc: pytest.ExceptionInfo[ModelLoadError]) -> str:
@@ -133,7 +134,6 @@ def test_hub_id_while_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp
     assert _one_line(exc) == (f"--steer-model {model}: cannot reach the Hugging Face hub to load it (the Hugging "
                               "Face hub at https://huggingface.co is not reachable) and it is not in the local HF "
                               "cache; give a local directory or 'embedded'")
-    assert os.environ["HF_HUB_OFFLINE"] == "1"  # the rest of the run stays off the network
 
 
 @pytest.mark.usefixtures("online")
@@ -173,7 +173,10 @@ def test_offline_hub_id_in_the_local_hf_cache_passes(monkeypatch: pytest.MonkeyP
     (hub / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(models, "hub_reachable", lambda: False)
-    check_source("org/tiny")
+    assert check_source("org/tiny") == ("the Hugging Face hub at https://huggingface.co is not reachable: using the "
+                                        "local HF cache only (HF_HUB_OFFLINE=1 for this run)")
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE  # the rest of the run loads offline
+    assert check_source("org/tiny") is None  # said once
     with pytest.raises(ModelLoadError, match="offline"):
         check_source("org/tiny", revision="v2")  # that revision was never downloaded
     with pytest.raises(ModelLoadError, match="offline"):
