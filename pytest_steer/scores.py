@@ -103,7 +103,10 @@ class FunctionScorer:
             raise ValueError(f"scorer {self.name!r} declares no metrics")
 
     def identity(self) -> str:
-        return f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', self.name)}:{self.version}"
+        """Name, `version` and a hash of the function's code: editing the function re-scores cached rows.
+        A change in something it calls is not seen; bump `version=` for that."""
+        where = f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', self.name)}"
+        return f"{where}:{self.version}:{_code_hash(self.fn)}"
 
     def check(self) -> None:
         return None
@@ -124,6 +127,19 @@ class FunctionScorer:
             raise ScorerError(f"scorer {self.name!r} returned undeclared score(s) {sorted(unknown)}; "
                               f"declare them in metrics=")
         return Score({n: _number(self.name, n, out.get(n)) for n in names})
+
+
+def _code_hash(fn: Callable[..., Any]) -> str:
+    """The function's source (or, without source, its bytecode and constants), hashed."""
+    import hashlib
+    import inspect
+
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code is not None else repr(fn)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _number(scorer: str, name: str, value: Any) -> float | None:
