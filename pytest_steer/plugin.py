@@ -435,6 +435,30 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
     if g["html"] and not plugin.is_worker and not getattr(config.option, "htmlpath", None) \
             and hasattr(config.option, "htmlpath"):
         _start_html(config, session, plugin.report_dir)
+    if not plugin.is_worker:
+        _guard_html(plugin)
+
+
+def _guard_html(plugin: SteerPlugin) -> None:
+    """pytest-html writes its page in place and raises at session end when the disk is full or read-only
+    (a traceback, a 0-byte page, no pass/fail line, rc 1). Have it write atomically, and make a failure
+    one line in our summary: the tests' outcome and exit code stand."""
+    try:
+        from pytest_html.basereport import BaseReport
+    except ImportError:
+        return
+    from .results import write_atomically
+
+    manager = plugin.config.pluginmanager
+    for report in [p for p in manager.get_plugins() if isinstance(p, BaseReport)]:
+        def write(rendered: str, report: Any = report) -> None:
+            try:
+                write_atomically(report._report_path, rendered)
+            except OSError as exc:
+                plugin.notes.append(f"could not write the HTML report {report._report_path}: {exc}")
+                manager.unregister(report)  # nor claim "Generated html report" in the summary
+
+        report._write_report = write
 
 
 @pytest.hookimpl(wrapper=True)

@@ -425,3 +425,61 @@ def test_a_scorer_failing_on_one_row_loses_only_that_rows_score(pytester: pytest
     assert all(r["scores"]["fine"] == 1.0 for r in rows if r not in flagged)
     assert len(json.loads((pytester.path / "generated-main.json").read_text())) == 6  # once for both tests
 
+
+# The report dir's disk fills up at session end: every file opened for writing under a folder named
+# `report` keeps half of its first write, then raises ENOSPC (as a full disk does).
+FULL_DISK = '''
+import builtins, errno, io, os
+import pytest
+
+_open = io.open
+
+class Full:
+    def __init__(self, fh):
+        self._fh = fh
+    def write(self, data):
+        self._fh.write(data[: len(data) // 2])
+        self._fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self._fh.close()
+
+def in_report(file):
+    if isinstance(file, int):
+        file = os.readlink(f"/proc/self/fd/{file}")
+    return f"{os.sep}report{os.sep}" in os.path.abspath(os.fspath(file))
+
+def full_open(file, mode="r", *args, **kwargs):
+    fh = _open(file, mode, *args, **kwargs)
+    return Full(fh) if any(c in mode for c in "wax") and in_report(file) else fh
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session):
+    builtins.open = io.open = full_open
+    try:
+        yield
+    finally:
+        builtins.open = io.open = _open
+'''
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the fault injection names files through /proc")
+def test_a_full_report_disk_at_session_end_is_one_line_per_file_and_leaves_no_cut_off_file(
+        pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytester.makeconftest(FULL_DISK)
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", grid=False), "--steer-methods", "prompt",
+                                "--steer-prompt-variants", "system", "--steer-trials", "1")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.OK, out  # the tests passed; the disk is not their fault
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    result.stdout.fnmatch_lines(["*pytest-steer*", "*could not write the HTML report *report.html: *No space left*",
+                                 "config*rows*", "*could not write the results files*No space left*",
+                                 "*2 passed*"], consecutive=False)
+    assert "Generated html report" not in out
+    left = [p for p in (pytester.path / "report").rglob("*") if p.is_file()]
+    assert left == [], f"cut-off or temporary files left behind: {left}"
