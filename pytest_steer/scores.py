@@ -122,11 +122,14 @@ class FunctionScorer:
                                   f"{len(self.metrics)} metrics; return a dict by name")
             out = {self.metrics[0].name: out}
         names = {m.name for m in self.metrics}
-        unknown = set(out) - names
+        unknown, missing = set(out) - names, names - set(out)
         if unknown:
             raise ScorerError(f"scorer {self.name!r} returned undeclared score(s) {sorted(unknown)}; "
                               f"declare them in metrics=")
-        return Score({n: _number(self.name, n, out.get(n)) for n in names})
+        if missing:
+            raise ScorerError(f"scorer {self.name!r} did not return {sorted(missing)}; return None for "
+                              "'not applicable'")
+        return Score({m.name: _number(self.name, m, out[m.name]) for m in self.metrics})
 
 
 def _code_hash(fn: Callable[..., Any]) -> str:
@@ -142,14 +145,24 @@ def _code_hash(fn: Callable[..., Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _number(scorer: str, name: str, value: Any) -> float | None:
+def _number(scorer: str, metric: Metric, value: Any) -> float | None:
+    """A score as a float (NaN and None: not applicable); text, infinities and a binary score other
+    than 0/1 are errors, which would otherwise reach the results as `Infinity` or a proportion of 7."""
     if value is None:
         return None
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         x = float(value)
     except (TypeError, ValueError):
-        raise ScorerError(f"scorer {scorer!r} gave {name}={value!r}, which is not a number or bool") from None
-    return None if math.isnan(x) else x
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}, which is not a number or bool") from None
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}; scores must be finite")
+    if metric.kind == "binary" and x not in (0.0, 1.0):
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}; a binary metric takes 0/1 or a bool")
+    return x
 
 
 def scorer(*metrics: Metric | str, name: str = "",
