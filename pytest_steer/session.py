@@ -27,7 +27,7 @@ from .cache import ResultCache, default_cache_dir, generation_key, key_hash, sco
 from .cases import CaseSet
 from .evaluation import EvalResult, check_metric_names
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
-from .methods import BASELINE, Config, PrepareContext, SteeringMethod, build_method
+from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method
 from .models import LoadedModel, load_model
 from .options import RunSpec
 from .results import ResultRow
@@ -130,8 +130,17 @@ class SteerRun:
             split = self.split(spec)
             ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing)
             built = {name: build_method(name, spec) for name in spec.methods}
-            for m in built.values():
-                m.prepare(ctx)
+            for name, m in built.items():
+                try:
+                    m.prepare(ctx)
+                except SteeringError:
+                    raise
+                except Exception as exc:
+                    if type(m).__module__.startswith("pytest_steer."):
+                        raise  # a bug of ours: keep its traceback
+                    # a user's method: one line at start-up, not an INTERNALERROR
+                    raise SteeringError(f"steering method {name!r} failed in prepare(): "
+                                        f"{type(exc).__name__}: {exc}") from exc
             self._methods[k] = built
         return self._methods[k]
 

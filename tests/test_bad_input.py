@@ -29,8 +29,8 @@ def pytest_unconfigure(config):
 GRID_TEST = "def test_point(steer_result):\n    pass\n"
 
 
-def _user_method_test(values: str, label: str = "f'v{value}'") -> str:
-    """A test module registering a user method `loud` with grid `values` and the given label expression."""
+def _user_method_test(values: str, label: str = "f'v{value}'", prepare: str = "pass") -> str:
+    """A test module registering a user method `loud` with grid `values`, label expression and prepare body."""
     return f"""
 import contextlib, pytest
 from pytest_steer import register_method, user_turn
@@ -41,7 +41,7 @@ class Loud:
     def label(self, value, grid): return {label}
     def strength(self, value): return 1.0
     def identity(self): return {{}}
-    def prepare(self, ctx): pass
+    def prepare(self, ctx): {prepare}
     def render(self, case, value): return user_turn(case)
     def steer(self, model, batch, cases, values): return contextlib.nullcontext()
 
@@ -158,3 +158,15 @@ def test_one_task_name_from_two_modules_is_refused(pytester: pytest.Pytester, ti
     assert "Traceback" not in out
     result.stderr.fnmatch_lines(["*task 'mine' is registered by both *test_a.py and *test_b.py*"])
     assert not (pytester.path / "model-loaded").exists()
+
+
+def test_a_user_methods_prepare_raising_is_one_line(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """Not an INTERNALERROR: one line naming the method and its error, before any generation."""
+    pytester.makepyfile(test_bad=_user_method_test("[1]", prepare="raise RuntimeError('needs a GPU')"))
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    result.stderr.fnmatch_lines(["*steering method 'loud' failed in prepare(): RuntimeError: needs a GPU"])
