@@ -184,7 +184,7 @@ class SteerRun:
         for spec in dict.fromkeys(specs):
             spec.configs()
             check_metric_names(metrics_of(self.task(spec).scorers))  # before the model loads
-            self.methods(spec)
+            self.engine(spec).check_context(self.requests(spec, 0))  # every trial renders the same prompts
             for s in self.scorers(spec):
                 s.check()
 

@@ -170,3 +170,17 @@ def test_a_user_methods_prepare_raising_is_one_line(pytester: pytest.Pytester, t
     assert result.ret == pytest.ExitCode.USAGE_ERROR, out
     assert "Traceback" not in out and "INTERNALERROR" not in out, out
     result.stderr.fnmatch_lines(["*steering method 'loud' failed in prepare(): RuntimeError: needs a GPU"])
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_at_start_up(pytester: pytest.Pytester,
+                                                                       tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The tiny model's context is 1024 tokens: a 1,100-word case would run on untrained positions."""
+    pytester.makepyfile(test_bad=_user_task_test("long", "ok").replace(
+        'Case("c1", "Say hi.")', 'Case("c1", "Say hi. " + "word " * 1100, instructions=("Say hi.",))'))
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "generated" not in out, out
+    result.stderr.fnmatch_lines(["*case 'c1' (baseline): its prompt of * tokens plus 96 new tokens exceeds the "
+                                 "model's context of 1024 tokens*"])
