@@ -237,6 +237,20 @@ class ResultCache:
             log.warning("pytest-steer cache: corrupt record %s: %s; %s", path, problem, outcome)
 
 
+def hold_lock(path: Path) -> Any:
+    """Take the lock file `path` without waiting: its open file (keep it open to hold the lock), or None
+    when another process holds it. Without `fcntl` every caller gets it. Raises OSError if it cannot
+    be created."""
+    fh = open(path, "ab")  # closing it (or the process ending) releases the lock
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+    return fh
+
+
 def _reason(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc.strerror or exc}"
 

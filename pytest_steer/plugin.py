@@ -92,6 +92,7 @@ class SteerPlugin:
         self.stored: Any = None
         self.missing_in_stored: set[str] = set()
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
+        self.report_lock: Any = None  # held from start-up to exit: one session per report dir
         self._progress_last = 0.0
 
     def _cli(self, name: str) -> Any:
@@ -347,6 +348,17 @@ def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
         raise pytest.UsageError(f"pytest-steer: {option} {path}: {problem}")
 
 
+def _lock_report_dir(plugin: SteerPlugin) -> None:
+    """One session per report dir: two would overwrite each other's files, the last one silently winning."""
+    from .cache import hold_lock
+
+    plugin.report_dir.mkdir(parents=True, exist_ok=True)
+    plugin.report_lock = hold_lock(plugin.report_dir / ".pytest-steer.lock")
+    if plugin.report_lock is None:
+        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: another pytest session is "
+                                "writing its report there; wait for it, or give this run its own --steer-report-dir")
+
+
 def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path) -> None:
     """Switch pytest-html on into the report dir, now that a steering test is known to run."""
     try:
@@ -393,6 +405,7 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
     g, config = plugin.global_settings, plugin.config
     if not plugin.is_worker:
         _check_writable("--steer-report-dir", plugin.report_dir, is_dir=True)
+        _lock_report_dir(plugin)
         if g["save_baseline"]:
             _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
     cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
@@ -532,6 +545,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             getattr(session.config, "workeroutput", {})[WORKER_KEY] = worker_payload(plugin)
         return
     finish_session(plugin)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(_PLUGIN, None)
+    if plugin is not None and plugin.report_lock is not None:
+        plugin.report_lock.close()  # the next session (another process, or pytester's next run) may write
+        plugin.report_lock = None
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -481,5 +481,21 @@ def test_a_full_report_disk_at_session_end_is_one_line_per_file_and_leaves_no_cu
                                  "config*rows*", "*could not write the results files*No space left*",
                                  "*2 passed*"], consecutive=False)
     assert "Generated html report" not in out
-    left = [p for p in (pytester.path / "report").rglob("*") if p.is_file()]
+    left = [p for p in (pytester.path / "report").rglob("*") if p.is_file() and p.name != ".pytest-steer.lock"]
     assert left == [], f"cut-off or temporary files left behind: {left}"
+
+
+def test_a_second_session_on_one_report_dir_is_refused(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """The last writer used to win silently; now the second session stops at start-up, in one line."""
+    from pytest_steer.cache import hold_lock
+
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    (pytester.path / "report").mkdir()
+    other_session = hold_lock(pytester.path / "report" / ".pytest-steer.lock")
+    try:
+        result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", grid=False))
+    finally:
+        other_session.close()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--steer-report-dir *report: another pytest session is writing its report there*"])
