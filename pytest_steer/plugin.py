@@ -394,7 +394,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     except MarkerError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
     plugin.specs = list(dict.fromkeys(specs))
+    _note_partial_selection(plugin, steering)
     _start(plugin, session)
+
+
+def _note_partial_selection(plugin: SteerPlugin, items: list[pytest.Item]) -> None:
+    """`-k baseline` selects some configs' tests, but a unit is every config of a trial (one set of shared
+    batches, paired on one baseline), so all of them are generated: say so rather than surprise."""
+    selected: dict[RunSpec, set[str]] = {}
+    whole: set[RunSpec] = set()  # specs a whole-sweep test (steer_eval, ...) needs every config of anyway
+    for it in items:
+        cs = getattr(it, "callspec", None)
+        if cs is not None and "steer_point" in cs.params:
+            selected.setdefault(cs.params["steer_point"].spec, set()).add(cs.params["steer_point"].config.label)
+        else:
+            whole.add(plugin.spec_for(it))
+    for spec, labels in selected.items():
+        every = [c.label for c in spec.configs()]
+        if spec not in whole and not set(every) <= labels | {"baseline"}:
+            plugin.notes.append(f"the selected tests read {len(labels)} of the {len(every)} configs, but every config "
+                                "of a trial is generated together (shared batches, paired on one baseline): all of "
+                                "them are generated, or read from the cache, and reported")
 
 
 def _start(plugin: SteerPlugin, session: pytest.Session) -> None:

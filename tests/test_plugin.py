@@ -499,3 +499,18 @@ def test_a_second_session_on_one_report_dir_is_refused(pytester: pytest.Pytester
         other_session.close()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--steer-report-dir *report: another pytest session is writing its report there*"])
+
+
+def test_deselecting_configs_says_that_whole_units_are_generated(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """`-k baseline` cannot generate the baseline alone (a unit is a trial's configs in shared batches); the
+    terminal says so instead of leaving the user to wonder why 8 rows were generated for 4."""
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    args = [*_args(tiny_model_dir, tmp_path / "cache", grid=False), "--steer-methods", "prompt",
+            "--steer-prompt-variants", "system", "--steer-trials", "1"]
+    result = pytester.runpytest(*args, "-k", "baseline")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*the selected tests read 1 of the 2 configs, but every config of a trial is "
+                                 "generated together*"])
+    result = pytester.runpytest(*args)
+    assert "the selected tests read" not in result.stdout.str()
