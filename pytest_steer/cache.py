@@ -239,8 +239,8 @@ class ResultCache:
 
 def hold_lock(path: Path) -> Any:
     """Take the lock file `path` without waiting: its open file (keep it open to hold the lock), or None
-    when another process holds it. Without `fcntl` every caller gets it. Raises OSError if it cannot
-    be created."""
+    when another process holds it. Without `fcntl`, or on a filesystem that refuses locks, every caller
+    gets it. Raises OSError if it cannot be created."""
     fh = open(path, "ab")  # closing it (or the process ending) releases the lock
     if fcntl is not None:
         try:
@@ -248,6 +248,8 @@ def hold_lock(path: Path) -> Any:
         except BlockingIOError:
             fh.close()
             return None
+        except OSError as exc:  # e.g. ENOLCK on a network filesystem: unlocked, as without fcntl
+            log.warning("pytest-steer: cannot lock %s (%s); concurrent sessions are not detected", path, _reason(exc))
     return fh
 
 

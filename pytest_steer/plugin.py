@@ -352,8 +352,12 @@ def _lock_report_dir(plugin: SteerPlugin) -> None:
     """One session per report dir: two would overwrite each other's files, the last one silently winning."""
     from .cache import hold_lock
 
-    plugin.report_dir.mkdir(parents=True, exist_ok=True)
-    plugin.report_lock = hold_lock(plugin.report_dir / ".pytest-steer.lock")
+    try:
+        plugin.report_dir.mkdir(parents=True, exist_ok=True)
+        plugin.report_lock = hold_lock(plugin.report_dir / ".pytest-steer.lock")
+    except OSError as exc:
+        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: cannot be written "
+                                f"({exc.strerror or exc})") from None
     if plugin.report_lock is None:
         raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: another pytest session is "
                                 "writing its report there; wait for it, or give this run its own --steer-report-dir")
