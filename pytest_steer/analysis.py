@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .reduce import config_order
-from .results import BASELINE, ResultRow, read_jsonl, write_jsonl
+from .results import BASELINE, ResultRow, read_jsonl, write_atomically, write_jsonl
 from .scores import Metric
 
 # Means over the same rows can differ in the last bits depending on summation order; comparisons
@@ -237,9 +237,8 @@ def write_results(rows: Sequence[ResultRow], summary: pd.DataFrame, metrics: Seq
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("results.jsonl", "summary.csv", "metrics.json")}
     write_jsonl(rows, paths["results.jsonl"])
-    summary.to_csv(paths["summary.csv"], index=False)
-    paths["metrics.json"].write_text(json.dumps([dataclasses.asdict(m) for m in metrics], indent=1) + "\n",
-                                     encoding="utf-8")
+    write_atomically(paths["summary.csv"], summary.to_csv(index=False))
+    write_atomically(paths["metrics.json"], json.dumps([dataclasses.asdict(m) for m in metrics], indent=1) + "\n")
     return paths
 
 

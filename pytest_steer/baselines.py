@@ -18,15 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import reduce
-from .results import ResultRow, to_frame
+from .results import ResultRow, to_frame, write_atomically
 from .scores import Metric
 
 FORMAT = 2
@@ -78,16 +76,7 @@ def save_baseline(path: str | Path, settings: Mapping[str, Mapping[str, Any]], r
            "metrics": [dataclasses.asdict(m) for m in metrics], "summary": summary,
            "rows": [dataclasses.asdict(r) for r in rows]}
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, text)
 
 
 def _shape_problem(doc: Any) -> str | None:

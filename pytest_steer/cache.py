@@ -25,10 +25,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, work may be repeated (see ResultCache.lock)
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,32 @@ class ResultCache:
             return
         self.stats.writes += 1
 
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the lock `name` against every process sharing this cache (xdist workers, other sessions),
+        so that one of them does a piece of work while the others wait and then read its records.
+
+        Without file locks (no `fcntl`, a filesystem that refuses them) or a writable cache there is no
+        lock: the work may then be done twice, never wrongly.
+        """
+        fh = None
+        if self.enabled and fcntl is not None:
+            try:
+                path = _kind_dir(_kind_dir(self.root, "locks"), f"{name}.lock")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(path, "ab")  # closed below, which releases the lock
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            except OSError as exc:
+                if fh is not None:
+                    fh.close()
+                    fh = None
+                self._warn_once("lock", f"cannot lock in {self.root} ({_reason(exc)}); workers may repeat work")
+        try:
+            yield
+        finally:
+            if fh is not None:
+                fh.close()
+
     def check_writable(self) -> str | None:
         """Why records cannot be stored here, or None; tries a real file, for a warning at start-up."""
         if not self.enabled:
@@ -204,6 +235,22 @@ class ResultCache:
         if path not in self._reported:
             self._reported.add(path)
             log.warning("pytest-steer cache: corrupt record %s: %s; %s", path, problem, outcome)
+
+
+def hold_lock(path: Path) -> Any:
+    """Take the lock file `path` without waiting: its open file (keep it open to hold the lock), or None
+    when another process holds it. Without `fcntl`, or on a filesystem that refuses locks, every caller
+    gets it. Raises OSError if it cannot be created."""
+    fh = open(path, "ab")  # closing it (or the process ending) releases the lock
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        except OSError as exc:  # e.g. ENOLCK on a network filesystem: unlocked, as without fcntl
+            log.warning("pytest-steer: cannot lock %s (%s); concurrent sessions are not detected", path, _reason(exc))
+    return fh
 
 
 def _reason(exc: OSError) -> str:

@@ -245,12 +245,21 @@ def _check_unique(cases: list[Case], origin: str) -> list[Case]:
 # -- reading -----------------------------------------------------------------------------------
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a byte-order mark is dropped, as pandas does for .csv."""
+    try:
+        return path.read_text("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CaseLoadError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                            "save the file as UTF-8") from None
+
+
 def _load_file(path: Path, suffix: str) -> list[Case]:
     if suffix == ".jsonl":
-        return _load_jsonl_text(path.read_text("utf-8"), str(path))
+        return _load_jsonl_text(_read_text(path), str(path))
     if suffix == ".json":
         try:
-            rows = json.loads(path.read_text("utf-8"))
+            rows = json.loads(_read_text(path))
         except json.JSONDecodeError as e:
             raise CaseLoadError(
                 f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}."

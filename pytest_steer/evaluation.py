@@ -8,6 +8,7 @@ from `reduce`, the same reducer the report uses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,3 +196,14 @@ class EvalResult:
 
 def _rounded(v: float) -> float:
     return float(v) if math.isnan(v) else round(float(v), 6)
+
+
+def check_metric_names(metrics: Sequence[Metric]) -> None:
+    """Refuse a metric named like a row field, a reduced-table column or a result attribute
+    (`value`, `trial`, `frame`, ...): its column and attribute would be the other thing's."""
+    taken = ({f.name for f in dataclasses.fields(ResultRow)} | {"details", "n", "trials", "slot", "v"} | _OWN
+             | {a for a in dir(EvalResult) if not a.startswith("_")})
+    for m in metrics:
+        if m.name in taken:
+            raise ValueError(f"metric {m.name!r} has the name of a result field or attribute; rename it "
+                             f"(e.g. {m.name + '_score'!r})")

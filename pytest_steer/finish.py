@@ -27,7 +27,8 @@ def worker_payload(plugin: Any) -> str:
         "rows": [dataclasses.asdict(r) for r in run.all_rows()],
         "settings": {s.key(): run.comparable_settings(s) for s in plugin.specs},
         "metrics": {s.key(): [dataclasses.asdict(m) for m in run.metrics(s)] for s in plugin.specs},
-        "meta": {**run.meta(), "_generated": run.generated_rows, "_cached": run.cached_rows},
+        "meta": {**run.meta(), "_generated": run.generated_rows, "_cached": run.cached_rows,
+                 "_scorer_failures": run.scorer_failures},
     }, allow_nan=True)
 
 
@@ -85,9 +86,17 @@ def finish_session(plugin: Any) -> None:
         except OSError as exc:
             lines.append(f"could not write the standalone report {out / 'summary.html'}: {exc}")
     g = plugin.global_settings
+    if len(plugin.worker_meta) > 1 and not g["cache"]:
+        lines.append("--steer-cache false: xdist workers cannot share generations, so a trial whose tests ran on "
+                     "several workers was generated on each of them")
     if g["save_baseline"]:
         lines.append(save_stored_baseline(Path(g["save_baseline"]), settings, rows, metrics))
     run = plugin._run
+    failures = [*(run.scorer_failures if run is not None else []),
+                *(f for m in plugin.worker_meta for f in m.get("_scorer_failures", []))]
+    if failures:
+        lines.append(f"scorers failed on {len(failures)} row(s); those scores are missing (the rows' "
+                     f"details.scorer_errors say why) and were not cached. First: {failures[0]}")
     if run is not None and run.cache is not None and (run.cache.stats.corrupt or run.cache.stats.unwritable):
         st = run.cache.stats
         lines.append(f"cache: {st.corrupt} corrupt record(s) found and regenerated, {st.unwritable} record(s) could "

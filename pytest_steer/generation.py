@@ -224,6 +224,19 @@ class GenerationEngine:
                 raise SteeringError(f"row {r.key!r} asks for steering method {r.config.method!r}, but the engine "
                                     f"has {have}; pass it in GenerationEngine(methods=...)")
 
+    def check_context(self, requests: Sequence[GenerationRequest]) -> None:
+        """Refuse a row whose rendered prompt plus `max_new_tokens` exceeds the model's context: past it the
+        model runs on positions it was never trained on and its text is noise, scored as if it were not."""
+        window = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if not window:
+            return
+        for r in requests:
+            n = len(self.tokenizer(render_chat(self.tokenizer, self.messages(r)), add_special_tokens=False).input_ids)
+            if n + self.settings.max_new_tokens > window:
+                raise ValueError(f"case {r.case.key!r} ({r.config.label}): its prompt of {n} tokens plus "
+                                 f"{self.settings.max_new_tokens} new tokens exceeds the model's context of {window} "
+                                 "tokens; shorten the case or lower --steer-max-new-tokens")
+
     def messages(self, request: GenerationRequest) -> list[dict[str, str]]:
         """The chat messages of one row, as its method renders them."""
         if request.config.is_baseline:

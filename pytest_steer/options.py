@@ -124,10 +124,6 @@ def parse_positive_int(value: Any) -> int:
     return n
 
 
-def parse_optional_int(value: Any) -> int | None:
-    return None if value is None else parse_int(value)
-
-
 def parse_batch_size(value: Any) -> int | str:
     return "auto" if str(value).strip() == "auto" else parse_positive_int(value)
 
@@ -206,12 +202,34 @@ def parse_bool(value: Any) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false)")
 
 
-def parse_float(value: Any) -> float:
-    return _number(value, "value")
+def parse_temperature(value: Any) -> float | None:
+    """A sampling temperature: finite and > 0 (greedy decoding is --steer-greedy, not temperature 0)."""
+    if value is None:
+        return None
+    x = _number(value, "temperature")
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"temperature {value!r} must be > 0; for greedy decoding use --steer-greedy")
+    return x
 
 
-def parse_optional_float(value: Any) -> float | None:
-    return None if value is None else parse_float(value)
+def parse_top_p(value: Any) -> float | None:
+    """Nucleus sampling's p, in (0, 1]."""
+    if value is None:
+        return None
+    x = _number(value, "top-p")
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"top-p {value!r} must be in (0, 1]; 1 keeps every token")
+    return x
+
+
+def parse_top_k(value: Any) -> int | None:
+    """Top-k sampling's k, >= 1."""
+    if value is None:
+        return None
+    n = parse_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"top-k {value!r} must be >= 1")
+    return n
 
 
 def parse_fraction(value: Any) -> float:
@@ -351,9 +369,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
-    Option("temperature", parse_optional_float, None, "sampling temperature (default: the model's generation_config)"),
-    Option("top_p", parse_optional_float, None, "nucleus sampling p (default: the model's generation_config)"),
-    Option("top_k", parse_optional_int, None, "top-k sampling (default: the model's generation_config)"),
+    Option("temperature", parse_temperature, None, "sampling temperature (default: the model's generation_config)"),
+    Option("top_p", parse_top_p, None, "nucleus sampling p (default: the model's generation_config)"),
+    Option("top_k", parse_top_k, None, "top-k sampling (default: the model's generation_config)"),
     Option("greedy", parse_bool, False, "greedy decoding instead of sampling", flag=True),
     Option("seed", parse_int, 0, "sampling seed; each row's seed derives from (seed, case, trial)"),
     Option(
@@ -493,13 +511,20 @@ class RunSpec:
     def configs(self) -> list[Any]:
         """The sweep as `Config`s: the baseline first, then each method's values in the order given."""
         from .methods import build_method
-        from .methods.base import BASELINE_CONFIG, config
+        from .methods.base import BASELINE_CONFIG, SteeringError, config
 
         out = [BASELINE_CONFIG]
         for name in self.methods:
             method = build_method(name, self)
             grid = self.values(name)
-            out += [config(method, v, grid) for v in grid]
+            labelled: dict[str, Any] = {}
+            for v in grid:
+                c = config(method, v, grid)
+                if c.label in labelled:  # two values under one label would pool their rows and lose some
+                    raise SteeringError(f"method {name!r} labels both {labelled[c.label]!r} and {v!r} as "
+                                        f"{c.label!r}; its label() must give each grid value its own label")
+                labelled[c.label] = v
+                out.append(c)
         return out
 
     def config(self, label: str) -> Any:

@@ -92,6 +92,7 @@ class SteerPlugin:
         self.stored: Any = None
         self.missing_in_stored: set[str] = set()
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
+        self.report_lock: Any = None  # held from start-up to exit: one session per report dir
         self._progress_last = 0.0
 
     def _cli(self, name: str) -> Any:
@@ -347,6 +348,21 @@ def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
         raise pytest.UsageError(f"pytest-steer: {option} {path}: {problem}")
 
 
+def _lock_report_dir(plugin: SteerPlugin) -> None:
+    """One session per report dir: two would overwrite each other's files, the last one silently winning."""
+    from .cache import hold_lock
+
+    try:
+        plugin.report_dir.mkdir(parents=True, exist_ok=True)
+        plugin.report_lock = hold_lock(plugin.report_dir / ".pytest-steer.lock")
+    except OSError as exc:
+        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: cannot be written "
+                                f"({exc.strerror or exc})") from None
+    if plugin.report_lock is None:
+        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: another pytest session is "
+                                "writing its report there; wait for it, or give this run its own --steer-report-dir")
+
+
 def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path) -> None:
     """Switch pytest-html on into the report dir, now that a steering test is known to run."""
     try:
@@ -382,7 +398,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     except MarkerError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
     plugin.specs = list(dict.fromkeys(specs))
+    _note_partial_selection(plugin, steering)
     _start(plugin, session)
+
+
+def _note_partial_selection(plugin: SteerPlugin, items: list[pytest.Item]) -> None:
+    """`-k baseline` selects some configs' tests, but a unit is every config of a trial (one set of shared
+    batches, paired on one baseline), so all of them are generated: say so rather than surprise."""
+    selected: dict[RunSpec, set[str]] = {}
+    whole: set[RunSpec] = set()  # specs a whole-sweep test (steer_eval, ...) needs every config of anyway
+    for it in items:
+        cs = getattr(it, "callspec", None)
+        if cs is not None and "steer_point" in cs.params:
+            selected.setdefault(cs.params["steer_point"].spec, set()).add(cs.params["steer_point"].config.label)
+        else:
+            whole.add(plugin.spec_for(it))
+    for spec, labels in selected.items():
+        every = [c.label for c in spec.configs()]
+        if spec not in whole and not set(every) <= labels | {"baseline"}:
+            plugin.notes.append(f"the selected tests read {len(labels)} of the {len(every)} configs, but every config "
+                                "of a trial is generated together (shared batches, paired on one baseline): all of "
+                                "them are generated, or read from the cache, and reported")
 
 
 def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
@@ -394,6 +430,7 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
     g, config = plugin.global_settings, plugin.config
     if not plugin.is_worker:
         _check_writable("--steer-report-dir", plugin.report_dir, is_dir=True)
+        _lock_report_dir(plugin)
         if g["save_baseline"]:
             _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
     cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
@@ -445,6 +482,30 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
     if g["html"] and not plugin.is_worker and not getattr(config.option, "htmlpath", None) \
             and hasattr(config.option, "htmlpath"):
         _start_html(config, session, plugin.report_dir)
+    if not plugin.is_worker:
+        _guard_html(plugin)
+
+
+def _guard_html(plugin: SteerPlugin) -> None:
+    """pytest-html writes its page in place and raises at session end when the disk is full or read-only
+    (a traceback, a 0-byte page, no pass/fail line, rc 1). Have it write atomically, and make a failure
+    one line in our summary: the tests' outcome and exit code stand."""
+    try:
+        from pytest_html.basereport import BaseReport
+    except ImportError:
+        return
+    from .results import write_atomically
+
+    manager = plugin.config.pluginmanager
+    for report in [p for p in manager.get_plugins() if isinstance(p, BaseReport)]:
+        def write(rendered: str, report: Any = report) -> None:
+            try:
+                write_atomically(report._report_path, rendered)
+            except OSError as exc:
+                plugin.notes.append(f"could not write the HTML report {report._report_path}: {exc}")
+                manager.unregister(report)  # nor claim "Generated html report" in the summary
+
+        report._write_report = write
 
 
 @pytest.hookimpl(wrapper=True)
@@ -518,6 +579,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             getattr(session.config, "workeroutput", {})[WORKER_KEY] = worker_payload(plugin)
         return
     finish_session(plugin)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(_PLUGIN, None)
+    if plugin is not None and plugin.report_lock is not None:
+        plugin.report_lock.close()  # the next session (another process, or pytester's next run) may write
+        plugin.report_lock = None
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

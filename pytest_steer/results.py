@@ -6,8 +6,11 @@ the objects that produced it. Scores are a mapping by name; `to_frame` spreads t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +75,28 @@ def to_frame(rows: Sequence[ResultRow], names: Sequence[str] | None = None) -> p
     return pd.DataFrame(records, columns=[*FIELDS, "details", *names])
 
 
-def write_jsonl(rows: Iterable[ResultRow], path: Path) -> None:
-    """Write rows as JSON lines (lossless, human-readable)."""
+def write_atomically(path: Path, data: str | bytes) -> Path:
+    """Write `data` to a temp file beside `path`, then rename it over `path`: a full or read-only disk
+    leaves the previous file or none, never a cut-off file that looks complete. Raises OSError."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_jsonl(rows: Iterable[ResultRow], path: Path) -> None:
+    """Write rows as JSON lines (lossless, human-readable), atomically."""
+    write_atomically(path, "".join(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[ResultRow]:

@@ -103,7 +103,10 @@ class FunctionScorer:
             raise ValueError(f"scorer {self.name!r} declares no metrics")
 
     def identity(self) -> str:
-        return f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', self.name)}:{self.version}"
+        """Name, `version` and a hash of the function's code: editing the function re-scores cached rows.
+        A change in something it calls is not seen; bump `version=` for that."""
+        where = f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', self.name)}"
+        return f"{where}:{self.version}:{_code_hash(self.fn)}"
 
     def check(self) -> None:
         return None
@@ -119,21 +122,47 @@ class FunctionScorer:
                                   f"{len(self.metrics)} metrics; return a dict by name")
             out = {self.metrics[0].name: out}
         names = {m.name for m in self.metrics}
-        unknown = set(out) - names
+        unknown, missing = set(out) - names, names - set(out)
         if unknown:
             raise ScorerError(f"scorer {self.name!r} returned undeclared score(s) {sorted(unknown)}; "
                               f"declare them in metrics=")
-        return Score({n: _number(self.name, n, out.get(n)) for n in names})
+        if missing:
+            raise ScorerError(f"scorer {self.name!r} did not return {sorted(missing)}; return None for "
+                              "'not applicable'")
+        return Score({m.name: _number(self.name, m, out[m.name]) for m in self.metrics})
 
 
-def _number(scorer: str, name: str, value: Any) -> float | None:
+def _code_hash(fn: Callable[..., Any]) -> str:
+    """The function's source (or, without source, its bytecode and constants), hashed."""
+    import hashlib
+    import inspect
+
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code is not None else repr(fn)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _number(scorer: str, metric: Metric, value: Any) -> float | None:
+    """A score as a float (NaN and None: not applicable); text, infinities and a binary score other
+    than 0/1 are errors, which would otherwise reach the results as `Infinity` or a proportion of 7."""
     if value is None:
         return None
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         x = float(value)
     except (TypeError, ValueError):
-        raise ScorerError(f"scorer {scorer!r} gave {name}={value!r}, which is not a number or bool") from None
-    return None if math.isnan(x) else x
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}, which is not a number or bool") from None
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}; scores must be finite")
+    if metric.kind == "binary" and x not in (0.0, 1.0):
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}; a binary metric takes 0/1 or a bool")
+    return x
 
 
 def scorer(*metrics: Metric | str, name: str = "",

@@ -14,6 +14,7 @@ pytest-xdist as in a serial run, so the numbers are too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -24,9 +25,9 @@ from typing import Any
 
 from .cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
 from .cases import CaseSet
-from .evaluation import EvalResult
+from .evaluation import EvalResult, check_metric_names
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
-from .methods import BASELINE, Config, PrepareContext, SteeringMethod, build_method
+from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method
 from .models import LoadedModel, load_model
 from .options import RunSpec
 from .results import ResultRow
@@ -86,6 +87,12 @@ class SteerRun:
     _methods: dict[tuple[Any, ...], dict[str, SteeringMethod]] = field(default_factory=dict, init=False, repr=False)
     _scorers: dict[tuple[Any, ...], list[Scorer]] = field(default_factory=dict, init=False, repr=False)
     _units: dict[tuple[RunSpec, int], list[ResultRow]] = field(default_factory=dict, init=False, repr=False)
+    # a unit's generations, kept apart from its rows: a scorer that fails never costs a regeneration
+    _generations: dict[tuple[RunSpec, int], tuple[list[Generation], list[str]]] = field(
+        default_factory=dict, init=False, repr=False)
+    # (generation hash, scorer name) -> why that scorer failed on that row; the row's scores are missing
+    _failures: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False)
+    scorer_failures: list[str] = field(default_factory=list, init=False)  # one line per failed (row, scorer)
     _batch_sizes: dict[RunSpec, int] = field(default_factory=dict, init=False, repr=False)  # after OOM halving
     _results: dict[tuple[RunSpec, str, int | None], EvalResult] = field(default_factory=dict, init=False, repr=False)
     generated_rows: int = field(default=0, init=False)  # rows that really went through the model
@@ -123,8 +130,17 @@ class SteerRun:
             split = self.split(spec)
             ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing)
             built = {name: build_method(name, spec) for name in spec.methods}
-            for m in built.values():
-                m.prepare(ctx)
+            for name, m in built.items():
+                try:
+                    m.prepare(ctx)
+                except SteeringError:
+                    raise
+                except Exception as exc:
+                    if type(m).__module__.startswith("pytest_steer."):
+                        raise  # a bug of ours: keep its traceback
+                    # a user's method: one line at start-up, not an INTERNALERROR
+                    raise SteeringError(f"steering method {name!r} failed in prepare(): "
+                                        f"{type(exc).__name__}: {exc}") from exc
             self._methods[k] = built
         return self._methods[k]
 
@@ -137,7 +153,7 @@ class SteerRun:
             self._scorers[k] = [*self.task(spec).scorers, *quality_scorers(
                 spec.quality, self.model, batch_size=spec.quality_batch_size, max_length=spec.reward_max_length,
                 tf32=spec.reward_tf32)]
-            metrics_of(self._scorers[k])  # a name declared twice fails here, before generating
+            check_metric_names(metrics_of(self._scorers[k]))  # a name declared twice or taken fails here
         return self._scorers[k]
 
     def metrics(self, spec: RunSpec) -> list[Metric]:
@@ -167,7 +183,8 @@ class SteerRun:
         """Fail fast: load the model, cases, methods and scorers, and check them, before generating."""
         for spec in dict.fromkeys(specs):
             spec.configs()
-            self.methods(spec)
+            check_metric_names(metrics_of(self.task(spec).scorers))  # before the model loads
+            self.engine(spec).check_context(self.requests(spec, 0))  # every trial renders the same prompts
             for s in self.scorers(spec):
                 s.check()
 
@@ -188,10 +205,15 @@ class SteerRun:
         """Every row of one trial: all cases under the baseline and every config. Generated at most once."""
         unit = (spec, trial)
         if unit not in self._units:
-            self._units[unit] = self._run_unit(spec, trial)
+            # one process at a time per unit: another xdist worker (or session) sharing the cache waits,
+            # then finds every row and score cached, whatever pytest-xdist's scheduling did
+            with self.cache.lock(f"unit-{spec.key()}-trial{trial}") if self.cache else contextlib.nullcontext():
+                if unit not in self._generations:
+                    self._generations[unit] = self._generate_unit(spec, trial)
+                self._units[unit] = self._score(spec, *self._generations[unit])
         return self._units[unit]
 
-    def _run_unit(self, spec: RunSpec, trial: int) -> list[ResultRow]:
+    def _generate_unit(self, spec: RunSpec, trial: int) -> tuple[list[Generation], list[str]]:
         engine = self.engine(spec)
         settings = dataclasses.asdict(engine.settings)
         settings["batch_size_independent"] = True  # rows don't depend on batch partners (per-row seeding)
@@ -226,8 +248,7 @@ class SteerRun:
             self.generation_seconds += time.perf_counter() - start
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
-        ordered = [gens[i] for i in range(len(requests))]
-        return self._score(spec, ordered, [key_hash(k) for k in keys])
+        return [gens[i] for i in range(len(requests))], [key_hash(k) for k in keys]
 
     def _samples(self, gens: Sequence[Generation]) -> list[Sample]:
         base = {g.request.case.key: g.n_tokens for g in gens if g.request.config.is_baseline}
@@ -246,19 +267,41 @@ class SteerRun:
             out.append(Score(rec["values"], rec["details"]) if ok and rec is not None else None)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            fresh = scorer.score([samples[i] for i in todo])
-            if len(fresh) != len(todo):
-                raise RuntimeError(f"scorer {scorer.name!r} returned {len(fresh)} scores for {len(todo)} samples")
+            try:
+                fresh: list[Score | None] = list(self._score_batch(scorer, [samples[i] for i in todo]))
+            except Exception:  # find the rows it fails on: they lose this scorer's scores, the others keep theirs
+                fresh = [self._score_one(scorer, samples[i], gen_hashes[i]) for i in todo]
             for i, sc in zip(todo, fresh, strict=True):
                 out[i] = sc
-                if self.cache:
+                if self.cache and sc is not None:
                     self.cache.put("score", keys[i], {"values": sc.values, "details": sc.details})
-        return [s for s in out if s is not None]
+        missing = Score(dict.fromkeys((m.name for m in scorer.metrics), None))
+        return [s if s is not None else missing for s in out]
+
+    @staticmethod
+    def _score_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:
+        fresh = scorer.score(samples)
+        if len(fresh) != len(samples):
+            raise RuntimeError(f"scorer {scorer.name!r} returned {len(fresh)} scores for {len(samples)} samples")
+        return fresh
+
+    def _score_one(self, scorer: Scorer, sample: Sample, gen_hash: str) -> Score | None:
+        """One sample's scores, or None (recorded, not cached: a fixed scorer retries it) when the scorer fails."""
+        try:
+            return self._score_batch(scorer, [sample])[0]
+        except Exception as exc:  # a user's scorer may raise anything; the row keeps its other scores
+            why = f"{type(exc).__name__}: {exc}"
+            self._failures[(gen_hash, scorer.name)] = why
+            self.scorer_failures.append(f"scorer {scorer.name!r} failed on case {sample.case.key!r} "
+                                        f"({sample.config.label}): {why}")
+            log.warning("pytest-steer: %s", self.scorer_failures[-1])
+            return None
 
     def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str]) -> list[ResultRow]:
         samples = self._samples(gens)
         names = [m.name for m in self.metrics(spec)]
-        per_scorer = [self._scored(s, samples, gen_hashes) for s in self.scorers(spec)]
+        scorers = self.scorers(spec)
+        per_scorer = [self._scored(s, samples, gen_hashes) for s in scorers]
         rows = []
         for i, g in enumerate(gens):
             values: dict[str, float | None] = {}
@@ -266,6 +309,10 @@ class SteerRun:
             for scores in per_scorer:
                 values.update(scores[i].values)
                 details.update(scores[i].details)
+            failed = {s.name: self._failures[(gen_hashes[i], s.name)] for s in scorers
+                      if (gen_hashes[i], s.name) in self._failures}
+            if failed:
+                details["scorer_errors"] = failed
             cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
                 key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,

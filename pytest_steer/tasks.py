@@ -11,6 +11,7 @@ disjoint from the evaluated cases, checked here, so no evaluated case can leak i
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -96,14 +97,37 @@ def ifeval_task() -> Task:
 
 
 _TASKS: dict[str, Task | Callable[[], Task]] = {"ifeval": ifeval_task}
+_ORIGINS: dict[str, tuple[str, str]] = {}  # task name -> (module, file) that registered it
+_CLASHES: dict[str, str] = {}  # task name -> why it cannot be used
+
+
+def _loaded(origin: tuple[str, str]) -> bool:
+    module = sys.modules.get(origin[0])
+    return module is not None and getattr(module, "__file__", None) == origin[1]
 
 
 def register_task(task: Task) -> None:
-    """Make `task` selectable with `--steer-task` / `@pytest.mark.steer(task=...)` (replaces one of the same name)."""
+    """Make `task` selectable with `--steer-task` / `@pytest.mark.steer(task=...)`.
+
+    The same name from two loaded modules is a clash: which one a test ran would depend on import
+    order, so using that name fails at start-up. Re-registering from the same module (a re-import)
+    replaces it.
+    """
+    caller = sys._getframe(1).f_globals
+    origin = (str(caller.get("__name__")), str(caller.get("__file__")))
+    old = _ORIGINS.get(task.name)
+    if old is not None and old != origin and _loaded(old):
+        _CLASHES[task.name] = (f"task {task.name!r} is registered by both {old[1]} and {origin[1]}; "
+                               "give each task its own name")
+    else:
+        _CLASHES.pop(task.name, None)
     _TASKS[task.name] = task
+    _ORIGINS[task.name] = origin
 
 
 def get_task(name: str) -> Task:
+    if name in _CLASHES:
+        raise TaskError(_CLASHES[name])
     if name not in _TASKS:
         from .methods.base import nearest
 

@@ -386,6 +386,9 @@ def test_prepare_names_missing_types_and_leaked_cases(tiny_lm, by_type):
         _prepared(tiny_lm, [by_type[FW][2], by_type[lang][0]], by_type[FW][:2])
     with pytest.raises(SteeringError, match=f"case {by_type[FW][0].key!r} is both held out"):
         _prepared(tiny_lm, [by_type[FW][0]], by_type[FW][:2])
+    untagged = dataclasses.replace(by_type[FW][2], instruction_id_list=())
+    with pytest.raises(SteeringError, match=rf"case\(s\) {untagged.key!r} have none: tag them"):  # not mid-generation
+        _prepared(tiny_lm, [untagged], by_type[FW][:2])
     no_text = dataclasses.replace(by_type[FW][1], instructions=None)
     with pytest.raises(SteeringError, match="cannot fit its vectors: case .* has no instruction texts"):
         _prepared(tiny_lm, [], [by_type[FW][0], no_text])

@@ -29,6 +29,48 @@ def pytest_unconfigure(config):
 GRID_TEST = "def test_point(steer_result):\n    pass\n"
 
 
+def _user_method_test(values: str, label: str = "f'v{value}'", prepare: str = "pass") -> str:
+    """A test module registering a user method `loud` with grid `values`, label expression and prepare body."""
+    return f"""
+import contextlib, pytest
+from pytest_steer import register_method, user_turn
+
+class Loud:
+    name, param, noop = "loud", "level", 0
+    def check(self, value): return value
+    def label(self, value, grid): return {label}
+    def strength(self, value): return 1.0
+    def identity(self): return {{}}
+    def prepare(self, ctx): {prepare}
+    def render(self, case, value): return user_turn(case)
+    def steer(self, model, batch, cases, values): return contextlib.nullcontext()
+
+register_method("loud", lambda spec: Loud(), values={values})
+
+@pytest.mark.steer(methods="loud")
+def test_point(steer_result):
+    pass
+"""
+
+
+def _user_task_test(name: str, metric: str) -> str:
+    """A test module registering a task `name` whose one scorer declares `metric`."""
+    return f"""
+import pytest
+from pytest_steer import Case, Metric, Task, register_task, scorer
+
+@scorer(Metric({metric!r}, "binary"))
+def judge(sample):
+    return True
+
+register_task(Task.from_cases({name!r}, [Case("c1", "Say hi.")], [judge]))
+
+@pytest.mark.steer(task={name!r}, methods="prompt", prompt_variants="system", trials=1)
+def test_point_{metric}(steer_result):
+    pass
+"""
+
+
 def _marker_test(marker: str) -> str:
     return f"import pytest\n\n@pytest.mark.steer({marker})\ndef test_point(steer_result):\n    pass\n"
 
@@ -59,6 +101,15 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("layers-backwards", ["--steer-layers", "5-2"], GRID_TEST, "'5-2' runs backwards"),
         ("unknown-method", ["--steer-methods", "pasta,actad"], GRID_TEST, "did you mean 'actadd'"),
         ("unknown-task", ["--steer-task", "ifevl"], GRID_TEST, "did you mean 'ifeval'"),
+        ("method-label-collision", [], _user_method_test("[1, 2]", "'loud'"),
+         "labels both 1 and 2 as 'loud-loud'"),
+        ("method-value-none", [], _user_method_test("[None, 1]"), "loud grid value None must be a number"),
+        ("method-value-bool", [], _user_method_test("[True]"), "loud grid value True must be a number"),
+        ("metric-named-like-a-field", [], _user_task_test("named", "value"),
+         "metric 'value' has the name of a result field"),
+        ("temperature-zero", ["--steer-temperature", "0"], GRID_TEST, "temperature '0' must be > 0"),
+        ("top-p-above-one", ["--steer-top-p", "1.5"], GRID_TEST, "top-p '1.5' must be in (0, 1]"),
+        ("top-k-zero", ["--steer-top-k", "0"], GRID_TEST, "top-k '0' must be >= 1"),
     ]
 
 
@@ -93,3 +144,43 @@ def test_hub_ids_fail_at_once_when_offline(pytester: pytest.Pytester, tiny_model
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--steer-quality some-org/reward*offline*"])
     assert not (pytester.path / "model-loaded").exists()
+
+
+def test_one_task_name_from_two_modules_is_refused(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                   tmp_path: Path) -> None:
+    """Module A's test must not silently run module B's cases: the clash fails at start-up."""
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_a=_user_task_test("mine", "a"), test_b=_user_task_test("mine", "b"))
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out
+    result.stderr.fnmatch_lines(["*task 'mine' is registered by both *test_a.py and *test_b.py*"])
+    assert not (pytester.path / "model-loaded").exists()
+
+
+def test_a_user_methods_prepare_raising_is_one_line(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """Not an INTERNALERROR: one line naming the method and its error, before any generation."""
+    pytester.makepyfile(test_bad=_user_method_test("[1]", prepare="raise RuntimeError('needs a GPU')"))
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    result.stderr.fnmatch_lines(["*steering method 'loud' failed in prepare(): RuntimeError: needs a GPU"])
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_at_start_up(pytester: pytest.Pytester,
+                                                                       tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The tiny model's context is 1024 tokens: a 1,100-word case would run on untrained positions."""
+    pytester.makepyfile(test_bad=_user_task_test("long", "ok").replace(
+        'Case("c1", "Say hi.")', 'Case("c1", "Say hi. " + "word " * 1100, instructions=("Say hi.",))'))
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and "generated" not in out, out
+    result.stderr.fnmatch_lines(["*case 'c1' (baseline): its prompt of * tokens plus 96 new tokens exceeds the "
+                                 "model's context of 1024 tokens*"])

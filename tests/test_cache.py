@@ -600,3 +600,21 @@ def test_module_never_pickles():
     for banned in ("pickle", "marshal", "shelve", "dill", "joblib"):
         assert not re.search(rf"^\s*(import|from)\s+{banned}\b", source, re.M), banned
         assert f"{banned}." not in source
+
+
+@pytest.mark.skipif(cache_mod.fcntl is None, reason="no advisory file locks on this platform")
+def test_hold_lock_refuses_a_second_holder_and_goes_on_where_locks_are_refused(tmp_path, monkeypatch):
+    first = cache_mod.hold_lock(tmp_path / "x.lock")
+    assert first is not None and cache_mod.hold_lock(tmp_path / "x.lock") is None
+    first.close()
+    again = cache_mod.hold_lock(tmp_path / "x.lock")
+    assert again is not None
+    again.close()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cache_mod.fcntl, "flock", no_locks)  # a network filesystem: run unlocked, not crash
+    unlocked = cache_mod.hold_lock(tmp_path / "x.lock")
+    assert unlocked is not None
+    unlocked.close()

@@ -344,3 +344,14 @@ def test_a_span_missing_from_its_prompt_loads_and_is_left_to_the_steering_method
            "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
     (case,) = load_cases(write(tmp_path / "c.jsonl", [row]))
     assert case.instructions == ("Say bye.",) and "Say bye." not in case.prompt
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_text_files_read_alike_a_bom_is_accepted_and_latin1_is_refused_naming_the_file(tmp_path, suffix):
+    path = write(tmp_path / f"cases{suffix}", ROWS)
+    utf8 = path.read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + utf8)  # what Excel and Notepad write
+    assert load_cases(path) == EXPECTED
+    path.write_bytes(utf8.replace(b"a haiku", "a caf\u00e9 haiku".encode("latin-1")))
+    with pytest.raises(CaseLoadError, match=rf"^{path}: .*(not UTF-8|utf-8)"):
+        load_cases(path)

@@ -65,3 +65,22 @@ def test_scorer_errors_are_one_line():
         two.score([s])
     with pytest.raises(ScorerError, match="undeclared score"):
         wrong.score([s])
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    ("0.5", "which is not a number or bool"),
+    ({"a": 1.0}, r"did not return \['b'\]"),
+    (float("inf"), "must be finite"),
+    (7, "a binary metric takes 0/1"),
+])
+def test_scorer_values_are_checked_not_passed_on(returned, message):
+    """Text, a missing name, infinity and a binary 7 are errors (the run flags that row), never data."""
+    declared = ("a", "b") if isinstance(returned, dict) else ("a",)
+
+    @scorer(*declared)
+    def bad(sample):
+        return returned
+
+    case = Case("c1", "x")
+    with pytest.raises(ScorerError, match=message):
+        bad.score([Sample(case, BASELINE_CONFIG, "x", "y", 1, "stop")])

@@ -269,6 +269,11 @@ class ActivationSteering:
             raise SteeringError(f"case {leaked[0]!r} is both held out (fitting the vectors) and evaluated; "
                                 "held-out cases must not be evaluated")
         held_hash = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+        untagged = [c.key for c in ctx.steered if not c.instruction_id_list]
+        if untagged:  # a row's vector is the mean of its case's type vectors: no type, no vector
+            raise SteeringError(f"activation steering needs each case's instruction types (instruction_id_list) to "
+                                f"choose its vector; case(s) {', '.join(map(repr, untagged[:3]))} have none: tag "
+                                "them, or leave actadd out of --steer-methods")
         types = {t for c in held_out for t in c.instruction_id_list}
         missing = sorted({t for c in ctx.steered for t in c.instruction_id_list} - types)
         if missing:

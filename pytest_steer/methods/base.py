@@ -141,5 +141,9 @@ def finite_number(method: str, param: str, value: Any) -> float:
 def config(method: SteeringMethod, value: Any, grid: Sequence[Any] = ()) -> Config:
     """The grid point of `method` at `value` (checked), labelled uniquely among the `grid` values."""
     v = method.check(value)
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        # None is how `steer` marks an unsteered row; a bool is not a strength or a name
+        raise SteeringError(f"{method.name} grid value {value!r} must be a number or a name (None is the "
+                            "unsteered baseline, always included)")
     others = [method.check(g) for g in grid]
     return Config(method.name, v, f"{method.name}-{method.label(v, others)}", method.strength(v))

@@ -7,6 +7,7 @@ titles come from the `Metric` declarations.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 
 from pytest_steer.analysis import pareto_front
 from pytest_steer.reduce import by_tag, config_order
-from pytest_steer.results import BASELINE
+from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.scores import Metric
 
 _DPI = 110
@@ -31,9 +32,9 @@ _BASE_STYLE: dict[str, Any] = {"color": "black", "marker": "*", "markersize": 14
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    fig.savefig(path, format="png", dpi=_DPI)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return write_atomically(out_dir / name, buf.getvalue())
 
 
 def _file_safe(name: str) -> str:

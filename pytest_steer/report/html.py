@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pytest_steer.analysis import Recommendation
-from pytest_steer.results import BASELINE
+from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.scores import Metric
 
 #: a change against the baseline is "significant" below this p-value (two-sided)
@@ -253,11 +253,5 @@ def summary_html(summary: pd.DataFrame, metrics: Sequence[Metric], *, recommenda
 
 def write_standalone(path: Path, fragment: str, title: str) -> Path:
     """Wrap `fragment` in a full page and write it, for runs without pytest-html."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(title)}</title></head><body>{fragment}</body></html>\n",
-        encoding="utf-8",
-    )
-    return path
+    return write_atomically(Path(path), "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                            f"<title>{_e(title)}</title></head><body>{fragment}</body></html>\n")
