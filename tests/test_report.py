@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_terminal_table_lists_significant_side_effects() -> None:
     summary = reduce.summary(frame, METRICS, n_resamples=500)
     lines = terminal_table(summary, METRICS, "strict_prompt_accuracy")
     assert lines[0].split()[:5] == ["config", "rows", "strict", "prompt", "accuracy"]
-    assert "headline quality" in lines[0] and "side effects (p < 0.05)" in lines[0]
+    assert "headline quality" in lines[0] and "side effects (Holm p < 0.05)" in lines[0]
     base, weak, strong = lines[1:]
     assert base.startswith("baseline") and base.rstrip().endswith("]")  # no differences for the baseline
     assert "repetition" not in weak  # pasta-alpha5 does not loop
@@ -196,6 +197,10 @@ def test_report_run_writes_everything(tmp_path: Path) -> None:
     assert report.terminal_lines[-2:] == [f"report: {tmp_path / 'out'}", f"saved baseline: {saved}"]
     assert saved.is_file()
     assert any(line.startswith("recommended: ") for line in report.terminal_lines)
+    power = [line for line in report.terminal_lines if line.startswith("power: at 6 cases x 2 trials")]
+    assert len(power) == 1 and "+0.05 needs about" in power[0]
+    assert html.escape(power[0]) in report.fragment and "How it was chosen: cross-fitted" in report.fragment
+    assert "Holm p=" in report.fragment
 
 
 @pytest.mark.usefixtures("no_figures")
