@@ -343,6 +343,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
     Option("actadd_coefs", parse_coefficients, (1.0, 2.0, 4.0), "activation-steering coefficients to sweep"),
     Option("actadd_layer", parse_layer, "middle", "layer whose output activation steering adds to: middle or an index"),
+    Option("actadd_rule", parse_choice("project", "add"), "project",
+           "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
     Option(
         "prompt_variants",
         parse_variants,
@@ -454,6 +456,7 @@ class RunSpec:
     scale_position: str = "include"
     actadd_coefs: tuple[float, ...] = (1.0, 2.0, 4.0)
     actadd_layer: str | int = "middle"
+    actadd_rule: str = "project"
     prompt_variants: tuple[str, ...] = ("restate", "system")
     trials: int = 3
     max_new_tokens: int = 96

@@ -67,7 +67,8 @@ def _split_key(spec: RunSpec) -> tuple[Any, ...]:
 
 
 def _methods_key(spec: RunSpec) -> tuple[Any, ...]:
-    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.on_missing)
+    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.actadd_rule,
+            spec.on_missing)
 
 
 def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
@@ -330,6 +331,10 @@ class SteerRun:
             "transformers": transformers.__version__,
             "cache hit rate": f"{self.cached_rows / total:.0%} of {total} rows" if total else "n/a",
         }
+        notes = [line for built in self._methods.values() for m in built.values()
+                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        if notes:
+            out["method notes"] = "; ".join(dict.fromkeys(notes))
         if self._batch_sizes:
             out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:
