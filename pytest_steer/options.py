@@ -77,7 +77,7 @@ def parse_coefficients(value: Any) -> tuple[float, ...]:
                     "is the unsteered baseline (always included); give non-zero values")
 
 
-PROMPT_VARIANTS = ("restate", "system", "both")
+PROMPT_VARIANTS = ("restate", "system", "both", "marked")
 
 
 def parse_variants(value: Any) -> tuple[str, ...]:
@@ -349,7 +349,7 @@ OPTIONS: tuple[Option, ...] = (
         "prompt_variants",
         parse_variants,
         ("restate", "system"),
-        "prompt-emphasis variants to sweep: restate, system, both",
+        "prompt-emphasis variants to sweep: restate, system, both, marked",
     ),
     Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
