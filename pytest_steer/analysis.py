@@ -270,8 +270,8 @@ def select(frame: pd.DataFrame, summary: pd.DataFrame, *, primary: str, budgets:
     return dataclasses.replace(
         full, config=baseline, method=str(base_row["method"]), value=None, primary_value=float(base_row[primary]),
         worsening={n: 0.0 for n in full.worsening}, selection=how, held_out=held,
-        reason=f"no config is better than the baseline at this n ({why}; {effect}; "
-               f"best point estimate on all cases: {full.reason})")
+        reason=f"no config is better than the baseline at this n: {why}; {effect}; "
+               f"by point estimate on all cases, {full.reason}")
 
 
 def power(frame: pd.DataFrame, metric: Metric, *, baseline: str = BASELINE, delta: float = 0.05,

@@ -102,7 +102,7 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     """Files, figures, HTML fragment and terminal lines for one run's rows."""
     from .analysis import fixed_and_broken, power, select, write_results
     from .reduce import summary as summarise
-    from .report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
+    from .report.figures import dose_figure, pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
     from .report.html import summary_html
 
     names = {n for r in rows for n in r.scores}
@@ -136,6 +136,9 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
             figures[title] = path
 
     add("Trade-off", lambda: tradeoff_figure(summary, present, out_dir, primary=primary, quality=quality or primary))
+    if "dose" in by_name and len(summary) > 1:
+        add("Dose: every method on one axis", lambda: dose_figure(summary, present, out_dir, primary=primary,
+                                                                 quality=quality or primary))
     if quality:
         add("Pareto frontier", lambda: pareto_figure(summary, present, out_dir, x=primary, y=quality))
     if tagged and has_tags:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 
 from .cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
 from .cases import CaseSet
+from .dose import DOSE
 from .evaluation import EvalResult
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
 from .methods import BASELINE, Config, PrepareContext, SteeringMethod, build_method
@@ -32,6 +34,10 @@ from .options import RunSpec
 from .results import ResultRow
 from .scores import Metric, Sample, Score, Scorer, metrics_of
 from .tasks import CaseSplit, Task, get_task
+
+#: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
+DOSE_FORMAT = 1
+_DOSE_ROWS = 7
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,8 @@ class SteerRun:
     cached_rows: int = field(default=0, init=False)  # rows taken from the cache
     generation_seconds: float = field(default=0.0, init=False)
     generated_tokens: int = field(default=0, init=False)
+    dose_rows: int = field(default=0, init=False)  # steered rows whose dose went through the model
+    dose_seconds: float = field(default=0.0, init=False)
 
     # -- resources ---------------------------------------------------------------------------------
 
@@ -142,7 +150,8 @@ class SteerRun:
         return self._scorers[k]
 
     def metrics(self, spec: RunSpec) -> list[Metric]:
-        return metrics_of(self.scorers(spec))
+        """The scorers' metrics, then the dose every steered row gets (`pytest_steer.dose`)."""
+        return [*metrics_of(self.scorers(spec)), DOSE]
 
     def settings(self, spec: RunSpec) -> GenerationSettings:
         s = GenerationSettings(
@@ -228,7 +237,38 @@ class SteerRun:
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
         ordered = [gens[i] for i in range(len(requests))]
-        return self._score(spec, ordered, [key_hash(k) for k in keys])
+        hashes = [key_hash(k) for k in keys]
+        return self._score(spec, ordered, hashes, self._doses(engine, ordered, hashes))
+
+    def _doses(self, engine: GenerationEngine, gens: Sequence[Generation], hashes: Sequence[str]) -> list[float]:
+        """Each row's dose (`dose.doses`; 0 for the baseline), from the cache where it has it."""
+        from .dose import doses
+
+        base = {g.request.case.key: i for i, g in enumerate(gens) if g.request.config.is_baseline}
+        out = [0.0 if g.request.config.is_baseline else math.nan for g in gens]
+        todo: dict[str, list[int]] = {}
+        for i, g in enumerate(gens):
+            b = base.get(g.request.case.key)
+            if g.request.config.is_baseline or b is None:
+                continue
+            key = {"format": DOSE_FORMAT, "steered": hashes[i], "baseline": hashes[b]}
+            rec = self.cache.get("dose", key) if self.cache else None
+            if rec is not None and isinstance(rec.get("kl"), float):
+                out[i] = rec["kl"]
+            else:
+                todo.setdefault(g.request.case.key, []).append(i)
+        start = time.perf_counter()
+        for case_key, rows in todo.items():
+            for chunk in (rows[j:j + _DOSE_ROWS] for j in range(0, len(rows), _DOSE_ROWS)):
+                kl = doses(engine, [gens[i].request for i in chunk], gens[base[case_key]].text)
+                for i, v in zip(chunk, kl, strict=True):
+                    out[i] = v
+                    if self.cache and not math.isnan(v):
+                        self.cache.put("dose", {"format": DOSE_FORMAT, "steered": hashes[i],
+                                                "baseline": hashes[base[case_key]]}, {"kl": v})
+        self.dose_seconds += time.perf_counter() - start
+        self.dose_rows += sum(len(r) for r in todo.values())
+        return out
 
     def _samples(self, gens: Sequence[Generation]) -> list[Sample]:
         base = {g.request.case.key: g.n_tokens for g in gens if g.request.config.is_baseline}
@@ -256,7 +296,8 @@ class SteerRun:
                     self.cache.put("score", keys[i], {"values": sc.values, "details": sc.details})
         return [s for s in out if s is not None]
 
-    def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str]) -> list[ResultRow]:
+    def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str],
+               dose: Sequence[float]) -> list[ResultRow]:
         samples = self._samples(gens)
         names = [m.name for m in self.metrics(spec)]
         per_scorer = [self._scored(s, samples, gen_hashes) for s in self.scorers(spec)]
@@ -267,6 +308,7 @@ class SteerRun:
             for scores in per_scorer:
                 values.update(scores[i].values)
                 details.update(scores[i].details)
+            values[DOSE.name] = None if math.isnan(dose[i]) else dose[i]
             cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
                 key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,
@@ -340,6 +382,9 @@ class SteerRun:
         if self.generation_seconds > 0:
             out["generation"] = f"{self.generated_tokens} tokens in {self.generation_seconds:.1f} s " \
                                 f"({self.generated_tokens / self.generation_seconds:.1f} tokens/s)"
+        if self.dose_rows:
+            out["dose pass"] = f"{self.dose_rows} steered rows in {self.dose_seconds:.1f} s " \
+                               f"({self.dose_seconds / max(self.generation_seconds, 1e-9):.0%} of generation time)"
         if self.cache is not None:
             st = self.cache.stats
             out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"

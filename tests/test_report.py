@@ -253,3 +253,20 @@ def test_report_run_splits_runs(tmp_path: Path) -> None:
     assert report.terminal_lines[0] == "run run1:" and "run run2:" in report.terminal_lines
     assert report.fragment.count('<div class="steer-report">') == 2
     assert pd.read_csv(tmp_path / "run-run2" / "summary.csv")["config"].tolist() == ["baseline", "pasta-alpha5"]
+
+
+def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) -> None:
+    from pytest_steer.dose import DOSE
+    from pytest_steer.report.figures import dose_figure
+
+    rows = sweep_rows(n_keys=6)
+    for r in rows:
+        r.scores[DOSE.name] = 0.0 if r.config == "baseline" else 0.05 * r.strength + 0.01 * (r.trial + 1)
+    report = report_run(rows, [*METRICS, DOSE], tmp_path / "out", _info())
+    assert report.problems == []
+    assert (tmp_path / "out" / "dose.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert "Dose: every method on one axis" in report.fragment
+    summary = reduce.summary(to_frame(rows, [*NAMES, DOSE.name]), [*METRICS, DOSE], n_resamples=200)
+    assert summary.loc[summary["config"] == "baseline", "dose"].iloc[0] == 0.0
+    with pytest.raises(ValueError, match="dose_figure needs 'dose'"):
+        dose_figure(summary.drop(columns="dose"), METRICS, tmp_path, primary="strict_prompt_accuracy")
