@@ -217,10 +217,11 @@ def select(frame: pd.DataFrame, summary: pd.DataFrame, *, primary: str, budgets:
     the *other* half, whose outcomes played no part in choosing it. The two held-out measurements
     together cover every case once: `held_out` is their paired case-bootstrap interval, the effect of
     "pick the best config" as a procedure. A steered config is recommended only when both halves pick
-    it and that interval excludes "no change" on the good side; otherwise the recommendation is the
-    baseline, "no config is better than the baseline at this n". The maximum over many noisy arms
-    wins on the cases it was picked on (the winner's curse); on the other half it regresses to its
-    true effect. Everything else (budgets, Pareto set, over-budget list) is `recommend` on `summary`.
+    it, it is within budgets on all cases, and that interval excludes "no change" on the good side;
+    otherwise the recommendation is the baseline, "no config is better than the baseline at this n".
+    The maximum over many noisy arms wins on the cases it was picked on (the winner's curse); on the
+    other half it regresses to its true effect. Everything else (budgets, Pareto set, over-budget
+    list) is `recommend` on `summary`.
     """
     full = recommend(summary, primary=primary, budgets=budgets, metrics=metrics, relative=relative, quality=quality,
                      baseline=baseline)
@@ -254,7 +255,7 @@ def select(frame: pd.DataFrame, summary: pd.DataFrame, *, primary: str, budgets:
               f"[{held.low:+.3f}, {held.high:+.3f}]")
     better = held.low > 0 if up else held.high < 0
     s = summary.set_index("config")
-    if picks[0] == picks[1] and picks[0] != baseline and better:
+    if picks[0] == picks[1] and picks[0] != baseline and picks[0] not in full.over_budget and better:
         row = s.loc[picks[0]]
         value = row["value"]
         return dataclasses.replace(
@@ -265,7 +266,9 @@ def select(frame: pd.DataFrame, summary: pd.DataFrame, *, primary: str, budgets:
                                     n in full.relative) for n in full.worsening},
             reason=f"{picks[0]}: both halves pick it; {effect}")
     why = ("the halves pick different configs" if picks[0] != picks[1] else
-           "both halves pick the baseline" if picks[0] == baseline else "the held-out interval includes no change")
+           "both halves pick the baseline" if picks[0] == baseline else
+           f"{picks[0]} is over budget on all cases" if picks[0] in full.over_budget else
+           "the held-out interval includes no change")
     base_row = s.loc[baseline]
     return dataclasses.replace(
         full, config=baseline, method=str(base_row["method"]), value=None, primary_value=float(base_row[primary]),
