@@ -13,6 +13,7 @@ the unsteered pass of the same (case, trial); no generation.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -50,13 +51,16 @@ def doses(engine: GenerationEngine, requests: Sequence[GenerationRequest], basel
     ids = torch.cat([enc.input_ids, tail], 1)
     mask = torch.cat([enc.attention_mask, torch.ones_like(tail)], 1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    start = enc.input_ids.shape[1] - 1  # the logits at the last prompt token predict the first response token
+    n = len(response)
+    # the logits at the last prompt token predict the first response token; the LM head (a large share of
+    # the pass at this vocabulary size) only runs on those n positions where the model lets us say so
+    keep = {"logits_to_keep": n + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with torch.inference_mode(), contextlib.ExitStack() as stack:
         cases = [r.case for r in rows]
         for name, method in engine.methods.items():
             values = [r.config.value if r.config.method == name else None for r in rows]
             stack.enter_context(method.steer(model, enc, cases, values))
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
-        logp = logits[:, start:start + len(response)].float().log_softmax(-1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **keep).logits
+        logp = logits[:, -(n + 1):-1].float().log_softmax(-1)
     kl = (logp[1:].exp() * (logp[1:] - logp[:1])).sum(-1).mean(-1)
     return [float(x) for x in kl.clamp(min=0)]
