@@ -1,5 +1,6 @@
 """Decisions drawn from the reduced tables: the Pareto set, the recommended config within budgets
-for its side effects, the cases steering fixed or broke, and the files a report is rebuilt from.
+for its side effects (chosen by cross-fitting, see `select`), the power of the comparison, the cases
+steering fixed or broke, and the files a report is rebuilt from.
 
 Numbers come from `reduce.summary`; nothing here aggregates the results table itself, so the plugin,
 the report and a notebook agree.
@@ -8,6 +9,7 @@ the report and a notebook agree.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,9 +20,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .reduce import config_order
+from .reduce import config_order, means, paired_values
 from .results import BASELINE, ResultRow, read_jsonl, write_atomically, write_jsonl
 from .scores import Metric
+from .stats import DiffResult, Power, paired_bootstrap_diff, paired_power
 
 # Means over the same rows can differ in the last bits depending on summation order; comparisons
 # of estimates and budget checks treat such differences as equal.
@@ -69,6 +72,8 @@ class Recommendation:
     unchecked: list[str]  # budget metrics no config has a value for
     pareto: list[str]  # Pareto set of (primary, quality)
     reason: str
+    selection: str = "point estimate on the evaluated cases"  # how the config was chosen, in words
+    held_out: DiffResult | None = None  # cross-fitted effect on the primary metric (see `select`)
 
     def budget_text(self) -> str:
         """The budgets in words, e.g. "quality drop <= 10%, repetition rise <= 0.1"."""
@@ -184,6 +189,126 @@ def _reason(s: pd.DataFrame, config: str, primary: str, baseline: str, over: dic
     runner_up = max(ok, key=lambda c: float(s.at[c, primary]) * (1 if sign.get(primary, 1) != -1 else -1))
     return (f"baseline: no steered config within the budgets beats its {primary} {base:.3f} "
             f"(best: {runner_up}, {float(s.at[runner_up, primary]):.3f})")
+
+
+def halves(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split case keys into two halves of (nearly) equal size by a hash of the key: deterministic,
+    independent of the keys' order and of any outcome."""
+    ranked = sorted(dict.fromkeys(map(str, keys)), key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    return ranked[0::2], ranked[1::2]
+
+
+def _point_summary(frame: pd.DataFrame, metrics: Sequence[Metric], baseline: str) -> pd.DataFrame:
+    """Per config only what `recommend` reads: the config columns and each metric's mean."""
+    order = config_order(frame, baseline)
+    first = frame.drop_duplicates("config").set_index("config")
+    return pd.DataFrame([{"method": first.at[c, "method"], "value": first.at[c, "value"], "config": c,
+                          "strength": float(first.at[c, "strength"]), **means(frame[frame["config"] == c], metrics)}
+                         for c in order])
+
+
+def select(frame: pd.DataFrame, summary: pd.DataFrame, *, primary: str, budgets: Mapping[str, float],
+           metrics: Sequence[Metric] = (), relative: Sequence[str] = ("quality",), quality: str = "quality",
+           baseline: str = BASELINE, confidence: float = 0.95, seed: int = 0) -> Recommendation:
+    """The recommendation, chosen by cross-fitting so that a config better only by chance is not picked.
+
+    The evaluated cases are split in two halves (`halves`). On each half, `recommend` picks the best
+    config within budgets by point estimate; that pick is then measured, paired with the baseline, on
+    the *other* half, whose outcomes played no part in choosing it. The two held-out measurements
+    together cover every case once: `held_out` is their paired case-bootstrap interval, the effect of
+    "pick the best config" as a procedure. A steered config is recommended only when both halves pick
+    it, it is within budgets on all cases, and that interval excludes "no change" on the good side;
+    otherwise the recommendation is the baseline, "no config is better than the baseline at this n".
+    The maximum over many noisy arms wins on the cases it was picked on (the winner's curse); on the
+    other half it regresses to its true effect. Everything else (budgets, Pareto set, over-budget
+    list) is `recommend` on `summary`.
+    """
+    full = recommend(summary, primary=primary, budgets=budgets, metrics=metrics, relative=relative, quality=quality,
+                     baseline=baseline)
+    primary_metric = next((m for m in metrics if m.name == primary), Metric(primary, "real", 1))
+    needed = [m for m in metrics if m.name in budgets and m.name != primary] + [primary_metric]
+    up = primary_metric.direction != -1
+    folds = halves(frame["key"].tolist())
+    if not (folds[0] and folds[1]):
+        return dataclasses.replace(full, selection="point estimate on the evaluated cases (one case: no halves)")
+    picks: list[str] = []
+    treated: list[np.ndarray] = []
+    control: list[np.ndarray] = []
+    clusters: list[np.ndarray] = []
+    for chosen_on, measured_on in ((folds[1], folds[0]), (folds[0], folds[1])):
+        pick = recommend(_point_summary(frame[frame["key"].isin(chosen_on)], needed, baseline), primary=primary,
+                         budgets=budgets, metrics=metrics, relative=relative, quality=quality,
+                         baseline=baseline).config
+        picks.append(pick)
+        # picking the baseline pairs it with itself: no change on these cases
+        t, b, k = paired_values(frame[frame["key"].isin(measured_on)], pick, primary_metric, baseline)
+        treated.append(t)
+        control.append(b)
+        clusters.append(k)
+    how = (f"cross-fitted: each half of the cases ({len(folds[0])} + {len(folds[1])}) picks the best config within "
+           f"budgets, measured on the other half (picks: {picks[1]} on the first half, {picks[0]} on the second)")
+    t_all, b_all, k_all = np.concatenate(treated), np.concatenate(control), np.concatenate(clusters)
+    if not t_all.size:
+        return dataclasses.replace(full, selection=how)
+    held = paired_bootstrap_diff(t_all, b_all, cluster=k_all, confidence=confidence, seed=seed)
+    effect = (f"held-out {primary} change of picking the best config {held.diff:+.3f} "
+              f"[{held.low:+.3f}, {held.high:+.3f}]")
+    better = held.low > 0 if up else held.high < 0
+    s = summary.set_index("config")
+    if picks[0] == picks[1] and picks[0] != baseline and picks[0] not in full.over_budget and better:
+        row = s.loc[picks[0]]
+        value = row["value"]
+        return dataclasses.replace(
+            full, config=picks[0], method=str(row["method"]),
+            value=None if value is None or (isinstance(value, float) and math.isnan(value)) else value,
+            primary_value=float(row[primary]), selection=how, held_out=held,
+            worsening={n: worsening(float(row[n]), float(s.at[baseline, n]), full.directions.get(n, 1),
+                                    n in full.relative) for n in full.worsening},
+            reason=f"{picks[0]}: both halves pick it; {effect}")
+    why = ("the halves pick different configs" if picks[0] != picks[1] else
+           "both halves pick the baseline" if picks[0] == baseline else
+           f"{picks[0]} is over budget on all cases" if picks[0] in full.over_budget else
+           "the held-out interval includes no change")
+    base_row = s.loc[baseline]
+    return dataclasses.replace(
+        full, config=baseline, method=str(base_row["method"]), value=None, primary_value=float(base_row[primary]),
+        worsening={n: 0.0 for n in full.worsening}, selection=how, held_out=held,
+        reason=f"no config is better than the baseline at this n: {why}; {effect}; "
+               f"by point estimate on all cases, {full.reason}")
+
+
+def power(frame: pd.DataFrame, metric: Metric, *, baseline: str = BASELINE, delta: float = 0.05,
+          alpha: float = 0.05, power: float = 0.8) -> tuple[Power, str]:
+    """What this run could detect on `metric`, and the line that says so.
+
+    The spread of paired differences comes from every steered config against the baseline, pooled
+    (each config's differences centred on its own mean, so its effect does not count as noise).
+    Returns the `Power` and e.g. "power: at 12 cases x 2 trials a change of +0.21 in strict prompt
+    accuracy is detectable (80% power, paired, two-sided 5%); +0.05 needs about 210 cases x 2 trials".
+    """
+    diffs, keys = [], []
+    for config in config_order(frame, baseline):
+        if config == baseline:
+            continue
+        t, b, k = paired_values(frame, config, metric, baseline)
+        if t.size:
+            diffs.append((t - b) - (t - b).mean())
+            keys.append(np.array([f"{config}\x00{x}" for x in k]))
+    if not diffs:
+        raise ValueError(f"no steered config has {metric.name} values paired with {baseline}")
+    d, k = np.concatenate(diffs), np.concatenate(keys)
+    pooled = paired_power(d, k, alpha=alpha, power=power)
+    base = frame[frame["config"] == baseline]
+    n_cases = int(base["key"].nunique())
+    p = dataclasses.replace(pooled, n_cases=n_cases, trials=max(1, int(base["trial"].nunique())))
+    if p.case_variance(p.trials) == 0:
+        return p, (f"power: paired differences in {metric.title} did not vary at {n_cases} cases x {p.trials} "
+                   "trials, so the detectable change cannot be estimated")
+    more = p.cases_needed(delta, 2 * p.trials)
+    return p, (f"power: at {n_cases} cases x {p.trials} trials the smallest change in {metric.title} detectable "
+               f"(paired, {power:.0%} power, two-sided {alpha:g}) is {p.detectable:+.3f}; "
+               f"{delta:+g} needs about {p.cases_needed(delta, p.trials)} cases x {p.trials} trials "
+               f"(or {more} x {2 * p.trials})")
 
 
 def fixed_and_broken(frame: pd.DataFrame, config: str, *, follow: str, show: Sequence[str] = ("quality",),

@@ -77,7 +77,7 @@ def parse_coefficients(value: Any) -> tuple[float, ...]:
                     "is the unsteered baseline (always included); give non-zero values")
 
 
-PROMPT_VARIANTS = ("restate", "system", "both")
+PROMPT_VARIANTS = ("restate", "system", "both", "marked")
 
 
 def parse_variants(value: Any) -> tuple[str, ...]:
@@ -361,11 +361,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
     Option("actadd_coefs", parse_coefficients, (1.0, 2.0, 4.0), "activation-steering coefficients to sweep"),
     Option("actadd_layer", parse_layer, "middle", "layer whose output activation steering adds to: middle or an index"),
+    Option("actadd_rule", parse_choice("project", "add"), "project",
+           "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
     Option(
         "prompt_variants",
         parse_variants,
         ("restate", "system"),
-        "prompt-emphasis variants to sweep: restate, system, both",
+        "prompt-emphasis variants to sweep: restate, system, both, marked",
     ),
     Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
@@ -472,6 +474,7 @@ class RunSpec:
     scale_position: str = "include"
     actadd_coefs: tuple[float, ...] = (1.0, 2.0, 4.0)
     actadd_layer: str | int = "middle"
+    actadd_rule: str = "project"
     prompt_variants: tuple[str, ...] = ("restate", "system")
     trials: int = 3
     max_new_tokens: int = 96

@@ -24,6 +24,25 @@ def render_chat(tokenizer: Any, prompt: str | Sequence[dict[str, str]]) -> str:
     return "\n".join(m["content"] for m in messages) + "\n"
 
 
+def default_system_text(tokenizer: Any) -> str | None:
+    """The system text the chat template inserts when a conversation has none (SmolLM2 and Qwen2.5 do), or None.
+
+    Found by rendering a user turn alone and with a sentinel system message: where the template
+    puts the sentinel, the lone rendering has the default text.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    sentinel, user = "\x00system\x00", [{"role": "user", "content": "\x00user\x00"}]
+    alone = render_chat(tokenizer, user)
+    marked = render_chat(tokenizer, [{"role": "system", "content": sentinel}, *user])
+    if sentinel not in marked:
+        return None
+    before, after = marked.split(sentinel, 1)
+    if not (alone.startswith(before) and alone.endswith(after)) or len(alone) <= len(before) + len(after):
+        return None
+    return alone[len(before): len(alone) - len(after)] or None
+
+
 @dataclass
 class EncodedBatch:
     """Rendered prompts, left padded, with each token's character span in its rendered text."""

@@ -33,6 +33,7 @@ from .stats import (
     McNemarResult,
     SignFlipResult,
     bootstrap_interval,
+    holm,
     mcnemar_paired,
     paired_bootstrap_diff,
     sign_flip_test,
@@ -241,8 +242,10 @@ def compare(frame: pd.DataFrame, config: str, metric: Metric, *, baseline: str =
 def summary(frame: pd.DataFrame, metrics: Sequence[Metric], *, confidence: float = 0.95,
             baseline: str = BASELINE, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """One row per config in `config_order`: method, value, config, strength, n (rows), trials, and
-    per metric `m`, `m_low`, `m_high` and, against the baseline, `m_diff`, `m_diff_low`, `m_diff_high`
-    and `m_p` (NaN for the baseline itself, without a baseline, or without paired values).
+    per metric `m`, `m_low`, `m_high` and, against the baseline, `m_diff`, `m_diff_low`, `m_diff_high`,
+    `m_p` (NaN for the baseline itself, without a baseline, or without paired values) and `m_p_holm`:
+    `m_p` adjusted by Holm's method over the steered configs, because the report reads every config's
+    p-value and so makes as many comparisons as there are configs.
 
     Differences pair on whatever (key, trial) rows both configs have; `compare` insists on all.
     """
@@ -276,9 +279,24 @@ def summary(frame: pd.DataFrame, metrics: Sequence[Metric], *, confidence: float
             rec[f"{m.name}_p"] = comp.pvalue if comp else math.nan
         records.append(rec)
     columns = ["method", "value", "config", "strength", "n", "trials"]
-    suffixes = ("", "_low", "_high", "_diff", "_diff_low", "_diff_high", "_p")
+    suffixes = ("", "_low", "_high", "_diff", "_diff_low", "_diff_high", "_p", "_p_holm")
     columns += [f"{m.name}{s}" for m in metrics for s in suffixes]
-    return pd.DataFrame(records, columns=columns)
+    out = pd.DataFrame(records, columns=columns)
+    for m in metrics:
+        out[f"{m.name}_p_holm"] = holm(out[f"{m.name}_p"].to_numpy(float))
+    return out
+
+
+def paired_values(frame: pd.DataFrame, config: str, metric: Metric,
+                  baseline: str = BASELINE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(config's values, baseline's values, case keys) of the units both have, paired on
+    (key, trial, slot); empty arrays when they share none."""
+    obs = _by_config(units(frame, metric))
+    t, b = obs.get(config), obs.get(baseline)
+    if t is None or b is None:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=object)
+    _, it, ib = np.intersect1d(t.ids, b.ids, return_indices=True)
+    return t.v[it], b.v[ib], t.keys[it]
 
 
 def by_tag(frame: pd.DataFrame, metric: Metric, baseline: str = BASELINE) -> pd.DataFrame:

@@ -61,14 +61,15 @@ def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: st
                    significance: float = 0.05) -> list[str]:
     """Per config: the primary metric and the quality with their intervals (and, for steered configs,
     the difference from the baseline), plus every side-effect metric that moved significantly
-    (p < `significance`) against the baseline, with whether that is better or worse."""
+    (Holm-adjusted p < `significance`, over the steered configs) against the baseline, with whether that
+    is better or worse."""
     from .report.html import verdict
 
     by_name = {m.name: m for m in metrics}
     heads = [n for n in dict.fromkeys((primary, quality)) if n in summary.columns]
     side = [m for m in metrics if m.side_effect and m.name in summary.columns and m.name not in heads]
     table = [["config", "rows", *(by_name[n].title if n in by_name else n for n in heads),
-              f"side effects (p < {significance:g})"]]
+              f"side effects (Holm p < {significance:g})"]]
     for row in summary.to_dict("records"):
         cells = [str(row["config"]), str(row["n"])]
         for n in heads:
@@ -77,7 +78,8 @@ def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: st
             cells.append(text + ("" if diff != diff else f" {_fmt(diff, '+.3g')}"))
         moved = []
         for m in side:
-            p, diff = row.get(f"{m.name}_p", float("nan")), row.get(f"{m.name}_diff", float("nan"))
+            p = row.get(f"{m.name}_p_holm", row.get(f"{m.name}_p", float("nan")))
+            diff = row.get(f"{m.name}_diff", float("nan"))
             if p == p and p < significance:
                 moved.append(f"{m.name} {_fmt(diff, '+.3g')} ({verdict(m, diff, p) or 'no change'})")
         cells.append(", ".join(moved))
@@ -98,9 +100,9 @@ def _run_meta(info: RunInfo, run: str) -> dict[str, str]:
 def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, run: str,
                 problems: list[str]) -> tuple[str, list[str]]:
     """Files, figures, HTML fragment and terminal lines for one run's rows."""
-    from .analysis import fixed_and_broken, recommend, write_results
+    from .analysis import fixed_and_broken, power, select, write_results
     from .reduce import summary as summarise
-    from .report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
+    from .report.figures import dose_figure, pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
     from .report.html import summary_html
 
     names = {n for r in rows for n in r.scores}
@@ -117,8 +119,11 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     configs = list(summary["config"])
     rec = None
     if BASELINE in configs and primary in summary.columns:
-        rec = _step(problems, "recommend a config", lambda: recommend(
-            summary, primary=primary, budgets=info.budgets, metrics=present, quality=quality or "quality"))
+        rec = _step(problems, "recommend a config", lambda: select(
+            frame, summary, primary=primary, budgets=info.budgets, metrics=present, quality=quality or "quality"))
+    power_line = None
+    if BASELINE in configs and primary in by_name:
+        power_line = _step(problems, "estimate the power", lambda: power(frame, by_name[primary])[1])
 
     figures: dict[str, Path] = {}
     per_tag = [m for m in present if m.per_tag][:1] or ([by_name[primary]] if primary in by_name else [])
@@ -131,6 +136,9 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
             figures[title] = path
 
     add("Trade-off", lambda: tradeoff_figure(summary, present, out_dir, primary=primary, quality=quality or primary))
+    if "dose" in by_name and len(summary) > 1:
+        add("Dose: every method on one axis", lambda: dose_figure(summary, present, out_dir, primary=primary,
+                                                                 quality=quality or primary))
     if quality:
         add("Pareto frontier", lambda: pareto_figure(summary, present, out_dir, x=primary, y=quality))
     if tagged and has_tags:
@@ -151,11 +159,14 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
                 examples[str(method)] = fb
     fragment = _step(problems, f"render the HTML report of run {run}", lambda: summary_html(
         summary, present, recommendation=rec, figures=figures, examples=examples, meta=_run_meta(info, run),
+        power=power_line,
         title=f"Steering evaluation ({info.settings.get(run, {}).get('task') or info.meta.get('task') or run})")) or ""
     lines = _step(problems, "format the terminal table",
                   lambda: terminal_table(summary, present, primary, quality=quality or primary)) or []
     if rec is not None:
         lines.append(f"recommended: {rec.config} ({rec.reason})")
+    if power_line is not None:
+        lines.append(power_line)
     return fragment, lines
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 from .cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
 from .cases import CaseSet
+from .dose import DOSE
 from .evaluation import EvalResult, check_metric_names
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
 from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method
@@ -33,6 +35,10 @@ from .options import RunSpec
 from .results import ResultRow
 from .scores import Metric, Sample, Score, Scorer, metrics_of
 from .tasks import CaseSplit, Task, get_task
+
+#: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
+DOSE_FORMAT = 1
+_DOSE_ROWS = 7
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +74,8 @@ def _split_key(spec: RunSpec) -> tuple[Any, ...]:
 
 
 def _methods_key(spec: RunSpec) -> tuple[Any, ...]:
-    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.on_missing)
+    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.actadd_rule,
+            spec.on_missing)
 
 
 def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
@@ -99,6 +106,8 @@ class SteerRun:
     cached_rows: int = field(default=0, init=False)  # rows taken from the cache
     generation_seconds: float = field(default=0.0, init=False)
     generated_tokens: int = field(default=0, init=False)
+    dose_rows: int = field(default=0, init=False)  # steered rows whose dose went through the model
+    dose_seconds: float = field(default=0.0, init=False)
 
     # -- resources ---------------------------------------------------------------------------------
 
@@ -157,7 +166,8 @@ class SteerRun:
         return self._scorers[k]
 
     def metrics(self, spec: RunSpec) -> list[Metric]:
-        return metrics_of(self.scorers(spec))
+        """The scorers' metrics, then the dose every steered row gets (`pytest_steer.dose`)."""
+        return [*metrics_of(self.scorers(spec)), DOSE]
 
     def settings(self, spec: RunSpec) -> GenerationSettings:
         s = GenerationSettings(
@@ -210,7 +220,8 @@ class SteerRun:
             with self.cache.lock(f"unit-{spec.key()}-trial{trial}") if self.cache else contextlib.nullcontext():
                 if unit not in self._generations:
                     self._generations[unit] = self._generate_unit(spec, trial)
-                self._units[unit] = self._score(spec, *self._generations[unit])
+                gens, hashes = self._generations[unit]
+                self._units[unit] = self._score(spec, gens, hashes, self._doses(self.engine(spec), gens, hashes))
         return self._units[unit]
 
     def _generate_unit(self, spec: RunSpec, trial: int) -> tuple[list[Generation], list[str]]:
@@ -249,6 +260,36 @@ class SteerRun:
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
         return [gens[i] for i in range(len(requests))], [key_hash(k) for k in keys]
+
+    def _doses(self, engine: GenerationEngine, gens: Sequence[Generation], hashes: Sequence[str]) -> list[float]:
+        """Each row's dose (`dose.doses`; 0 for the baseline), from the cache where it has it."""
+        from .dose import doses
+
+        base = {g.request.case.key: i for i, g in enumerate(gens) if g.request.config.is_baseline}
+        out = [0.0 if g.request.config.is_baseline else math.nan for g in gens]
+        todo: dict[str, list[int]] = {}
+        for i, g in enumerate(gens):
+            b = base.get(g.request.case.key)
+            if g.request.config.is_baseline or b is None:
+                continue
+            key = {"format": DOSE_FORMAT, "steered": hashes[i], "baseline": hashes[b]}
+            rec = self.cache.get("dose", key) if self.cache else None
+            if rec is not None and isinstance(rec.get("kl"), float):
+                out[i] = rec["kl"]
+            else:
+                todo.setdefault(g.request.case.key, []).append(i)
+        start = time.perf_counter()
+        for case_key, rows in todo.items():
+            for chunk in (rows[j:j + _DOSE_ROWS] for j in range(0, len(rows), _DOSE_ROWS)):
+                kl = doses(engine, [gens[i].request for i in chunk], gens[base[case_key]].text)
+                for i, v in zip(chunk, kl, strict=True):
+                    out[i] = v
+                    if self.cache and not math.isnan(v):
+                        self.cache.put("dose", {"format": DOSE_FORMAT, "steered": hashes[i],
+                                                "baseline": hashes[base[case_key]]}, {"kl": v})
+        self.dose_seconds += time.perf_counter() - start
+        self.dose_rows += sum(len(r) for r in todo.values())
+        return out
 
     def _samples(self, gens: Sequence[Generation]) -> list[Sample]:
         base = {g.request.case.key: g.n_tokens for g in gens if g.request.config.is_baseline}
@@ -297,7 +338,8 @@ class SteerRun:
             log.warning("pytest-steer: %s", self.scorer_failures[-1])
             return None
 
-    def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str]) -> list[ResultRow]:
+    def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str],
+               dose: Sequence[float]) -> list[ResultRow]:
         samples = self._samples(gens)
         names = [m.name for m in self.metrics(spec)]
         scorers = self.scorers(spec)
@@ -313,6 +355,7 @@ class SteerRun:
                       if (gen_hashes[i], s.name) in self._failures}
             if failed:
                 details["scorer_errors"] = failed
+            values[DOSE.name] = None if math.isnan(dose[i]) else dose[i]
             cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
                 key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,
@@ -383,11 +426,18 @@ class SteerRun:
                          if isinstance(s, RewardScore)}
         if reward_models:
             out["reward model identity"] = ", ".join(sorted(reward_models))
+        notes = [line for built in self._methods.values() for m in built.values()
+                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        if notes:
+            out["method notes"] = "; ".join(dict.fromkeys(notes))
         if self._batch_sizes:
             out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:
             out["generation"] = f"{self.generated_tokens} tokens in {self.generation_seconds:.1f} s " \
                                 f"({self.generated_tokens / self.generation_seconds:.1f} tokens/s)"
+        if self.dose_rows:
+            out["dose pass"] = f"{self.dose_rows} steered rows in {self.dose_seconds:.1f} s " \
+                               f"({self.dose_seconds / max(self.generation_seconds, 1e-9):.0%} of generation time)"
         if self.cache is not None:
             st = self.cache.stats
             out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"

@@ -319,3 +319,75 @@ def _as_bool(values: Sequence[bool] | np.ndarray, name: str) -> np.ndarray:
 def _check_same_length(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired inputs must be 1-D and the same length, got shapes {a.shape} and {b.shape}")
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for testing several configs against one baseline.
+
+    Controls the chance of any false "better than baseline" among the m configs at the nominal
+    level, without assuming the tests are independent. NaN entries are left out of m and stay NaN.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        out[i] = running
+    return [float(x) for x in out]
+
+
+@dataclass(frozen=True)
+class Power:
+    """What a paired comparison at this size can detect, from the spread of its paired differences.
+
+    The per-case mean difference has variance `between + within / trials`: `between` is the spread
+    of the cases' true differences, `within` the trial-to-trial spread inside a case (0 with one
+    trial). A two-sided test at `alpha` detects, with probability `power`, a true change of
+    `detectable` at `n_cases` cases; `cases_needed(delta, trials)` inverts that for a wanted change.
+    """
+
+    between: float
+    within: float
+    n_cases: int
+    trials: int
+    alpha: float = 0.05
+    power: float = 0.8
+
+    @property
+    def _z(self) -> float:
+        return float(sps.norm.ppf(1 - self.alpha / 2) + sps.norm.ppf(self.power))
+
+    def case_variance(self, trials: int) -> float:
+        return self.between + self.within / trials
+
+    @property
+    def detectable(self) -> float:
+        return self._z * math.sqrt(self.case_variance(self.trials) / self.n_cases)
+
+    def cases_needed(self, delta: float, trials: int) -> int:
+        if delta <= 0:
+            raise ValueError(f"delta must be > 0, got {delta}")
+        return max(2, math.ceil((self._z / delta) ** 2 * self.case_variance(trials)))
+
+
+def paired_power(diffs: Sequence[float] | np.ndarray, cluster: Sequence | np.ndarray, *,
+                 alpha: float = 0.05, power: float = 0.8) -> Power:
+    """`Power` from paired differences (one per (case, trial)), split into between- and within-case
+    variance by a one-way random-effects decomposition (method of moments, clipped at 0)."""
+    d = np.asarray(diffs, dtype=float)
+    labels = np.asarray(cluster)
+    _check_same_length(d, labels)
+    _, idx = np.unique(labels, return_inverse=True)
+    n = int(idx.max()) + 1 if d.size else 0
+    if n < 2:
+        raise ValueError("power needs paired differences on at least 2 cases")
+    counts = np.bincount(idx)
+    case_means = np.bincount(idx, weights=d) / counts
+    trials = max(1, round(float(counts.mean())))
+    resid = d - case_means[idx]
+    dof = d.size - n
+    within = float((resid**2).sum() / dof) if dof > 0 else 0.0
+    between = max(0.0, float(np.var(case_means, ddof=1)) - within / trials)
+    return Power(between, within, n, trials, alpha, power)

@@ -16,6 +16,7 @@ from pytest_steer.methods import PrepareContext, SteeringError, build_method, co
 from pytest_steer.methods.actadd import (
     ActivationSteering,
     add_to_residual,
+    fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
     middle_layer,
@@ -327,8 +328,8 @@ def tiny_lm(chat_tiny) -> LoadedModel:
     return LoadedModel(model, tok, "tiny", "tiny-llama-3-layers", torch.device("cpu"), torch.float32)
 
 
-def _prepared(lm, steered, held_out, layer=LAYER, store=None) -> ActivationSteering:
-    method = ActivationSteering(layer=layer)
+def _prepared(lm, steered, held_out, layer=LAYER, store=None, rule="project") -> ActivationSteering:
+    method = ActivationSteering(layer=layer, rule=rule)
     method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store))
     return method
 
@@ -403,21 +404,22 @@ def test_vectors_cache_round_trip(tiny_lm, by_type, tmp_path, monkeypatch):
     def no_fitting(*args, **kwargs):
         raise AssertionError("vectors were fitted again instead of read from the cache")
 
-    monkeypatch.setattr("pytest_steer.methods.actadd.instruction_vectors", no_fitting)
+    monkeypatch.setattr("pytest_steer.methods.actadd.fit_instruction_vectors", no_fitting)
     loaded = _prepared(tiny_lm, [], held, store=store)
     assert store.stats.hits == 1 and loaded.identity() == fitted.identity()
     assert all(torch.equal(loaded.vectors[k], v) for k, v in fitted.vectors.items())  # float32 -> JSON -> float32
+    assert loaded.targets == pytest.approx(fitted.targets, abs=0) and set(loaded.targets) == set(fitted.vectors)
     with pytest.raises(AssertionError, match="fitted again"):  # another layer is another key
         _prepared(tiny_lm, [], held, layer=0, store=store)
 
 
-def test_steer_matches_a_forward_hook_reference(tiny_lm, by_type):
+def test_add_rule_matches_a_forward_hook_reference(tiny_lm, by_type):
     """Per-row coefficients x the case's mean type vector, added at every position of left-padded rows."""
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     held = [*by_type[FW][:2], *by_type[END][:2]]
     both = dataclasses.replace(by_type[END][3], key="both", instruction_id_list=(FW, END), kwargs=({}, {}))
     cases = [by_type[FW][2], by_type[END][2], both]
-    method = _prepared(tiny_lm, cases, held)
+    method = _prepared(tiny_lm, cases, held, rule="add")
     values = [4.0, None, -2.5]
     batch = encode(tok, [render_chat(tok, method.render(c, v)) for c, v in zip(cases, values, strict=True)])
     assert batch.attention_mask[:, 0].tolist().count(0) >= 1  # rows of different lengths: left padding
@@ -440,3 +442,105 @@ def test_steer_matches_a_forward_hook_reference(tiny_lm, by_type):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert torch.equal(got[1], plain[1]) and torch.equal(untouched, plain)
     assert (got[0] - plain[0]).abs().max() > 1e-2 and (got[2] - plain[2]).abs().max() > 1e-2
+
+
+# --- the paper's rule: the projection clamp -------------------------------------------------------
+
+
+def _adjust_vectors(v, u, target_values):
+    """The reference's `adjust_vectors`, written out again: move each row's projection on unit u to its target."""
+    return v + (target_values - v @ u)[:, None] * u
+
+
+def test_targets_are_mean_projections_of_with_instruction_activations(tiny_lm, by_type):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    held = by_type[FW][:3]
+    vectors, targets = fit_instruction_vectors(model, tok, held, LAYER)
+    with_acts = last_token_activations(model, tok, [c.prompt for c in held], LAYER)
+    without = last_token_activations(
+        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in held], LAYER)
+    d = (with_acts - without).mean(0)
+    u = d / d.norm()
+    torch.testing.assert_close(vectors[FW], d, atol=1e-6, rtol=0)
+    assert targets[FW] == pytest.approx(float((with_acts @ u).mean()), abs=1e-5)
+
+
+def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, by_type):
+    """The reference steers one unpadded prompt at a time with a TransformerLens hook on the layer's
+    residual output: adjust_vectors(activation.squeeze(), u, z). Our batched, left-padded hook must give
+    the same logits on every real token, at weight 1 (the paper's setting)."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    held = [*by_type[FW][:2], *by_type[END][:2]]
+    cases = [by_type[FW][2], by_type[END][2], by_type[END][3]]
+    method = _prepared(tiny_lm, cases, held)
+    values = [1.0, 1.0, None]
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    assert batch.attention_mask[:, 0].tolist().count(0) >= 1  # rows of different lengths: left padding
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    with torch.no_grad():
+        plain = model(**kw).logits
+        with method.steer(model, batch, cases, values):
+            got = model(**kw).logits
+        for i, (case, value) in enumerate(zip(cases, values, strict=True)):
+            real = batch.attention_mask[i].bool()
+            ids = batch.input_ids[i][real][None]
+            if value is None:
+                assert torch.equal(got[i][real], plain[i][real])
+                continue
+            kind = case.instruction_id_list[0]
+            u = method.vectors[kind] / method.vectors[kind].norm()
+            z = torch.full((ids.shape[1],), method.targets[kind])
+
+            def hook(mod, args, out, u=u, z=z):
+                return _adjust_vectors(out.squeeze(0), u, z).unsqueeze(0)
+
+            handle = model.model.layers[LAYER].register_forward_hook(hook)
+            try:
+                expected = model(input_ids=ids).logits[0]
+            finally:
+                handle.remove()
+            assert (expected - plain[i][real]).abs().max() > 1e-2  # the clamp does change the output
+            assert (got[i][real] - expected).abs().max() < 1e-5
+
+
+def test_project_rule_weight_zero_is_exact_and_weights_scale_the_clamp(tiny_lm, by_type):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    cases = [by_type[FW][2], by_type[FW][3]]
+    method = _prepared(tiny_lm, cases, by_type[FW][:2])
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    u, z = method.vectors[FW] / method.vectors[FW].norm(), method.targets[FW]
+    seen = []  # the residual stream as the next layer reads it: after steering
+    handle = model.model.layers[LAYER + 1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad():
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            with method.steer(model, batch, cases, [0.0, 0.5]):
+                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            with method.steer(model, batch, cases, [1.0, 1.0]):
+                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        handle.remove()
+    plain, half, full = seen
+    assert torch.equal(half[0], plain[0])  # weight 0: bit for bit unchanged
+    # weight w moves the projection a share w of the way to z, and changes nothing orthogonal to u
+    torch.testing.assert_close(half[1] @ u, 0.5 * z + 0.5 * (plain[1] @ u), atol=1e-4, rtol=0)
+    torch.testing.assert_close(full @ u, torch.full_like(full @ u, z), atol=1e-4, rtol=0)
+    ortho = (half[1] - plain[1]) - ((half[1] - plain[1]) @ u)[:, None] * u
+    assert ortho.abs().max() < 1e-4
+    assert ((plain[1] @ u) - z).abs().max() > 1e-2  # the clamp had something to move
+
+
+def test_directions_are_keyed_per_language_with_a_noted_fallback(tiny_lm, by_type):
+    lang = "language:response_language"
+    held = [c for c in by_type[lang] if c.kwargs[0]["language"] in ("de", "fr")][:2]
+    steered = [c for c in by_type[lang] if c not in held and c.kwargs[0]["language"] in ("de", "ko")]
+    method = _prepared(tiny_lm, steered, held)
+    assert {f"{lang}=de", f"{lang}=fr", lang} <= set(method.vectors)
+    assert method.fallbacks == {f"{lang}=ko": lang}
+    assert any(f"{lang}=ko (steered with {lang})" in n for n in method.notes())
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [f"{lang}=de"]
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [lang]
+    with pytest.raises(SteeringError, match="rule 'clamp' must be one of project, add"):
+        ActivationSteering(rule="clamp")
+    assert build_method("actadd", RunSpec(actadd_rule="add")).rule == "add"  # type: ignore[attr-defined]

@@ -6,15 +6,25 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pytest_steer import reduce
-from pytest_steer.analysis import fixed_and_broken, load_results, pareto_front, recommend, write_results
+from pytest_steer.analysis import (
+    fixed_and_broken,
+    halves,
+    load_results,
+    pareto_front,
+    power,
+    recommend,
+    select,
+    write_results,
+)
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.results import to_frame
 
-from .factories import METRICS, PASTA10, QUALITY, REPETITION, STRICT, make_row, sweep_rows
+from .factories import METRICS, PASTA10, QUALITY, REPETITION, STRICT, grid_frame, make_row, sweep_rows
 
 BUDGETS = {"quality": 0.1, "repetition": 0.1, "diversity": 0.1}
 
@@ -158,3 +168,69 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
                                   check_dtype=False)
     assert json.loads(paths["metrics.json"].read_text())[0]["name"] == STRICT.name
     assert QUALITY.name in loaded.summary.columns
+
+
+def _noise_arms(effect: float = 0.0, n_cases: int = 40, n_trials: int = 2, arms: int = 8,
+                seed: int = 3) -> pd.DataFrame:
+    """Baseline plus `arms` configs that follow at the baseline's rate (pure noise), the last one
+    `effect` more often; quality is the same noise everywhere."""
+    rng = np.random.default_rng(seed)
+    grids = {"baseline": {STRICT.name: (rng.random((n_cases, n_trials)) < 0.5).astype(float),
+                          QUALITY.name: rng.normal(1, 0.01, (n_cases, n_trials))}}
+    for k in range(1, arms + 1):
+        rate = 0.5 + (effect if k == arms else 0.0)
+        grids[f"arm{k}"] = {STRICT.name: (rng.random((n_cases, n_trials)) < rate).astype(float),
+                            QUALITY.name: rng.normal(1, 0.01, (n_cases, n_trials))}
+    return grid_frame(grids)
+
+
+def test_select_does_not_recommend_an_arm_better_only_by_chance() -> None:
+    frame = _noise_arms()
+    s = reduce.summary(frame, [STRICT, QUALITY], n_resamples=1000)
+    naive = recommend(s, primary=STRICT.name, budgets={"quality": 0.1}, metrics=[STRICT, QUALITY])
+    assert naive.config != "baseline"  # the maximum over 8 noise arms beats the baseline on these cases
+    rec = select(frame, s, primary=STRICT.name, budgets={"quality": 0.1}, metrics=[STRICT, QUALITY])
+    assert rec.config == "baseline" and rec.method == "baseline"
+    assert rec.reason.startswith("no config is better than the baseline at this n")
+    assert "cross-fitted" in rec.selection and rec.held_out is not None
+    assert rec.held_out.low <= 0 <= rec.held_out.high
+
+
+def test_select_recommends_an_arm_that_is_really_better() -> None:
+    frame = _noise_arms(effect=0.4)
+    s = reduce.summary(frame, [STRICT, QUALITY], n_resamples=1000)
+    rec = select(frame, s, primary=STRICT.name, budgets={"quality": 0.1}, metrics=[STRICT, QUALITY])
+    assert rec.config == "arm8" and rec.reason.startswith("arm8: both halves pick it")
+    assert rec.held_out is not None and rec.held_out.low > 0
+    # a budget the real arm breaks keeps it out on both halves
+    worse = frame.copy()
+    worse.loc[worse["config"] == "arm8", QUALITY.name] = 0.5
+    s2 = reduce.summary(worse, [STRICT, QUALITY], n_resamples=1000)
+    assert select(worse, s2, primary=STRICT.name, budgets={"quality": 0.1},
+                  metrics=[STRICT, QUALITY]).config == "baseline"
+
+
+def test_halves_are_balanced_and_ignore_order() -> None:
+    keys = [f"k{i}" for i in range(11)]
+    a, b = halves(keys)
+    assert sorted(a + b) == sorted(keys) and {len(a), len(b)} == {5, 6}
+    assert halves(list(reversed(keys))) == (a, b)
+
+
+def test_power_line_matches_the_normal_approximation() -> None:
+    rng = np.random.default_rng(0)
+    n_cases, n_trials = 400, 3
+    base = (rng.random((n_cases, n_trials)) < 0.5).astype(float)
+    arm = (rng.random((n_cases, n_trials)) < 0.6).astype(float)
+    frame = grid_frame({"baseline": {STRICT.name: base}, "arm1": {STRICT.name: arm}})
+    p, line = power(frame, STRICT)
+    assert (p.n_cases, p.trials) == (n_cases, n_trials)
+    # independent Bernoulli arms: the paired difference has variance 0.25 + 0.24 per trial, none between cases
+    assert p.within == pytest.approx(0.49, abs=0.04) and p.between < 0.02
+    expected = 2.8016 * math.sqrt(0.49 / n_trials / n_cases)
+    assert p.detectable == pytest.approx(expected, rel=0.1)
+    assert p.cases_needed(p.detectable, n_trials) == pytest.approx(n_cases, rel=0.02)
+    assert p.cases_needed(0.05, 2 * n_trials) < p.cases_needed(0.05, n_trials)
+    assert line.startswith(f"power: at {n_cases} cases x {n_trials} trials") and "+0.05 needs about" in line
+    with pytest.raises(ValueError, match="no steered config"):
+        power(frame[frame["config"] == "baseline"], STRICT)

@@ -40,6 +40,7 @@ RANKS: dict[str, int] = {
     "gates": 2,
     "evaluation": 2,
     "analysis": 2,
+    "dose": 2,
     "baselines": 2,
     # 1: leaves: data, options, records and the steering methods
     "methods.*": 1,

@@ -93,6 +93,10 @@ def test_summary_by_hand(table: pd.DataFrame) -> None:
     # paired: pasta-alpha10 gains the two baseline failures and loses none: McNemar b=0, c=2, p = 2 / 2^2
     assert p10["strict_prompt_accuracy_diff"] == pytest.approx(0.5)
     assert p10["strict_prompt_accuracy_p"] == pytest.approx(0.5)
+    # Holm over the steered configs: never below the raw p-value, NaN for the baseline
+    steered = s.drop(index="baseline")
+    assert (steered["strict_prompt_accuracy_p_holm"] >= steered["strict_prompt_accuracy_p"] - 1e-12).all()
+    assert math.isnan(b["strict_prompt_accuracy_p_holm"])
     assert act["strict_prompt_accuracy_diff"] == pytest.approx(-0.5)  # loses both baseline passes
     assert math.isnan(b["strict_prompt_accuracy_diff"]) and math.isnan(b["strict_prompt_accuracy_p"])
 

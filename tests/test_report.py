@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_terminal_table_lists_significant_side_effects() -> None:
     summary = reduce.summary(frame, METRICS, n_resamples=500)
     lines = terminal_table(summary, METRICS, "strict_prompt_accuracy")
     assert lines[0].split()[:5] == ["config", "rows", "strict", "prompt", "accuracy"]
-    assert "headline quality" in lines[0] and "side effects (p < 0.05)" in lines[0]
+    assert "headline quality" in lines[0] and "side effects (Holm p < 0.05)" in lines[0]
     base, weak, strong = lines[1:]
     assert base.startswith("baseline") and base.rstrip().endswith("]")  # no differences for the baseline
     assert "repetition" not in weak  # pasta-alpha5 does not loop
@@ -196,6 +197,10 @@ def test_report_run_writes_everything(tmp_path: Path) -> None:
     assert report.terminal_lines[-2:] == [f"report: {tmp_path / 'out'}", f"saved baseline: {saved}"]
     assert saved.is_file()
     assert any(line.startswith("recommended: ") for line in report.terminal_lines)
+    power = [line for line in report.terminal_lines if line.startswith("power: at 6 cases x 2 trials")]
+    assert len(power) == 1 and "+0.05 needs about" in power[0]
+    assert html.escape(power[0]) in report.fragment and "How it was chosen: cross-fitted" in report.fragment
+    assert "Holm p=" in report.fragment
 
 
 @pytest.mark.usefixtures("no_figures")
@@ -248,3 +253,20 @@ def test_report_run_splits_runs(tmp_path: Path) -> None:
     assert report.terminal_lines[0] == "run run1:" and "run run2:" in report.terminal_lines
     assert report.fragment.count('<div class="steer-report">') == 2
     assert pd.read_csv(tmp_path / "run-run2" / "summary.csv")["config"].tolist() == ["baseline", "pasta-alpha5"]
+
+
+def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) -> None:
+    from pytest_steer.dose import DOSE
+    from pytest_steer.report.figures import dose_figure
+
+    rows = sweep_rows(n_keys=6)
+    for r in rows:
+        r.scores[DOSE.name] = 0.0 if r.config == "baseline" else 0.05 * r.strength + 0.01 * (r.trial + 1)
+    report = report_run(rows, [*METRICS, DOSE], tmp_path / "out", _info())
+    assert report.problems == []
+    assert (tmp_path / "out" / "dose.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert "Dose: every method on one axis" in report.fragment
+    summary = reduce.summary(to_frame(rows, [*NAMES, DOSE.name]), [*METRICS, DOSE], n_resamples=200)
+    assert summary.loc[summary["config"] == "baseline", "dose"].iloc[0] == 0.0
+    with pytest.raises(ValueError, match="dose_figure needs 'dose'"):
+        dose_figure(summary.drop(columns="dose"), METRICS, tmp_path, primary="strict_prompt_accuracy")

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_steer.stats import (
     bootstrap_interval,
+    holm,
     mcnemar_exact,
     mcnemar_paired,
     non_inferiority,
@@ -251,3 +252,10 @@ def test_wilson_matches_published_values(k: int, n: int, low: float, high: float
 def test_wilson_rejects_empty_sample() -> None:
     with pytest.raises(ValueError):
         wilson_interval(0, 0)
+
+
+def test_holm_matches_a_hand_computation() -> None:
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1 -> max(0.06, 0.04)=0.06; NaN stays out of m
+    assert holm([0.01, 0.04, 0.03, math.nan, 0.005]) == pytest.approx([0.03, 0.06, 0.06, math.nan, 0.02],
+                                                                         nan_ok=True)
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []

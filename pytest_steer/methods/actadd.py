@@ -1,9 +1,16 @@
 """Instruction activation steering (Stolfo et al., ICLR 2025, microsoft/llm-steer-instruct).
 
-An instruction type (say "no commas") gets one vector: the mean, over prompts that carry such an
-instruction, of the residual-stream activation at the prompt's last token minus the activation for
-the same prompt with the instruction text removed. Steering adds a multiple of that vector to the
-output of one decoder layer at every position, during prefill and every decode step.
+An instruction gets one direction: the mean, over held-out prompts that carry such an instruction,
+of the residual-stream activation at the prompt's last token minus the activation for the same
+prompt with the instruction text removed (d), and its unit vector u = d / |d|. The paper's rule, a
+projection clamp, sets the component along u of every position's activation to z, the mean
+projection on u of the with-instruction last-token activations: h += (z - h.u) u, during prefill and
+every decode step. The weight on that change is the method's value (1: the paper's rule, 0: no-op).
+The `add` rule adds value x d instead, a constant push at every position.
+
+Directions are keyed per target language for `language:response_language`, as the reference keys
+them; other instructions per type. A key without a held-out example falls back to its instruction
+type's direction (`fallbacks` lists them, the report shows them).
 
 The residual stream is read and written at the same place, the output of decoder layer `layer`
 (what `output_hidden_states` reports as `hidden_states[layer + 1]`, except for the last layer,
@@ -43,6 +50,8 @@ class InstructionCase(Protocol):
     def instructions(self) -> Sequence[str] | None: ...
     @property
     def instruction_id_list(self) -> Sequence[str]: ...
+    @property
+    def kwargs(self) -> Sequence[Mapping[str, Any]]: ...
 
 
 def middle_layer(num_layers: int) -> int:
@@ -140,14 +149,32 @@ def last_token_activations(
     return torch.cat(captured)
 
 
-def instruction_vectors(
+def vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(the finest direction key for one instruction, the type key it falls back to).
+
+    `language:response_language` is keyed per language ("language:response_language=de"), as the
+    reference keeps one vector per target language; other types are keyed by type.
+    """
+    language = (kwargs or {}).get("language") if kind == "language:response_language" else None
+    return (f"{kind}={language}" if language else kind), kind
+
+
+def _case_keys(case: InstructionCase) -> list[tuple[str, str]]:
+    kwargs = list(case.kwargs) if getattr(case, "kwargs", None) else []
+    kinds = case.instruction_id_list
+    return [vector_keys(kind, kwargs[i] if i < len(kwargs) else None) for i, kind in enumerate(kinds)]
+
+
+def fit_instruction_vectors(
     model: Any, tokenizer: Any, cases: Sequence[InstructionCase], layer: int, *, batch_size: int = 16
-) -> dict[str, torch.Tensor]:
-    """One steering vector per instruction type: the mean activation difference the instruction makes.
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """(directions d, targets z) per key: what both steering rules need, from one pass over the cases.
 
     For each case: activation(prompt) - activation(prompt without its instruction texts), at the
-    last token of `layer`'s output. A case with several instruction types counts for each of them.
-    Returns float32 CPU tensors [hidden], keyed by instruction type in order of first appearance.
+    last token of `layer`'s output; d is the mean over the cases of a key and z the mean projection
+    of their with-instruction activations on d / |d|. A case counts for each of its keys, the fine
+    one (`vector_keys`) and its type's. Returns float32 CPU tensors [hidden] and floats, keyed in
+    order of first appearance.
     """
     cases = list(cases)
     if not cases:
@@ -163,12 +190,64 @@ def instruction_vectors(
     acts = last_token_activations(
         model, tokenizer, [c.prompt for c in cases] + stripped, layer, batch_size=batch_size
     )
-    diffs = acts[: len(cases)] - acts[len(cases):]
+    with_instruction = acts[: len(cases)]
+    diffs = with_instruction - acts[len(cases):]
     rows: dict[str, list[int]] = {}
     for i, case in enumerate(cases):
-        for kind in dict.fromkeys(case.instruction_id_list):
-            rows.setdefault(kind, []).append(i)
-    return {kind: diffs[idx].mean(0) for kind, idx in rows.items()}
+        for key in dict.fromkeys(k for pair in _case_keys(case) for k in pair):
+            rows.setdefault(key, []).append(i)
+    vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
+    targets = {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key])) for key, idx in rows.items()}
+    return vectors, targets
+
+
+def instruction_vectors(
+    model: Any, tokenizer: Any, cases: Sequence[InstructionCase], layer: int, *, batch_size: int = 16
+) -> dict[str, torch.Tensor]:
+    """The directions d of `fit_instruction_vectors`: the mean activation difference the instruction makes."""
+    return fit_instruction_vectors(model, tokenizer, cases, layer, batch_size=batch_size)[0]
+
+
+def _unit(vector: torch.Tensor) -> torch.Tensor:
+    norm = vector.norm()
+    return vector / norm if norm > 0 else vector
+
+
+@contextlib.contextmanager
+def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor,
+                     weights: torch.Tensor) -> Iterator[None]:
+    """The paper's rule: at every position of batch row b, h += weights[b] (targets[j, b] - h.u) u with
+    u = units[j, b], for each direction j in turn (a row steered by several instructions gets each
+    clamp; a zero u leaves the row alone, so rows may have fewer directions).
+
+    `units` [k, batch, hidden], `targets` [k, batch], `weights` [batch]; weight 1 is the paper's
+    setting, 0 changes nothing. Computed in the hidden states' dtype, like the reference hook.
+    """
+    if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != units.shape[1:2]:
+        raise ValueError(f"units [k, batch, hidden], targets [k, batch] and weights [batch] do not fit: "
+                         f"{tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
+    module = _decoder_layer(model, layer)
+
+    def steer(mod: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[0] != units.shape[1] or hidden.shape[-1] != units.shape[2]:
+            raise ValueError(
+                f"steering directions of shape {tuple(units.shape)} do not fit hidden states of shape "
+                f"{tuple(hidden.shape)}; give one direction per batch row (beam search and "
+                "num_return_sequences > 1 are not supported under steering)"
+            )
+        kw = {"dtype": hidden.dtype, "device": hidden.device}
+        w = weights.to(**kw)[:, None, None]
+        for u, z in zip(units.to(**kw), targets.to(**kw), strict=True):
+            u = u[:, None, :]
+            hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = module.register_forward_hook(steer)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -206,35 +285,43 @@ def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> Iterator[N
 # The method
 
 #: bump when the cached vector record or its computation changes
-VECTORS_FORMAT = 1
+VECTORS_FORMAT = 2
+#: the steering rules: the paper's projection clamp, and a constant push along the raw difference
+RULES = ("project", "add")
 
 
 class ActivationSteering:
-    """Instruction activation steering as a `SteeringMethod`: coefficient x the case's instruction vector.
+    """Instruction activation steering as a `SteeringMethod`, at weight `value` on its rule.
 
-    The vectors are fitted in `prepare` from the held-out cases only (never from the cases being
-    evaluated, which would leak their prompts into the steering), one per instruction type; a row's
-    vector is the mean of its case's type vectors. Coefficient 0 adds a zero vector: exactly unsteered.
+    `project` (the default, the paper's rule): h += value x (z - h.u) u per instruction direction,
+    value 1 the paper's setting. `add`: h += value x d, d the mean of the case's raw differences.
+    The directions are fitted in `prepare` from the held-out cases only (never from the cases being
+    evaluated, which would leak their prompts into the steering). Value 0 is exactly unsteered.
     """
 
     name: ClassVar[str] = "actadd"
     param: ClassVar[str] = "coefficient"
     noop: ClassVar[Value] = 0.0
 
-    def __init__(self, layer: int | str = "middle") -> None:
+    def __init__(self, layer: int | str = "middle", rule: str = "project") -> None:
         if layer != "middle" and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise SteeringError(f"activation-steering layer {layer!r} must be 'middle' or a layer index >= 0")
+        if rule not in RULES:
+            raise SteeringError(f"activation-steering rule {rule!r} must be one of {', '.join(RULES)}")
         self.layer = layer
+        self.rule = rule
         self._layer: int | None = None  # resolved in prepare
         self._vectors: dict[str, torch.Tensor] = {}
+        self._targets: dict[str, float] = {}
+        self._fallbacks: dict[str, str] = {}  # fine key without held-out cases -> the type key used instead
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> ActivationSteering:
-        return cls(layer=spec.actadd_layer)
+        return cls(layer=spec.actadd_layer, rule=spec.actadd_rule)
 
     def __repr__(self) -> str:
-        return f"ActivationSteering(layer={self.layer!r})"
+        return f"ActivationSteering(layer={self.layer!r}, rule={self.rule!r})"
 
     def check(self, value: Any) -> float:
         return finite_number(self.name, self.param, value)
@@ -247,11 +334,21 @@ class ActivationSteering:
 
     @property
     def vectors(self) -> dict[str, torch.Tensor]:
-        """The fitted vectors per instruction type (float32, CPU); empty before `prepare`."""
+        """The fitted directions d per key (float32, CPU); empty before `prepare`."""
         return dict(self._vectors)
 
+    @property
+    def targets(self) -> dict[str, float]:
+        """The projection targets z per key: the mean projection of with-instruction activations on d / |d|."""
+        return dict(self._targets)
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Keys of the steered cases that had no held-out example, and the type key steering them instead."""
+        return dict(self._fallbacks)
+
     def prepare(self, ctx: PrepareContext) -> None:
-        """Resolve the layer; fit (or load from `ctx.store`) one vector per instruction type of the held-out cases."""
+        """Resolve the layer; fit (or load from `ctx.store`) the directions and targets of the held-out cases."""
         from ..cache import numerics_versions, tokenizer_fingerprint
 
         model, tokenizer = ctx.model.model, ctx.model.tokenizer
@@ -284,57 +381,81 @@ class ActivationSteering:
             )
         key = {
             "format": VECTORS_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "layer": layer, "held_out": hashes,
+            "layer": layer, "held_out": hashes, "keys": "language",
             "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
             "versions": numerics_versions(),
         }
         record = ctx.store.get("vectors", key) if ctx.store is not None and held_out else None
-        vectors = _vectors_from_record(record) if record is not None else None
-        if vectors is None:
-            vectors = {}
+        fitted = _vectors_from_record(record) if record is not None else None
+        if fitted is None:
+            fitted = {}, {}
             if held_out:
                 try:
-                    vectors = instruction_vectors(model, tokenizer, held_out, layer)
+                    fitted = fit_instruction_vectors(model, tokenizer, held_out, layer)
                 except ValueError as e:
                     raise SteeringError(f"activation steering cannot fit its vectors: {e}") from None
                 if ctx.store is not None:
-                    ctx.store.put("vectors", key, {"vectors": {t: v.tolist() for t, v in vectors.items()}})
-        self._layer, self._vectors, self._held_out = layer, vectors, held_hash
+                    ctx.store.put("vectors", key, {"vectors": {t: v.tolist() for t, v in fitted[0].items()},
+                                                   "targets": fitted[1]})
+        self._layer, (self._vectors, self._targets), self._held_out = layer, fitted, held_hash
+        self._fallbacks = {fine: kind for c in ctx.steered for fine, kind in _case_keys(c)
+                           if fine not in self._vectors}
 
     def identity(self) -> dict[str, Any]:
-        """Method, resolved layer and a hash of the held-out cases the vectors come from (after `prepare`)."""
+        """Method, rule, resolved layer and a hash of the held-out cases the vectors come from (after `prepare`)."""
         if self._layer is None:
             raise SteeringError("activation steering's identity depends on its fitted vectors; call prepare() first")
-        return {"method": self.name, "layer": self._layer, "held_out": self._held_out}
+        return {"method": self.name, "rule": self.rule, "layer": self._layer, "held_out": self._held_out,
+                "keys": "language"}
+
+    def notes(self) -> list[str]:
+        """What the report should say about the fitted method: its layer, and keys that fell back to a type."""
+        out = [f"actadd: rule {self.rule}, layer {self._layer}"]
+        if self._fallbacks:
+            out.append("actadd: no held-out case for " + ", ".join(
+                f"{fine} (steered with {kind})" for fine, kind in sorted(self._fallbacks.items())))
+        return out
 
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
         return user_turn(case)
 
+    def _keys(self, case: Case) -> list[str]:
+        keys = list(dict.fromkeys(fine if fine in self._vectors else kind for fine, kind in _case_keys(case)))
+        absent = [k for k in keys if k not in self._vectors]
+        if absent or not keys:
+            raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
+                                f"{', '.join(absent) or '(none)'}; prepare() was not given held-out cases of them")
+        return keys
+
     def steer(self, model: Any, batch: EncodedBatch, cases: Sequence[Case],
               values: Sequence[Value | None]) -> contextlib.AbstractContextManager[None]:
-        """Add coefficient x the row case's mean type vector to every position of the row (zero for None)."""
+        """Steer row i by its case's directions at values[i] under the method's rule (None: not at all)."""
         import torch
 
         if not len(batch.texts) == len(cases) == len(values):
             raise SteeringError(f"{len(batch.texts)} texts, {len(cases)} cases and {len(values)} values; "
                                 "give one case and one value per batch row")
         if all(v is None for v in values):
-            return contextlib.nullcontext()  # adding zeros changes no bit, so skipping it is the same computation
+            return contextlib.nullcontext()  # a zero change changes no bit, so skipping it is the same computation
         if self._layer is None:
             raise SteeringError("activation steering has no vectors; call prepare() before steering")
         hidden = model.config.get_text_config().hidden_size
-        rows = torch.zeros(len(values), hidden, dtype=torch.float32)
-        for i, (case, value) in enumerate(zip(cases, values, strict=True)):
-            if value is None:
-                continue
-            kinds = list(dict.fromkeys(case.instruction_id_list))
-            absent = [k for k in kinds if k not in self._vectors]
-            if absent or not kinds:
-                raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
-                                    f"{', '.join(absent) or '(none)'}; prepare() was not given held-out cases of them")
-            rows[i] = self.check(value) * torch.stack([self._vectors[k] for k in kinds]).mean(0)
         param = next(model.parameters())
-        return add_to_residual(model, self._layer, rows.to(device=param.device, dtype=param.dtype))
+        keys = [self._keys(c) if v is not None else [] for c, v in zip(cases, values, strict=True)]
+        weights = torch.tensor([0.0 if v is None else self.check(v) for v in values])
+        if self.rule == "add":
+            rows = torch.zeros(len(values), hidden, dtype=torch.float32)
+            for i, ks in enumerate(keys):
+                if ks:
+                    rows[i] = weights[i] * torch.stack([self._vectors[k] for k in ks]).mean(0)
+            return add_to_residual(model, self._layer, rows.to(device=param.device, dtype=param.dtype))
+        depth = max(len(ks) for ks in keys)
+        units = torch.zeros(depth, len(values), hidden, dtype=torch.float32)
+        targets = torch.zeros(depth, len(values), dtype=torch.float32)
+        for i, ks in enumerate(keys):
+            for j, k in enumerate(ks):
+                units[j, i], targets[j, i] = _unit(self._vectors[k]), self._targets[k]
+        return clamp_projection(model, self._layer, units, targets, weights)
 
 
 def _layer_count(model: Any) -> int:
@@ -345,14 +466,17 @@ def _layer_count(model: Any) -> int:
     return len(layers)
 
 
-def _vectors_from_record(record: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
-    """Vectors from a cached record, or None if the record is not one (then they are fitted again)."""
+def _vectors_from_record(record: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, float]] | None:
+    """(directions, targets) from a cached record, or None if the record is not one (then they are fitted again)."""
     import torch
 
-    raw = record.get("vectors")
+    raw, targets = record.get("vectors"), record.get("targets")
     if not isinstance(raw, Mapping) or not all(isinstance(v, list) for v in raw.values()):
         return None
+    if not isinstance(targets, Mapping) or set(targets) != set(raw):
+        return None
     try:
-        return {str(t): torch.tensor(v, dtype=torch.float32) for t, v in raw.items()}
+        return ({str(t): torch.tensor(v, dtype=torch.float32) for t, v in raw.items()},
+                {str(t): float(z) for t, z in targets.items()})
     except (TypeError, ValueError):
         return None

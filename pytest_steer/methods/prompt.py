@@ -4,12 +4,14 @@ Instead of touching the model, the instruction sentences are emphasised in the p
 
 - ``restate``: the user turn ends with "Important: <the instructions>" (the prompt is kept whole);
 - ``system``:  a system message asks the model to follow the instructions exactly and quotes them;
-- ``both``:    the two together.
+  it comes after the chat template's default system text (SmolLM2 and Qwen2.5 insert one when the
+  conversation has none), so the variant adds the emphasis and drops nothing;
+- ``both``:    the two together;
+- ``marked``:  each instruction sentence wrapped in ``*`` where it stands in the prompt: the PASTA
+  paper's prompting baseline, the textual counterpart of highlighting the span for attention steering.
 
 If a cheap rewording of the prompt buys as much compliance as PASTA or activation steering, the
 mechanistic method is not worth its cost; sweeping this method next to them answers that.
-Note: a "system" message replaces a chat template's default system prompt (SmolLM2 and Qwen2.5
-insert one when the conversation has none), so the variant changes that line too.
 """
 
 from __future__ import annotations
@@ -25,23 +27,27 @@ if TYPE_CHECKING:
     from ..options import RunSpec
     from ..prompts import EncodedBatch
 
-VARIANTS = ("restate", "system", "both")
+VARIANTS = ("restate", "system", "both", "marked")
 NOOP = "none"
 RESTATE = "\n\nImportant: "
 SYSTEM = "Follow these instructions in the user's request exactly:\n"
+MARK = "*"
 
 
 class PromptEmphasis:
-    """Emphasise the case's instructions in the prompt ("restate", "system" or "both"; "none" = unchanged).
+    """Emphasise the case's instructions in the prompt ("restate", "system", "both" or "marked"; "none" = unchanged).
 
-    Strength counts the emphasis channels a variant uses (none 0, restate 1, system 1, both 2): the
-    variants have no common scale, and this orders them for plots and "gentlest config" choices,
-    with restate and system equally gentle.
+    Strength counts the emphasis channels a variant uses (none 0, restate, system and marked 1,
+    both 2): the variants have no common scale, and this orders them for plots and "gentlest
+    config" choices. `prepare` reads the template's default system text, which `system` keeps.
     """
 
     name: ClassVar[str] = "prompt"
     param: ClassVar[str] = "variant"
     noop: ClassVar[Value] = NOOP
+
+    def __init__(self) -> None:
+        self._default_system: str | None = None  # the template's own system text, found in prepare
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> PromptEmphasis:
@@ -63,20 +69,26 @@ class PromptEmphasis:
         return str(value)
 
     def strength(self, value: Value) -> float:
-        return {NOOP: 0.0, "restate": 1.0, "system": 1.0, "both": 2.0}[self.check(value)]
+        return {NOOP: 0.0, "restate": 1.0, "system": 1.0, "both": 2.0, "marked": 1.0}[self.check(value)]
 
     def identity(self) -> dict[str, Any]:
         """The method and its wording: rewording the emphasis changes every steered prompt."""
-        return {"method": self.name, "restate": RESTATE, "system": SYSTEM}
+        return {"method": self.name, "restate": RESTATE, "system": SYSTEM, "mark": MARK,
+                "default_system": self._default_system}
 
     def prepare(self, ctx: PrepareContext) -> None:
-        """Every steered case needs instruction sentences to emphasise."""
+        """Every steered case needs instruction sentences to emphasise (and, to mark them, found in its prompt)."""
+        from ..prompts import default_system_text
+
         for case in ctx.steered:
             if not case.instructions:
                 raise SteeringError(
                     f"case {case.key!r} has no `instructions` field, so prompt emphasis has nothing to restate; "
                     "use a Split-IFEval-style dataset or run only the baseline for it"
                 )
+            _marked(case)
+        tokenizer = getattr(ctx.model, "tokenizer", None)
+        self._default_system = default_system_text(tokenizer) if tokenizer is not None else None
 
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
         variant = NOOP if value is None else self.check(value)
@@ -84,9 +96,13 @@ class PromptEmphasis:
             return user_turn(case)
         if not case.instructions:
             raise SteeringError(f"case {case.key!r} has no `instructions` for prompt emphasis to restate")
+        if variant == "marked":
+            return [{"role": "user", "content": _marked(case)}]
         messages = []
         if variant in ("system", "both"):
-            messages.append({"role": "system", "content": SYSTEM + "\n".join(f"- {s}" for s in case.instructions)})
+            emphasis = SYSTEM + "\n".join(f"- {s}" for s in case.instructions)
+            keep = f"{self._default_system}\n\n" if self._default_system else ""
+            messages.append({"role": "system", "content": keep + emphasis})
         content = case.prompt
         if variant in ("restate", "both"):
             content += RESTATE + " ".join(case.instructions)
@@ -96,3 +112,19 @@ class PromptEmphasis:
               values: Sequence[Value | None]) -> contextlib.AbstractContextManager[None]:
         """Nothing to do at run time: the rendered prompt does the work."""
         return contextlib.nullcontext()
+
+
+def _marked(case: Case) -> str:
+    """The prompt with each instruction sentence's first occurrence wrapped in `MARK`s."""
+    text, at = case.prompt, 0
+    for sentence in case.instructions or ():
+        found = text.find(sentence, at) if sentence else -1
+        if found < 0:
+            found = text.find(sentence) if sentence else -1
+        if found < 0:
+            raise SteeringError(f"case {case.key!r}: instruction text not found in the prompt, so it cannot be "
+                                f"marked: {sentence!r}")
+        end = found + len(sentence)
+        text = text[:found] + MARK + sentence + MARK + text[end:]
+        at = end + 2 * len(MARK)
+    return text

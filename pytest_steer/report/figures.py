@@ -143,6 +143,36 @@ def tradeoff_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: P
     return _save(fig, out_dir, "tradeoff.png")
 
 
+def dose_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path, *, primary: str,
+                quality: str = "quality", dose: str = "dose", baseline: str = BASELINE) -> Path:
+    """`dose.png`: the primary metric and the quality against the dose (mean per-token KL from the
+    unsteered model, `pytest_steer.dose`), every method on the one axis, with both intervals: which
+    method buys more at the same amount of change to the model."""
+    by_name = {m.name: m for m in metrics}
+    shown = [by_name[n] for n in dict.fromkeys((primary, quality)) if n in by_name and n in summary]
+    if not shown or dose not in summary or summary[dose].isna().all():
+        raise ValueError(f"dose_figure needs {dose!r} and {primary!r} or {quality!r} in the summary")
+    s = summary.set_index("config").loc[config_order(summary, baseline)].reset_index()
+    fig = Figure(figsize=(6.5 * len(shown), 5.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(shown)))
+    for ax, metric in zip(axes, shown, strict=True):
+        for i, (method, rows) in enumerate(s[s["config"] != baseline].groupby("method", sort=False)):
+            rows = rows.sort_values(dose, kind="stable")
+            ax.errorbar(rows[dose], rows[metric.name], xerr=_yerr(rows, dose), yerr=_yerr(rows, metric.name),
+                        color=f"C{i}", marker="o", capsize=3, label=str(method))
+            _annotate(ax, rows[dose].to_numpy(float), rows[metric.name].to_numpy(float),
+                      [_value_text(v) for v in rows["value"]])
+        if (s["config"] == baseline).any():
+            b = s[s["config"] == baseline].iloc[0]
+            ax.errorbar([0.0], [b[metric.name]], yerr=_yerr(s[s["config"] == baseline], metric.name),
+                        linestyle="none", capsize=3, label=baseline, **_BASE_STYLE)
+        ax.set_xlabel(_axis_label(by_name.get(dose, Metric(dose))))
+        ax.set_ylabel(_axis_label(metric))
+        ax.set_title(f"{metric.title} vs dose")
+        _legend_below(ax)
+    return _save(fig, out_dir, "dose.png")
+
+
 def pareto_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path, *, x: str,
                   y: str = "quality", baseline: str = BASELINE) -> Path:
     """`pareto.png`: every config on `x` vs `y` with both intervals, coloured by method, the Pareto

@@ -90,7 +90,8 @@ def _interval_cell(row: Mapping[str, object], name: str) -> str:
         text += f" [{_num(low)}, {_num(high)}]"
     diff = row.get(f"{name}_diff")
     if not _missing(diff):
-        text += f'<br><small class="diff">Δ {_num(diff, "+.3g")}, p={_num(row.get(f"{name}_p"), ".2g")}</small>'
+        text += (f'<br><small class="diff">Δ {_num(diff, "+.3g")}, p={_num(row.get(f"{name}_p"), ".2g")}, '
+                 f'Holm p={_num(row.get(f"{name}_p_holm"), ".2g")}</small>')
     return f'<td class="num">{text}</td>'
 
 
@@ -110,7 +111,8 @@ def _summary_table(summary: pd.DataFrame, metrics: Sequence[Metric], rec: Recomm
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     return (f"<h3>Per-config summary</h3><p>Estimate [{confidence:.0%} interval]; Δ: paired difference against "
-            "the baseline with its two-sided p-value; ★ marks the Pareto set.</p>"
+            "the baseline with its two-sided p-value, unadjusted and adjusted by Holm over the steered configs; "
+            "★ marks the Pareto set.</p>"
             f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
@@ -130,13 +132,14 @@ def _side_effects_html(summary: pd.DataFrame, metrics: Sequence[Metric], baselin
         return ""
     base = summary[summary["config"] == baseline].iloc[0]
     parts = [f"<h3>Side effects</h3><p>Each side-effect metric against the baseline, paired on (case, trial); "
-             f"changes with p &lt; {SIGNIFICANCE:g} are highlighted: green in the metric's good direction, red in its "
+             f"changes with Holm-adjusted p &lt; {SIGNIFICANCE:g} (over the steered configs) are highlighted: green in "
+             "the metric's good direction, red in its "
              "bad one, yellow for metrics without a good direction.</p>"]
     cls = {"better": "good", "worse": "bad", "changed": "changed"}
     for row in steered.to_dict("records"):
         lines = []
         for m in side:
-            diff, p = row.get(f"{m.name}_diff"), row.get(f"{m.name}_p")
+            diff, p = row.get(f"{m.name}_diff"), row.get(f"{m.name}_p_holm", row.get(f"{m.name}_p"))
             v = verdict(m, diff, p)
             low, high = _num(row.get(f"{m.name}_diff_low"), "+.3g"), _num(row.get(f"{m.name}_diff_high"), "+.3g")
             good = {1: "higher", -1: "lower"}.get(m.direction, "neither")
@@ -148,7 +151,7 @@ def _side_effects_html(summary: pd.DataFrame, metrics: Sequence[Metric], baselin
                 f'<td class="{cls.get(v, "")}">{_e(v or "no significant change")}</td></tr>')
         parts.append(
             f"<h4>{_e(row['config'])}</h4><table><thead><tr><th>metric</th><th>better</th><th>{_e(baseline)}</th>"
-            f"<th>{_e(row['config'])}</th><th>Δ [interval]</th><th>p</th><th>change</th></tr></thead>"
+            f"<th>{_e(row['config'])}</th><th>Δ [interval]</th><th>Holm p</th><th>change</th></tr></thead>"
             f"<tbody>{''.join(lines)}</tbody></table>")
     return "".join(parts)
 
@@ -163,6 +166,9 @@ def _recommendation_html(rec: Recommendation) -> str:
         f"{_num(rec.primary_value)} (baseline {_num(rec.baseline_value)}).</p>"
         f"<p>Budgets against the baseline: {_e(rec.budget_text())}.</p>"
         f"<p>{_e(rec.reason)}</p>{unchecked}"
+        f"<p>How it was chosen: {_e(rec.selection)}. p-values against the baseline are adjusted for the number "
+        "of steered configs by Holm's method where they decide (side-effect verdicts); the summary table shows "
+        "them unadjusted.</p>"
         + (f"<details><summary>Configs over budget ({len(rec.over_budget)})</summary><table>"
            f"<thead><tr><th>config</th><th>over budget</th></tr></thead><tbody>{over}</tbody></table></details>"
            if rec.over_budget else "")
@@ -236,12 +242,13 @@ def _meta_html(meta: Mapping[str, str]) -> str:
 def summary_html(summary: pd.DataFrame, metrics: Sequence[Metric], *, recommendation: Recommendation | None,
                  figures: Mapping[str, Path], examples: Mapping[str, pd.DataFrame], meta: Mapping[str, str],
                  title: str = "Steering evaluation", confidence: float = 0.95, max_examples: int = 10,
-                 baseline: str = BASELINE) -> str:
+                 baseline: str = BASELINE, power: str | None = None) -> str:
     """The whole steering report of one run as an HTML fragment; figures are inlined as data URIs so
     the report stays a single shareable file. `examples` maps a method to its `fixed_and_broken` table."""
     return (
         f'<div class="steer-report"><style>{_CSS}</style><h2>{_e(title)}</h2>'
         + (_recommendation_html(recommendation) if recommendation is not None else "")
+        + (f'<p class="power">{_e(power)}</p>' if power else "")
         + _summary_table(summary, metrics, recommendation, confidence)
         + _side_effects_html(summary, metrics, baseline)
         + _figures_html(figures)
