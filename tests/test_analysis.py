@@ -158,3 +158,14 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
                                   check_dtype=False)
     assert json.loads(paths["metrics.json"].read_text())[0]["name"] == STRICT.name
     assert QUALITY.name in loaded.summary.columns
+
+
+def test_one_budget_per_phenomenon() -> None:
+    """The offline quality already pays for repetition: no second repetition budget, and none on diversity."""
+    from pytest_steer.finish import _budgets
+
+    settings = {"max_quality_drop": 0.1, "max_repetition_rise": 0.2}
+    assert _budgets({**settings, "quality": "offline"}) == {"quality": 0.1}
+    assert _budgets({**settings, "quality": "OpenAssistant/reward-model-deberta-v3-large-v2"}) == {
+        "quality": 0.1, "repetition": 0.2}
+    assert _budgets({**settings, "quality": "fluency"}) == {"quality": 0.1, "repetition": 0.2}
