@@ -1,6 +1,11 @@
-"""Does the headline quality punish degenerate text? Checked on a run's results table.
+"""Does the headline quality punish degenerate text? Checked on the pair set and on a run's results table.
 
-Reads the results.jsonl that `make eval` writes (rows with `response` and a `scores` dict holding
+First, unless --skip-pairs: the pair set of tests/quality_pairs.py (hand-written answers to 31 embedded
+cases, each failure mode built from them, format-only variants and the model's own greedy answers),
+scored by `pytest_steer.score_responses` on the embedded model, as a per-mode table: in how many pairs
+the genuine answer ranks above the mode (formats: stays within 10%), and the median quality ratio.
+
+Then it reads the results.jsonl that `make eval` writes (rows with `response` and a `scores` dict holding
 `quality`), recomputes seq-rep-4 from each response's text with pytest_steer.metrics.side_effects (so
 the figure does not trust the stored `repetition` column), and prints:
 
@@ -12,8 +17,8 @@ When the rows also hold `fluency`, the same two figures for it follow, for contr
 the headline was before, and loops score high on it. Exit status 1 when a target is missed, 2 when
 the file has no scored rows.
 
-    python bench/bench_quality.py                          # steer-report/results.jsonl
-    python bench/bench_quality.py path/to/results.jsonl
+    python bench/bench_quality.py                          # pair set, then steer-report/results.jsonl
+    python bench/bench_quality.py path/to/results.jsonl --skip-pairs
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,6 +37,36 @@ from pytest_steer.metrics.side_effects import rep_n, text_tokens
 
 LOOP_REP4 = 0.5
 TOP_SHARE = 0.1
+FORMAT_BAND = 0.1
+
+
+def pair_table() -> None:
+    """Score the pair set and print, per mode, how often the genuine answer ranks above it."""
+    import time
+
+    from pytest_steer import score_responses
+    from tests.quality_pairs import FORMATS, GREEDY_KIND, MODES, pair_set
+
+    items = pair_set()
+    start = time.perf_counter()
+    frame = score_responses([i.case.prompt for i in items], [i.response for i in items],
+                            finish_reasons=[i.finish_reason for i in items], cases=[i.case for i in items],
+                            batch_size=16, fluency=False)
+    seconds = time.perf_counter() - start
+    frame["kind"] = [i.kind for i in items]
+    genuine = frame[frame["kind"] == "genuine"].set_index("key")["quality"]
+    print(f"pair set: {len(frame)} responses to {len(genuine)} cases scored in {seconds:.0f} s "
+          f"(genuine answers: median quality {genuine.median():.3f}, min {genuine.min():.3f})")
+    print("| variant | pairs | genuine ranks higher | within 10% | median quality / genuine |")
+    print("|---|---|---|---|---|")
+    for kind in [*MODES, *(f"format: {f}" for f in FORMATS), GREEDY_KIND]:
+        rows = frame[frame["kind"] == kind]
+        base = rows["key"].map(genuine).to_numpy()
+        ratio = rows["quality"].to_numpy() / base
+        higher = int((base > rows["quality"].to_numpy()).sum())
+        within = int((abs(ratio - 1) <= FORMAT_BAND).sum())
+        print(f"| {kind} | {len(rows)} | {higher} ({higher / len(rows):.0%}) | {within} ({within / len(rows):.0%}) "
+              f"| {float(pd.Series(ratio).median()):.3f} |")
 
 
 def load(path: Path) -> list[dict]:
@@ -76,7 +112,10 @@ def main() -> int:
     ap.add_argument("results", nargs="?", default="steer-report", type=Path,
                     help="a results.jsonl, or a report dir whose results.jsonl files (one per run) are read "
                          "together (default: steer-report, from `make eval`)")
+    ap.add_argument("--skip-pairs", action="store_true", help="only the results table, not the pair set")
     args = ap.parse_args()
+    if not args.skip_pairs:
+        pair_table()
     files = sorted(args.results.rglob("results.jsonl")) if args.results.is_dir() else [args.results]
     files = [f for f in files if f.is_file()]
     if not files:

@@ -42,6 +42,7 @@ _EXPORTS = {
     "GenerationRequest": "generation",
     "Generation": "generation",
     "ResultRow": "results",
+    "score_responses": "metrics.responses",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

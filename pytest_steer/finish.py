@@ -16,8 +16,14 @@ from .scores import Metric
 
 
 def _budgets(settings: dict[str, Any]) -> dict[str, float]:
-    return {"quality": settings["max_quality_drop"], "repetition": settings["max_repetition_rise"],
-            "diversity": settings["max_diversity_drop"]}
+    """One budget per phenomenon. The offline headline already pays for repetition (its diversity factor),
+    so a repetition budget would fail a looping config twice; a reward model or fluency may not see
+    loops, so there the repetition rise keeps its own budget. Diversity counts the same repeated
+    n-grams as rep-4 and carries none."""
+    budgets = {"quality": settings["max_quality_drop"]}
+    if settings.get("quality", "offline") != "offline":
+        budgets["repetition"] = settings["max_repetition_rise"]
+    return budgets
 
 
 def worker_payload(plugin: Any) -> str:

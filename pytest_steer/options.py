@@ -380,7 +380,7 @@ OPTIONS: tuple[Option, ...] = (
         "quality",
         parse_quality,
         "offline",
-        "headline quality: 'offline' (fluency x diversity^2 x language x truncation, punishes loops), "
+        "headline quality: 'offline' (content x diversity x word order x topic x language x refusal), "
         "'fluency', or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2",
     ),
     Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorers"),
@@ -408,15 +408,16 @@ OPTIONS: tuple[Option, ...] = (
         "max_quality_drop",
         parse_fraction,
         0.1,
-        "recommendation budget: relative drop of the headline quality against the baseline",
+        "recommendation budget: relative drop of the headline quality against the baseline (offline: of its "
+        "geometric mean)",
     ),
     Option(
         "max_repetition_rise",
         parse_fraction,
         0.1,
-        "recommendation budget: rise of the repetition rate (rep-4) against the baseline",
+        "recommendation budget: rise of the repetition rate (rep-4) against the baseline; only with a reward "
+        "model or fluency as the headline (the offline quality already counts repetition)",
     ),
-    Option("max_diversity_drop", parse_fraction, 0.1, "recommendation budget: drop of diversity against the baseline"),
     Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),
     Option(
         "html",
@@ -491,7 +492,6 @@ class RunSpec:
     on_missing: str = "error"
     max_quality_drop: float = 0.1
     max_repetition_rise: float = 0.1
-    max_diversity_drop: float = 0.1
     static_cache: bool = False
     include_baseline: bool = field(default=True, compare=False)
 

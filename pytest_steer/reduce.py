@@ -13,10 +13,17 @@ Intervals (two-sided, `confidence` 95% by default): binary metrics get the Wilso
 pooled units; real metrics a seeded bootstrap that resamples cases with all their trials. Against the
 baseline, units pair on (key, trial, tag slot); the difference gets a paired case-bootstrap interval
 and a p-value (binary: exact McNemar; real: a sign-flip test over cases).
+
+Log scale: a metric declared with `scale="log"` (the offline headline quality) is reduced on log
+values, each floored at `LOG_FLOOR`: its estimate and interval are a geometric mean and its interval,
+so one heavy-tailed row cannot outweigh many ordinary ones, and a drop of x% is a ratio. Its
+difference against the baseline is the difference of the paired geometric means, with the interval
+and p-value of the paired log ratio (the baseline's geometric mean times exp(log ratio) - 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .results import BASELINE
-from .scores import Metric
+from .scores import LOG_FLOOR, Metric
 from .stats import (
     DEFAULT_RESAMPLES,
     DiffResult,
@@ -72,7 +79,8 @@ def units(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
     """The metric's observations: columns config, key, trial, slot, v; missing values dropped.
 
     One per row (slot 0), or for a per_tag metric one per entry of `details[name]` (slot = the tag's
-    position); a per_tag row without that list counts its row score once (slot -1).
+    position); a per_tag row without that list counts its row score once (slot -1). A log-scale
+    metric's v is log(max(value, LOG_FLOOR)).
     """
     base = frame[["config", "key", "trial"]]
     score = _score_column(frame, metric.name)
@@ -85,12 +93,20 @@ def units(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
         out = pd.concat([exploded, rest], ignore_index=True)
     else:
         out = base.assign(v=score, slot=0).reset_index(drop=True)
-    out = out.dropna(subset=["v"])
-    return out.astype({"v": float, "slot": int})
+    out = out.dropna(subset=["v"]).astype({"v": float, "slot": int})
+    if metric.scale == "log":
+        out["v"] = np.log(np.maximum(out["v"].to_numpy(), LOG_FLOOR))
+    return out
+
+
+def _natural(metric: Metric, x: float) -> float:
+    """A reduced value back on the metric's own scale (exp for log-scale metrics)."""
+    return math.exp(x) if metric.scale == "log" and not math.isnan(x) else x
 
 
 def means(frame: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, float]:
-    """Each metric's mean over all of `frame` (NaN-skipping; per_tag metrics pool their tags)."""
+    """Each metric's mean over all of `frame` (NaN-skipping; per_tag metrics pool their tags; log-scale
+    metrics: the geometric mean)."""
     out = {}
     for m in metrics:
         if m.per_tag and "details" in frame.columns:
@@ -101,7 +117,9 @@ def means(frame: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, float]:
             out[m.name] = sum(values) / len(values) if values else math.nan
         else:  # the same as the mean of units(), without building the units table (this runs per test)
             v = _score_column(frame, m.name).dropna()
-            out[m.name] = float(v.mean()) if len(v) else math.nan
+            if m.scale == "log":
+                v = np.log(np.maximum(v.to_numpy(), LOG_FLOOR))
+            out[m.name] = _natural(m, float(v.mean())) if len(v) else math.nan
     return out
 
 
@@ -114,7 +132,8 @@ def per_trial(frame: pd.DataFrame, metrics: Sequence[Metric], baseline: str = BA
     out = keys.merge(n.reset_index(), on=["config", "trial"])
     for m in metrics:
         u = units(frame, m)
-        mean = u.groupby(["config", "trial"])["v"].mean().rename(m.name).reset_index()
+        mean = u.groupby(["config", "trial"])["v"].mean().map(lambda x, m=m: _natural(m, x)).rename(m.name)
+        mean = mean.reset_index()
         out = out.merge(mean, on=["config", "trial"], how="left")
     out["_rank"] = out["config"].map({c: i for i, c in enumerate(order)})
     out = out.sort_values(["_rank", "trial"], kind="stable").drop(columns="_rank")
@@ -145,7 +164,12 @@ def _by_config(u: pd.DataFrame) -> dict[str, _Obs]:
 def _interval(obs: _Obs, metric: Metric, confidence: float, n_resamples: int, seed: int) -> Interval:
     if metric.kind == "binary" and _is_01(obs.v):
         return wilson_interval(int(obs.v.sum()), int(obs.v.size), confidence)
-    return bootstrap_interval(obs.v, cluster=obs.keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    ci = bootstrap_interval(obs.v, cluster=obs.keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if metric.scale == "log":
+        return dataclasses.replace(ci, estimate=_natural(metric, ci.estimate), low=_natural(metric, ci.low),
+                                   high=_natural(metric, ci.high), method=f"{ci.method} (geometric mean)",
+                                   std=math.nan)
+    return ci
 
 
 def interval(rows: pd.DataFrame, metric: Metric, *, confidence: float = 0.95,
@@ -224,8 +248,12 @@ def _compare(obs: Mapping[str, _Obs], config: str, baseline: str, metric: Metric
         test = mcnemar_paired(tv.astype(bool), bv.astype(bool))
     else:
         test = sign_flip_test(tv, bv, cluster=keys, n_resamples=n_resamples, seed=seed)
-    return Comparison(metric, config, baseline, float(tv.mean()), float(bv.mean()), diff, test, int(tv.size),
-                      len(set(keys)), len(set(t.trials[it])))
+    estimate, base = _natural(metric, float(tv.mean())), _natural(metric, float(bv.mean()))
+    if metric.scale == "log":  # the log-ratio interval, as a difference of geometric means
+        diff = dataclasses.replace(diff, diff=base * math.expm1(diff.diff), low=base * math.expm1(diff.low),
+                                   high=base * math.expm1(diff.high))
+    return Comparison(metric, config, baseline, estimate, base, diff, test, int(tv.size), len(set(keys)),
+                      len(set(t.trials[it])))
 
 
 def compare(frame: pd.DataFrame, config: str, metric: Metric, *, baseline: str = BASELINE,

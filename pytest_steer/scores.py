@@ -3,7 +3,8 @@
 A scorer judges a batch of `Sample`s and returns one `Score` per sample: named values plus optional
 details (IFEval's per-instruction results). Every name is declared once as a `Metric`, which says
 how to reduce it (binary -> proportion with a Wilson interval, real -> mean with a bootstrap
-interval) and which direction is good. Everything downstream (reducer, gates, report, stored
+interval; scale "log" -> geometric mean, for positive scores with heavy tails) and which direction
+is good. Everything downstream (reducer, gates, report, stored
 baselines, JUnit properties) reads the names from the metrics, never from a hand-written list.
 """
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from .methods.base import Config
 
 Kind = Literal["binary", "real"]
+Scale = Literal["linear", "log"]
+#: a "log"-scale metric's values are floored here before the log, so a zero counts as a hundredfold loss, not -inf
+LOG_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,17 @@ class Metric:
     side_effect: bool = False  # listed in the report's "Side effects" table
     per_tag: bool = False  # details[name] holds one bool per case tag (IFEval's per-instruction results)
     description: str = ""
+    # "log": reduced on a log scale (geometric mean; differences are ratios), for positive heavy-tailed scores
+    scale: Scale = "linear"
 
     def __post_init__(self) -> None:
         if self.kind not in ("binary", "real"):
             raise ValueError(f"metric {self.name!r}: kind must be 'binary' or 'real', not {self.kind!r}")
         if self.direction not in (-1, 0, 1):
             raise ValueError(f"metric {self.name!r}: direction must be -1, 0 or 1, not {self.direction!r}")
+        if self.scale not in ("linear", "log") or (self.scale == "log" and self.kind != "real"):
+            raise ValueError(f"metric {self.name!r}: scale must be 'linear', or 'log' for a real metric, "
+                             f"not {self.scale!r}")
 
     @property
     def title(self) -> str:

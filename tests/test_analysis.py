@@ -234,3 +234,14 @@ def test_power_line_matches_the_normal_approximation() -> None:
     assert line.startswith(f"power: at {n_cases} cases x {n_trials} trials") and "+0.05 needs about" in line
     with pytest.raises(ValueError, match="no steered config"):
         power(frame[frame["config"] == "baseline"], STRICT)
+
+
+def test_one_budget_per_phenomenon() -> None:
+    """The offline quality already pays for repetition: no second repetition budget, and none on diversity."""
+    from pytest_steer.finish import _budgets
+
+    settings = {"max_quality_drop": 0.1, "max_repetition_rise": 0.2}
+    assert _budgets({**settings, "quality": "offline"}) == {"quality": 0.1}
+    assert _budgets({**settings, "quality": "OpenAssistant/reward-model-deberta-v3-large-v2"}) == {
+        "quality": 0.1, "repetition": 0.2}
+    assert _budgets({**settings, "quality": "fluency"}) == {"quality": 0.1, "repetition": 0.2}

