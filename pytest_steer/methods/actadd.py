@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
@@ -214,8 +214,31 @@ def _unit(vector: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def _edit_output(model: Any, layer: int, rows: int, hidden_size: int, what: str,
+                 edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace decoder layer `layer`'s hidden-state output by `edit(hidden)` in every forward pass inside
+    the block (prefill and each cached decode step), after checking it has `rows` rows of `hidden_size`."""
+    module = _decoder_layer(model, layer)
+
+    def hook(mod: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[0] != rows or hidden.shape[-1] != hidden_size:
+            raise ValueError(
+                f"{what} do not fit hidden states of shape {tuple(hidden.shape)}; give one per batch row "
+                "(beam search and num_return_sequences > 1 are not supported under steering)"
+            )
+        steered = edit(hidden)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor,
-                     weights: torch.Tensor) -> Iterator[None]:
+                     weights: torch.Tensor) -> contextlib.AbstractContextManager[None]:
     """The paper's rule: at every position of batch row b, h += weights[b] (targets[j, b] - h.u) u with
     u = units[j, b], for each direction j in turn (a row steered by several instructions gets each
     clamp; a zero u leaves the row alone, so rows may have fewer directions).
@@ -226,32 +249,20 @@ def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch
     if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != units.shape[1:2]:
         raise ValueError(f"units [k, batch, hidden], targets [k, batch] and weights [batch] do not fit: "
                          f"{tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
-    module = _decoder_layer(model, layer)
 
-    def steer(mod: torch.nn.Module, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        if hidden.shape[0] != units.shape[1] or hidden.shape[-1] != units.shape[2]:
-            raise ValueError(
-                f"steering directions of shape {tuple(units.shape)} do not fit hidden states of shape "
-                f"{tuple(hidden.shape)}; give one direction per batch row (beam search and "
-                "num_return_sequences > 1 are not supported under steering)"
-            )
-        kw = {"dtype": hidden.dtype, "device": hidden.device}
-        w = weights.to(**kw)[:, None, None]
-        for u, z in zip(units.to(**kw), targets.to(**kw), strict=True):
+    def clamp(hidden: torch.Tensor) -> torch.Tensor:
+        dtype, device = hidden.dtype, hidden.device
+        w = weights.to(device=device, dtype=dtype)[:, None, None]
+        for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
             u = u[:, None, :]
             hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        return hidden
 
-    handle = module.register_forward_hook(steer)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return _edit_output(model, layer, units.shape[1], units.shape[2],
+                        f"steering directions of shape {tuple(units.shape)}", clamp)
 
 
-@contextlib.contextmanager
-def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> Iterator[None]:
+def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
     """Add `vectors[row]` to decoder layer `layer`'s output at every position of batch row `row`.
 
     Active for every forward pass inside the block, so `generate` is steered at prefill and at each
@@ -261,24 +272,9 @@ def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> Iterator[N
     """
     if vectors.dim() != 2:
         raise ValueError(f"vectors must be [batch, hidden], one vector per batch row, got shape {tuple(vectors.shape)}")
-    module = _decoder_layer(model, layer)
-
-    def steer(mod: torch.nn.Module, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        if hidden.shape[0] != vectors.shape[0] or hidden.shape[-1] != vectors.shape[1]:
-            raise ValueError(
-                f"steering vectors of shape {tuple(vectors.shape)} do not fit hidden states of shape "
-                f"{tuple(hidden.shape)}; give one vector per batch row (beam search and "
-                "num_return_sequences > 1 are not supported under steering)"
-            )
-        steered = hidden + vectors.to(dtype=hidden.dtype, device=hidden.device)[:, None, :]
-        return (steered, *output[1:]) if isinstance(output, tuple) else steered
-
-    handle = module.register_forward_hook(steer)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return _edit_output(model, layer, vectors.shape[0], vectors.shape[1],
+                        f"steering vectors of shape {tuple(vectors.shape)}",
+                        lambda hidden: hidden + vectors.to(dtype=hidden.dtype, device=hidden.device)[:, None, :])
 
 
 # ---------------------------------------------------------------------------------------------
