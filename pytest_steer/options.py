@@ -1,28 +1,33 @@
-"""The run's settings: parsed from `--steer-*` options, `steer_*` ini keys and `@pytest.mark.steer`.
+"""Settings in general: the `Option` type, the value parsers and `resolve` (CLI > marker > ini > default).
 
-Precedence: command line > marker > ini > default. Parsing lives here (plain functions raising
-`argparse.ArgumentTypeError`) so the pytest glue stays thin and the same parsers serve ini values.
+Which options exist is not decided here: the run's own options are in `spec`, each steering method
+declares its grid and settings (`methods/`), each task its selection options (`tasks/`). Parsers are
+plain functions raising `argparse.ArgumentTypeError`, so pytest prints `argument --steer-x: ...` and
+ini and marker values go through the same code. This module imports nothing from the package.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from .methods.base import nearest
 
-SEED_TYPES = (
-    "keywords:forbidden_words",
-    "detectable_format:number_highlighted_sections",
-    "language:response_language",
-    "startend:end_checker",
-)
+class Settings(Protocol):
+    """A run's resolved settings by option name (`spec.RunSpec`, or a plain dict)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
+    """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return found[0] if found else None
 
 
 def _text(value: Any) -> str:
@@ -50,49 +55,50 @@ def _number(value: Any, what: str) -> float:
     return x
 
 
-def _numbers(value: Any, what: str, example: str, problem: Callable[[float], str | None]) -> tuple[float, ...]:
-    """A comma-separated list (or a list) of finite numbers, each passing `problem` (None = fine), no repeats."""
-    out = []
-    for part in _text(value).replace(" ", "").split(","):
+def _items(value: Any) -> list[Any]:
+    """The items of a list, or of comma-separated text read as numbers where they are numbers, else names."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    out: list[Any] = []
+    for part in (p.strip() for p in _text(value).split(",")):
         if part:
-            x = _number(part, what)
-            why = problem(x)
-            if why:
-                raise argparse.ArgumentTypeError(f"{what} {part} {why}")
-            out.append(x)
+            try:
+                out.append(int(part) if part.lstrip("+-").isdigit() else float(part))
+            except ValueError:
+                out.append(part)
+    return out
+
+
+def parse_values(value: Any) -> tuple[Any, ...]:
+    """A user method's grid, e.g. "1,2" or [1, 2]: numbers where they read as numbers, else names; the
+    method's own `check` judges each value when the grid is built."""
+    out = _items(value)
     if not out:
-        raise argparse.ArgumentTypeError(f"give at least one {what}, e.g. {example}")
-    return _no_repeats(what, out)
+        raise argparse.ArgumentTypeError("give at least one grid value, e.g. 1,2")
+    return _no_repeats("value", out)
 
 
-def parse_alphas(value: Any) -> tuple[float, ...]:
-    """ "5,10,20" or [5, 10] -> (5.0, 10.0). Each alpha must be finite and > 0; 1 is a no-op and is refused."""
-    return _numbers(value, "alpha", "5,10,20", lambda a: None if a > 0 and a != 1 else
-                    "must be > 0 and != 1 (1 is the unsteered baseline, always included)")
+def grid_parser(param: str, check: Callable[[Any], Any], noop: Any, example: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The parser of a method's grid option: a list whose every value passes the method's own `check`
+    (the one rule for that parameter) and is not its no-op (the baseline, always included)."""
 
+    def parse(value: Any) -> tuple[Any, ...]:
+        out = []
+        for item in _items(value):
+            try:
+                v = check(item)
+            except ValueError as exc:  # the method's SteeringError: its message names the value
+                raise argparse.ArgumentTypeError(str(exc)) from None
+            if v == noop and not isinstance(v, bool):
+                raise argparse.ArgumentTypeError(f"{param} {item} is the unsteered baseline (always included); "
+                                                 f"give other values, e.g. {example}")
+            out.append(v)
+        if not out:
+            raise argparse.ArgumentTypeError(f"give at least one {param}, e.g. {example}")
+        return _no_repeats(param, out)
 
-def parse_coefficients(value: Any) -> tuple[float, ...]:
-    """Activation-steering coefficients, e.g. "1,2,4"; 0 is the no-op and is refused."""
-    return _numbers(value, "coefficient", "1,2,4", lambda c: None if c != 0 else
-                    "is the unsteered baseline (always included); give non-zero values")
-
-
-PROMPT_VARIANTS = ("restate", "system", "both", "marked")
-
-
-def parse_variants(value: Any) -> tuple[str, ...]:
-    """Prompt-emphasis variants, e.g. "restate,system"; see README "Prompt emphasis"."""
-    out = [v.strip() for v in _text(value).split(",") if v.strip()]
-    for v in out:
-        if v not in PROMPT_VARIANTS:
-            hint = nearest(v, PROMPT_VARIANTS)
-            raise argparse.ArgumentTypeError(
-                f"prompt variant {v!r} is not one of {', '.join(PROMPT_VARIANTS)}"
-                + (f"; did you mean {hint!r}?" if hint else "")
-            )
-    if not out:
-        raise argparse.ArgumentTypeError(f"give at least one prompt variant of {', '.join(PROMPT_VARIANTS)}")
-    return _no_repeats("prompt variant", out)
+    parse.__name__ = f"parse_{param}s"
+    return parse
 
 
 def parse_methods(value: Any) -> tuple[str, ...]:
@@ -239,14 +245,9 @@ def parse_fraction(value: Any) -> float:
     return x
 
 
-def parse_types(value: Any) -> tuple[str, ...]:
-    """Comma-separated instruction ids; "seed" = the seed study's four, "all" = no filter."""
-    text = _text(value).strip()
-    if text == "seed":
-        return SEED_TYPES
-    if text == "all":
-        return ()
-    return _no_repeats("type", [t.strip() for t in text.split(",") if t.strip()])
+def parse_list(value: Any) -> tuple[str, ...]:
+    """A comma-separated list of names (or a list), no repeats; may be empty."""
+    return _no_repeats("value", [t.strip() for t in _text(value).split(",") if t.strip()])
 
 
 BUILTIN_QUALITY = ("offline", "fluency")
@@ -275,7 +276,7 @@ class Option:
     """One setting: its CLI flag, ini key, marker keyword, parser, default and help."""
 
     name: str
-    parse: Callable[[str], Any]
+    parse: Callable[[Any], Any]
     default: Any
     help: str
     flag: bool = False  # store_true on the command line
@@ -289,274 +290,30 @@ class Option:
     def ini(self) -> str:
         return "steer_" + self.name
 
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "model",
-        str,
-        "embedded",
-        "model: 'embedded' (SmolLM2-135M-Instruct), a Hugging Face id or a local directory",
-        marker=False,
-    ),
-    Option(
-        "device",
-        str,
-        "auto",
-        "torch device for the model: auto (cuda if present), cpu, cuda, cuda:N, mps",
-        marker=False,
-    ),
-    Option(
-        "devices",
-        str,
-        None,
-        "device per xdist worker: auto (round-robin over visible GPUs) or a list like cuda:0,cuda:1",
-        marker=False,
-    ),
-    Option(
-        "dtype",
-        parse_choice("auto", "float32", "bfloat16", "float16"),
-        "auto",
-        "model dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16",
-        marker=False,
-    ),
-    Option(
-        "attn", parse_choice("sdpa", "eager"), "sdpa", "attention kernel that PASTA steers: sdpa or eager", marker=False
-    ),
-    Option(
-        "trust_remote_code",
-        parse_bool,
-        False,
-        "allow model code from the hub (off unless asked)",
-        flag=True,
-        marker=False,
-    ),
-    Option(
-        "task",
-        str,
-        "ifeval",
-        "task: 'ifeval' or a name registered with pytest_steer.register_task (e.g. in conftest.py)",
-    ),
-    Option(
-        "dataset", str, "embedded", "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"
-    ),
-    Option("split", str, "train", "dataset split for Hugging Face datasets"),
-    Option(
-        "types",
-        parse_types,
-        SEED_TYPES,
-        "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'",
-    ),
-    Option("per_type", parse_positive_int, 4, "cases sampled per instruction type"),
-    Option("case_seed", parse_int, 123, "seed of the balanced case sampling"),
-    Option("methods", parse_methods, ("pasta",), "steering methods to sweep: pasta, actadd, prompt (comma-separated)"),
-    Option(
-        "alphas",
-        parse_alphas,
-        (5.0, 10.0, 20.0),
-        "PASTA strengths to sweep, comma-separated (the baseline is always added)",
-    ),
-    Option(
-        "layers", parse_layers, "middle", "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"
-    ),
-    Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
-    Option("actadd_coefs", parse_coefficients, (1.0, 2.0, 4.0), "activation-steering coefficients to sweep"),
-    Option("actadd_layer", parse_layer, "middle", "layer whose output activation steering adds to: middle or an index"),
-    Option("actadd_rule", parse_choice("project", "add"), "project",
-           "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
-    Option(
-        "prompt_variants",
-        parse_variants,
-        ("restate", "system"),
-        "prompt-emphasis variants to sweep: restate, system, both, marked",
-    ),
-    Option("trials", parse_positive_int, 3, "sampled trials per config"),
-    Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
-    Option("temperature", parse_temperature, None, "sampling temperature (default: the model's generation_config)"),
-    Option("top_p", parse_top_p, None, "nucleus sampling p (default: the model's generation_config)"),
-    Option("top_k", parse_top_k, None, "top-k sampling (default: the model's generation_config)"),
-    Option("greedy", parse_bool, False, "greedy decoding instead of sampling", flag=True),
-    Option("seed", parse_int, 0, "sampling seed; each row's seed derives from (seed, case, trial)"),
-    Option(
-        "quality",
-        parse_quality,
-        "offline",
-        "headline quality: 'offline' (content x diversity x word order x topic x language x refusal), "
-        "'fluency', or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2",
-    ),
-    Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorers"),
-    Option("reward_max_length", parse_positive_int, 1024, "max tokens of a (prompt, response) pair for reward models"),
-    Option(
-        "reward_tf32",
-        parse_bool,
-        False,
-        "TF32 matmuls for the reward model on CUDA (faster; scores drift slightly from fp32)",
-        flag=True,
-    ),
-    Option(
-        "batch_size",
-        parse_batch_size,
-        "auto",
-        "generation batch size, or auto (32 on CPU, 512 on CUDA); halved automatically on out-of-memory",
-    ),
-    Option(
-        "on_missing",
-        parse_choice("error", "warn"),
-        "error",
-        "instruction text not found in its prompt: error, or warn and run the row unsteered",
-    ),
-    Option(
-        "max_quality_drop",
-        parse_fraction,
-        0.1,
-        "recommendation budget: relative drop of the headline quality against the baseline (offline: of its "
-        "geometric mean)",
-    ),
-    Option(
-        "max_repetition_rise",
-        parse_fraction,
-        0.1,
-        "recommendation budget: rise of the repetition rate (rep-4) against the baseline; only with a reward "
-        "model or fluency as the headline (the offline quality already counts repetition)",
-    ),
-    Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),
-    Option(
-        "html",
-        parse_bool,
-        True,
-        "write the pytest-html report into the report dir when --html is not given",
-        marker=False,
-    ),
-    Option("cache", parse_bool, True, "reuse finished generations and scores from the on-disk cache", marker=False),
-    Option(
-        "cache_dir",
-        str,
-        None,
-        "cache directory (default: $PYTEST_STEER_CACHE or ~/.cache/pytest-steer/results)",
-        marker=False,
-    ),
-    Option("clear_cache", parse_bool, False, "empty the cache before the run", flag=True, marker=False),
-    Option("static_cache", parse_bool, False, "static KV cache (compiled decoding on CUDA) for large grids"),
-    Option(
-        "save_baseline",
-        str,
-        None,
-        "save this run's summary and per-example results to a JSON file (to commit or keep as a CI artifact)",
-        marker=False,
-    ),
-    Option(
-        "compare",
-        str,
-        None,
-        "compare this run with a saved baseline file and fail tests whose metrics regressed",
-        marker=False,
-    ),
-    Option(
-        "compare_margin", parse_fraction, 0.05, "allowed regression when comparing with a saved baseline", marker=False
-    ),
-)
-OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
-#: which option holds each built-in method's grid values
-METHOD_VALUES = {"pasta": "alphas", "actadd": "actadd_coefs", "prompt": "prompt_variants"}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that decides which rows a test needs and how they are generated and scored."""
-
-    task: str = "ifeval"
-    dataset: str = "embedded"
-    split: str = "train"
-    types: tuple[str, ...] = SEED_TYPES
-    per_type: int = 4
-    case_seed: int = 123
-    methods: tuple[str, ...] = ("pasta",)
-    alphas: tuple[float, ...] = (5.0, 10.0, 20.0)
-    layers: Any = "middle"
-    scale_position: str = "include"
-    actadd_coefs: tuple[float, ...] = (1.0, 2.0, 4.0)
-    actadd_layer: str | int = "middle"
-    actadd_rule: str = "project"
-    prompt_variants: tuple[str, ...] = ("restate", "system")
-    trials: int = 3
-    max_new_tokens: int = 96
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    greedy: bool = False
-    seed: int = 0
-    quality: str = "offline"
-    quality_batch_size: int = 8
-    reward_max_length: int = 1024
-    reward_tf32: bool = False
-    batch_size: int | str = "auto"
-    on_missing: str = "error"
-    max_quality_drop: float = 0.1
-    max_repetition_rise: float = 0.1
-    static_cache: bool = False
-    include_baseline: bool = field(default=True, compare=False)
-
-    def key(self) -> str:
-        """A short stable id of the settings that decide the rows (not the batch size, nor which tests include
-        the baseline)."""
-        d = dataclasses.asdict(self)
-        d.pop("include_baseline")
-        d.pop("batch_size")  # rows do not depend on their batch partners (per-row seeding), so neither on this
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-    def values(self, method: str) -> tuple[Any, ...]:
-        """The grid values of one method (a user's registered method: the values it was registered with)."""
-        if method in METHOD_VALUES:
-            return tuple(getattr(self, METHOD_VALUES[method]))
-        from .methods import user_values
-
-        return user_values(method)
-
-    def configs(self) -> list[Any]:
-        """The sweep as `Config`s: the baseline first, then each method's values in the order given."""
-        from .methods import build_method
-        from .methods.base import BASELINE_CONFIG, SteeringError, config
-
-        out = [BASELINE_CONFIG]
-        for name in self.methods:
-            method = build_method(name, self)
-            grid = self.values(name)
-            labelled: dict[str, Any] = {}
-            for v in grid:
-                c = config(method, v, grid)
-                if c.label in labelled:  # two values under one label would pool their rows and lose some
-                    raise SteeringError(f"method {name!r} labels both {labelled[c.label]!r} and {v!r} as "
-                                        f"{c.label!r}; its label() must give each grid value its own label")
-                labelled[c.label] = v
-                out.append(c)
-        return out
-
-    def config(self, label: str) -> Any:
-        """The config with this label; KeyError names the labels there are."""
-        for c in self.configs():
-            if c.label == label:
-                return c
-        raise KeyError(f"no config {label!r} in this grid; there are {', '.join(c.label for c in self.configs())}")
-
-
-SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
-MARKER_ONLY = {"include_baseline"}
+    @property
+    def dest(self) -> str:
+        return "steer_" + self.name
 
 
 class MarkerError(ValueError):
-    """A bad @pytest.mark.steer argument."""
+    """A bad @pytest.mark.steer argument (or ini value)."""
 
 
 def resolve(
+    options: Sequence[Option],
     get_cli: Callable[[str], Any],
     get_ini: Callable[[str], Any],
     marker_kwargs: Mapping[str, Any],
     marker_args: tuple[Any, ...] = (),
+    marker_only: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> dict[str, Any]:
     """Merge the setting sources for every option: CLI > marker > ini > default.
 
     Marker values go through the same parsers as command-line text; errors name the keyword and value.
+    `marker_only` are keywords with no CLI or ini form (name -> parser), set only when given.
     """
-    allowed = sorted({o.name for o in OPTIONS if o.marker} | MARKER_ONLY)
+    extra = dict(marker_only or {})
+    allowed = sorted({o.name for o in options if o.marker} | set(extra))
     if marker_args:
         raise MarkerError(
             f"@pytest.mark.steer takes keywords only, got positional {marker_args[0]!r}; "
@@ -570,11 +327,11 @@ def resolve(
                 + (f"; did you mean {hint!r}?" if hint else f"; allowed: {', '.join(allowed)}")
             )
     out: dict[str, Any] = {}
-    for o in OPTIONS:
+    for o in options:
         cli = get_cli(o.name)
         if cli is not None and not (o.flag and cli is False):
             out[o.name] = cli
-        elif o.name in marker_kwargs:
+        elif o.name in marker_kwargs and o.marker:
             try:
                 out[o.name] = o.parse(marker_kwargs[o.name])
             except argparse.ArgumentTypeError as exc:
@@ -588,14 +345,10 @@ def resolve(
                     out[o.name] = o.parse(ini)
                 except argparse.ArgumentTypeError as exc:
                     raise MarkerError(f"ini option {o.ini} = {ini!r}: {exc}") from None
-    if "include_baseline" in marker_kwargs:
-        try:
-            out["include_baseline"] = parse_bool(marker_kwargs["include_baseline"])
-        except argparse.ArgumentTypeError as exc:
-            raise MarkerError(f"@pytest.mark.steer(include_baseline=...): {exc}") from None
+    for name, parse in extra.items():
+        if name in marker_kwargs:
+            try:
+                out[name] = parse(marker_kwargs[name])
+            except argparse.ArgumentTypeError as exc:
+                raise MarkerError(f"@pytest.mark.steer({name}=...): {exc}") from None
     return out
-
-
-def spec_from(settings: Mapping[str, Any]) -> RunSpec:
-    """A hashable RunSpec from resolved settings (values are parsed and hashable already)."""
-    return RunSpec(**{k: v for k, v in settings.items() if k in SPEC_FIELDS})

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import BUILTIN_QUALITY, OPTIONS, OPTIONS_BY_NAME, MarkerError, RunSpec, resolve, spec_from
+from .options import BUILTIN_QUALITY, MarkerError, Option
+from .spec import RunSpec, declared_options, resolve, spec_from
 
 if TYPE_CHECKING:
     from .evaluation import EvalResult
@@ -56,17 +58,38 @@ def _argparse_type(parse: Any) -> Any:
     return convert
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+#: each session's parser and the option names added to it: a method registered later adds its own
+_PARSERS: weakref.WeakKeyDictionary[Any, tuple[pytest.Parser, set[str]]] = weakref.WeakKeyDictionary()
+
+
+def _add_options(parser: pytest.Parser, options: tuple[Option, ...], added: set[str]) -> None:
     group = parser.getgroup("steer", "pytest-steer: LLM steering evaluations")
-    for o in OPTIONS:
+    for o in options:
+        if o.name in added:
+            continue
+        added.add(o.name)
         default = ",".join(map(str, o.default)) if isinstance(o.default, tuple) else o.default
         help_text = f"{o.help} (default: {default}; ini: {o.ini})"
         if o.flag:
-            group.addoption(o.cli, action="store_true", default=None, dest=f"steer_{o.name}", help=help_text)
+            group.addoption(o.cli, action="store_true", default=None, dest=o.dest, help=help_text)
         else:
-            group.addoption(o.cli, action="store", default=None, dest=f"steer_{o.name}", type=_argparse_type(o.parse),
+            group.addoption(o.cli, action="store", default=None, dest=o.dest, type=_argparse_type(o.parse),
                             metavar=o.name.upper(), help=help_text)
         parser.addini(o.ini, help=o.help, default=None)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    _PARSERS[pluginmanager] = (parser, set())
+    _add_options(parser, declared_options(), _PARSERS[pluginmanager][1])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> Any:
+    """Methods and tasks registered in the initial conftest.py files get their command-line and ini options
+    too: they are added after those files load and before pytest parses the command line in full."""
+    result = yield
+    _add_options(parser, declared_options(), _PARSERS[early_config.pluginmanager][1])
+    return result
 
 
 class SteerPlugin:
@@ -96,10 +119,13 @@ class SteerPlugin:
         self._progress_last = 0.0
 
     def _cli(self, name: str) -> Any:
-        return self.config.getoption(f"steer_{name}")
+        return self.config.getoption(f"steer_{name}", None)  # None: registered after the command line was read
 
     def _ini(self, name: str) -> Any:
-        return self.config.getini(OPTIONS_BY_NAME[name].ini)
+        parser, added = _PARSERS[self.config.pluginmanager]
+        if name not in added:  # a method registered in a test module: its ini key is declared now
+            _add_options(parser, declared_options(), added)
+        return self.config.getini(f"steer_{name}")
 
     @property
     def run(self) -> SteerRun:

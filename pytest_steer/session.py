@@ -29,12 +29,12 @@ from .cases import CaseSet
 from .dose import DOSE
 from .evaluation import EvalResult, check_metric_names
 from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
-from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method
+from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method, method_entry
 from .models import LoadedModel, load_model
-from .options import RunSpec
 from .results import ResultRow
 from .scores import Metric, Sample, Score, Scorer, metrics_of
-from .tasks import CaseSplit, Task, get_task
+from .spec import RunSpec
+from .tasks import CaseSplit, Task, get_task, task_options
 
 #: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
 DOSE_FORMAT = 1
@@ -70,12 +70,14 @@ def generation_from_record(request: GenerationRequest, record: Mapping[str, Any]
 
 
 def _split_key(spec: RunSpec) -> tuple[Any, ...]:
-    return (spec.task, spec.dataset, spec.split, spec.types, spec.per_type, spec.case_seed)
+    """The task and the values of the options it declares: what decides its cases."""
+    return (spec.task, tuple((o.name, spec[o.name]) for o in task_options(spec.task)))
 
 
 def _methods_key(spec: RunSpec) -> tuple[Any, ...]:
-    return (*_split_key(spec), spec.methods, spec.layers, spec.scale_position, spec.actadd_layer, spec.actadd_rule,
-            spec.on_missing)
+    """The cases, and each method's own declared options: what a prepared method depends on."""
+    return (*_split_key(spec), spec.on_missing,
+            tuple((name, tuple(method_entry(name).values(spec).items())) for name in spec.methods))
 
 
 def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
@@ -389,7 +391,7 @@ class SteerRun:
         of the run (its task's primary metric: an xdist controller may not have imported a user's task)."""
         import json
 
-        s = dataclasses.asdict(spec)
+        s = spec.flat()
         s.pop("include_baseline", None)
         settings = self.settings(spec)
         s.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)

@@ -14,13 +14,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from .cases import Case, CaseSet
+from .cases import SEED_INSTRUCTION_TYPES, Case, CaseSet
+from .options import Option, Settings, nearest, parse_int, parse_list, parse_positive_int
 from .scores import Scorer, metrics_of
-
-if TYPE_CHECKING:
-    from .options import RunSpec
 
 #: held-out IFEval cases per instruction type for fitting (activation-steering vectors)
 HELD_OUT_PER_TYPE = 8
@@ -53,7 +50,9 @@ class Task:
     name: str
     scorers: tuple[Scorer, ...]
     primary: str
-    load: Callable[[RunSpec], CaseSplit] = field(repr=False)
+    load: Callable[[Settings], CaseSplit] = field(repr=False)
+    #: the task's own settings (e.g. IFEval's dataset and selection), read by `load` as settings[name]
+    options: tuple[Option, ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in metrics_of(self.scorers)]
@@ -63,28 +62,51 @@ class Task:
 
     @classmethod
     def from_cases(cls, name: str, cases: Sequence[Case], scorers: Sequence[Scorer], *, primary: str | None = None,
-                   held_out: Sequence[Case] = ()) -> Task:
+                   held_out: Sequence[Case] = (), options: Sequence[Option] = ()) -> Task:
         """A task over a fixed list of cases; `primary` defaults to the first declared metric."""
         scorers = tuple(scorers)
         if not cases:
             raise TaskError(f"task {name!r} has no cases")
         split = CaseSplit(CaseSet(tuple(cases), source=name), tuple(held_out))
         first = metrics_of(scorers)[0].name if scorers and metrics_of(scorers) else ""
-        return cls(name, scorers, primary or first, lambda spec: split)
+        return cls(name, scorers, primary or first, lambda settings: split, tuple(options))
 
 
-def _ifeval_split(spec: RunSpec) -> CaseSplit:
+def parse_types(value: object) -> tuple[str, ...]:
+    """Comma-separated instruction ids; "seed" = the seed study's four, "all" = no filter."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value).strip()
+    if text == "seed":
+        return SEED_INSTRUCTION_TYPES
+    if text == "all":
+        return ()
+    return parse_list(text)
+
+
+#: IFEval's own settings: where its cases come from and which are selected
+IFEVAL_OPTIONS = (
+    Option("dataset", str, "embedded",
+           "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"),
+    Option("split", str, "train", "dataset split for Hugging Face datasets"),
+    Option("types", parse_types, SEED_INSTRUCTION_TYPES,
+           "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'"),
+    Option("per_type", parse_positive_int, 4, "cases sampled per instruction type"),
+    Option("case_seed", parse_int, 123, "seed of the balanced case sampling"),
+)
+
+
+def _ifeval_split(settings: Settings) -> CaseSplit:
     from .cases import load_cases, select_cases
 
-    source = None if spec.dataset == "embedded" else spec.dataset
-    every = load_cases(source, split=spec.split)
-    types = spec.types or None
-    evaluated = CaseSet(tuple(select_cases(every, instruction_types=types, per_type=spec.per_type,
-                                           seed=spec.case_seed)), source=spec.dataset)
+    dataset = settings["dataset"]
+    every = load_cases(None if dataset == "embedded" else dataset, split=settings["split"])
+    types = settings["types"] or None
+    evaluated = CaseSet(tuple(select_cases(every, instruction_types=types, per_type=settings["per_type"],
+                                           seed=settings["case_seed"])), source=dataset)
     chosen = {c.key for c in evaluated}
     held: list[Case] = []
     for t in evaluated.types:
-        pool = [c for c in select_cases(every, instruction_types=[t], seed=spec.case_seed) if c.key not in chosen]
+        pool = [c for c in select_cases(every, instruction_types=[t], seed=settings["case_seed"])
+                if c.key not in chosen]
         held += pool[:HELD_OUT_PER_TYPE]
     return CaseSplit(evaluated, tuple(held))
 
@@ -93,10 +115,11 @@ def ifeval_task() -> Task:
     """IFEval strict/loose accuracy over the embedded set or a Split-IFEval file; held out: unselected cases."""
     from .metrics.instruction import IFEvalScorer
 
-    return Task("ifeval", (IFEvalScorer(),), "strict_prompt_accuracy", _ifeval_split)
+    return Task("ifeval", (IFEvalScorer(),), "strict_prompt_accuracy", _ifeval_split, IFEVAL_OPTIONS)
 
 
 _TASKS: dict[str, Task | Callable[[], Task]] = {"ifeval": ifeval_task}
+_BUILTIN_OPTIONS = {"ifeval": IFEVAL_OPTIONS}  # known without building the task (its scorer is not cheap)
 _ORIGINS: dict[str, tuple[str, str]] = {}  # task name -> (module, file) that registered it
 _CLASHES: dict[str, str] = {}  # task name -> why it cannot be used
 
@@ -129,8 +152,6 @@ def get_task(name: str) -> Task:
     if name in _CLASHES:
         raise TaskError(_CLASHES[name])
     if name not in _TASKS:
-        from .methods.base import nearest
-
         hint = nearest(name, _TASKS)
         raise TaskError(f"unknown task {name!r}; registered: {', '.join(_TASKS)}"
                         + (f"; did you mean {hint!r}?" if hint else "")
@@ -140,3 +161,14 @@ def get_task(name: str) -> Task:
     _TASKS[name] = task
     return task
 
+
+
+def task_options(name: str | None = None) -> tuple[Option, ...]:
+    """The options of task `name` (none for an unknown name: `get_task` says so), or of every task."""
+    names = list(_TASKS) if name is None else [name]
+    out: dict[str, Option] = {}
+    for n in names:
+        found = _TASKS.get(n)
+        for o in _BUILTIN_OPTIONS.get(n, ()) if not isinstance(found, Task) else found.options:
+            out.setdefault(o.name, o)
+    return tuple(out.values())

@@ -23,8 +23,8 @@ from pytest_steer.methods.actadd import (
     prompt_without_instructions,
 )
 from pytest_steer.models import LoadedModel
-from pytest_steer.options import RunSpec
 from pytest_steer.prompts import encode, render_chat
+from pytest_steer.spec import RunSpec
 
 from .tiny_models import tiny_model
 
@@ -57,7 +57,7 @@ def _reference_hook(coefs: torch.Tensor, direction: torch.Tensor):
 
 def test_import_does_not_load_torch():
     code = ("import pytest_steer.methods.actadd, pytest_steer.methods.pasta, pytest_steer.methods.prompt, sys; "
-            "from pytest_steer.options import RunSpec; RunSpec(methods=('pasta', 'actadd', 'prompt')).configs(); "
+            "from pytest_steer.spec import RunSpec; RunSpec(methods=('pasta', 'actadd', 'prompt')).configs(); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -28,6 +28,7 @@ RANKS: dict[str, int] = {
     "plugin": 5,
     # 4: one run: orchestration, and its session-end half that hands rows to the report
     "session": 4,
+    "spec": 3,  # the run's settings: every method's and task's options
     "finish": 4,
     # 3: reporting
     "reporting": 3,

@@ -6,24 +6,24 @@ import argparse
 
 import pytest
 
+from pytest_steer.cases import SEED_INSTRUCTION_TYPES
 from pytest_steer.methods import SteeringError
+from pytest_steer.methods.actadd import ActivationSteering
+from pytest_steer.methods.pasta import PASTA
+from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import split_cpu_threads, worker_device
 from pytest_steer.options import (
-    SEED_TYPES,
     MarkerError,
-    RunSpec,
-    parse_alphas,
     parse_batch_size,
-    parse_coefficients,
     parse_layers,
     parse_methods,
     parse_positive_int,
     parse_quality,
-    parse_types,
-    parse_variants,
-    resolve,
-    spec_from,
 )
+from pytest_steer.spec import RunSpec, resolve, spec_from
+from pytest_steer.tasks import parse_types
+
+parse_alphas, parse_coefficients, parse_variants = (m.grid.parse for m in (PASTA, ActivationSteering, PromptEmphasis))
 
 
 def test_parse_alphas_accepts_text_and_lists_and_refuses_repeats():
@@ -32,8 +32,22 @@ def test_parse_alphas_accepts_text_and_lists_and_refuses_repeats():
     for bad in ("0", "-1", "1", "inf", "nan", "x", "", [True]):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_alphas(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="alpha 1 is the unsteered baseline"):
+        parse_alphas("1")
     with pytest.raises(argparse.ArgumentTypeError, match="given twice"):
         parse_alphas("10,10")
+
+
+def test_one_rule_per_parameter_the_grid_option_and_the_method_agree():
+    """The grid option's parser is the method's own check plus "not the no-op": they cannot disagree."""
+    for method, good, noop in ((PASTA(), "0.5", 1.0), (ActivationSteering(), "-2", 0.0),
+                               (PromptEmphasis(), "marked", "none")):
+        assert method.grid.parse(good) == (method.check(good),)
+        assert method.check(noop) == noop  # a valid value (steer() may be handed it) ...
+        with pytest.raises(argparse.ArgumentTypeError, match="unsteered baseline"):
+            method.grid.parse(str(noop))  # ... but never a grid point: the baseline is always there
+        with pytest.raises(SteeringError, match="unsteered baseline"):
+            RunSpec(methods=(method.name,), **{method.grid.name: (noop,)}).configs()
 
 
 def test_method_value_parsers():
@@ -75,7 +89,7 @@ def test_quality_typos_are_caught_before_any_network():
 
 
 def test_types_and_batch_size():
-    assert parse_types("seed") == SEED_TYPES and parse_types("all") == ()
+    assert parse_types("seed") == SEED_INSTRUCTION_TYPES and parse_types("all") == ()
     assert parse_types("a:b, c:d") == ("a:b", "c:d")
     assert parse_batch_size("auto") == "auto" and parse_batch_size("8") == 8
     with pytest.raises(argparse.ArgumentTypeError):

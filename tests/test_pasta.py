@@ -16,8 +16,8 @@ from pytest_steer.cases import Case
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config, user_turn
 from pytest_steer.methods.pasta import PASTA, middle_layers
 from pytest_steer.models import load_model
-from pytest_steer.options import RunSpec
 from pytest_steer.prompts import encode, render_chat
+from pytest_steer.spec import RunSpec
 
 from .tiny_models import tiny_model
 

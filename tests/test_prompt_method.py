@@ -9,7 +9,7 @@ import pytest
 from pytest_steer.cases import Case
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.prompt import PromptEmphasis
-from pytest_steer.options import RunSpec
+from pytest_steer.spec import RunSpec
 
 CASE = Case("k", "Write a poem about rain. Do not use the word wet. End with 'Bye'.",
             ("Do not use the word wet.", "End with 'Bye'."), ("keywords:forbidden_words", "startend:end_checker"),

@@ -6,8 +6,8 @@ import pytest
 
 from pytest_steer.cases import Case
 from pytest_steer.methods.base import BASELINE_CONFIG
-from pytest_steer.options import RunSpec
 from pytest_steer.scores import Metric, Sample, ScorerError, scorer
+from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import HELD_OUT_PER_TYPE, CaseSplit, Task, TaskError, get_task, register_task
 
 

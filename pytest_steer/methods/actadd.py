@@ -26,13 +26,13 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from ..options import Option, grid_parser, parse_choice, parse_layer
 from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
 
 if TYPE_CHECKING:
     import torch
 
     from ..cases import Case
-    from ..options import RunSpec
     from ..prompts import EncodedBatch
 
 # A removed instruction followed by one of these leaves no space before it ("cats ." -> "cats.").
@@ -286,6 +286,11 @@ VECTORS_FORMAT = 2
 RULES = ("project", "add")
 
 
+def check_coefficient(value: Any) -> float:
+    """Activation steering's one rule for its weight: any finite number (0 = no steering, < 0 pushes away)."""
+    return finite_number("actadd", "coefficient", value)
+
+
 class ActivationSteering:
     """Instruction activation steering as a `SteeringMethod`, at weight `value` on its rule.
 
@@ -298,6 +303,14 @@ class ActivationSteering:
     name: ClassVar[str] = "actadd"
     param: ClassVar[str] = "coefficient"
     noop: ClassVar[Value] = 0.0
+    grid: ClassVar[Option] = Option("actadd_coefs", grid_parser("coefficient", check_coefficient, 0.0, "1,2,4"),
+                                    (1.0, 2.0, 4.0), "activation-steering coefficients to sweep")
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("actadd_layer", parse_layer, "middle",
+               "layer whose output activation steering adds to: middle or an index"),
+        Option("actadd_rule", parse_choice(*RULES), "project",
+               "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
+    )
 
     def __init__(self, layer: int | str = "middle", rule: str = "project") -> None:
         if layer != "middle" and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
@@ -313,14 +326,15 @@ class ActivationSteering:
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
 
     @classmethod
-    def from_spec(cls, spec: RunSpec) -> ActivationSteering:
-        return cls(layer=spec.actadd_layer, rule=spec.actadd_rule)
+    def from_options(cls, values: Mapping[str, Any]) -> ActivationSteering:
+        """The method at the values of its declared `options`."""
+        return cls(layer=values["actadd_layer"], rule=values["actadd_rule"])
 
     def __repr__(self) -> str:
         return f"ActivationSteering(layer={self.layer!r}, rule={self.rule!r})"
 
     def check(self, value: Any) -> float:
-        return finite_number(self.name, self.param, value)
+        return check_coefficient(value)
 
     def label(self, value: Value, grid: Sequence[Value]) -> str:
         return number_label("c", float(value), [float(g) for g in grid])

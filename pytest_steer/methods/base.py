@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from ..options import nearest
+
+__all__ = ["nearest"]  # re-exported: the "did you mean" hint of every method's errors
+
 if TYPE_CHECKING:
     from ..cases import Case
     from ..prompts import EncodedBatch
@@ -98,14 +102,6 @@ class SteeringMethod(Protocol):
               values: Sequence[Value | None]) -> contextlib.AbstractContextManager[None]:
         """Steer every forward pass inside the block; row i at values[i] (None: leave the row alone)."""
         ...
-
-
-def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
-    """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
-    import difflib
-
-    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
-    return found[0] if found else None
 
 
 def user_turn(case: Case) -> list[dict[str, str]]:

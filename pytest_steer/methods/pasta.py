@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..options import Option, grid_parser, parse_choice, parse_layers
 from ..prompts import render_chat
 from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     import torch
 
     from ..cases import Case
-    from ..options import RunSpec
     from ..prompts import EncodedBatch
 
 SCALE_POSITIONS = ("include", "exclude", "generation")
@@ -196,6 +196,14 @@ def middle_layers(num_layers: int) -> list[int]:
 # The method
 
 
+def check_alpha(value: Any) -> float:
+    """PASTA's one rule for alpha: a finite number > 0 (1 = no steering; < 1 down-weights)."""
+    a = finite_number("pasta", "alpha", value)
+    if not a > 0:
+        raise SteeringError(f"pasta alpha {value!r} must be > 0 (1 = no steering)")
+    return a
+
+
 class PASTA:
     """PASTA attention steering as an exact additive bias, one alpha per batch row.
 
@@ -207,6 +215,15 @@ class PASTA:
     name: ClassVar[str] = "pasta"
     param: ClassVar[str] = "alpha"
     noop: ClassVar[Value] = 1.0
+    #: the grid option and the settings this method reads (CLI --steer-<name>, ini steer_<name>, marker <name>)
+    grid: ClassVar[Option] = Option(
+        "alphas", grid_parser("alpha", check_alpha, 1.0, "5,10,20"), (5.0, 10.0, 20.0),
+        "PASTA strengths to sweep, comma-separated (the baseline is always added)")
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("layers", parse_layers, "middle",
+               "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"),
+        Option("scale_position", parse_choice(*SCALE_POSITIONS), "include", "PASTA scale position"),
+    )
 
     def __init__(self, layers: Any = "middle", scale_position: str = "include") -> None:
         if scale_position not in SCALE_POSITIONS:
@@ -219,8 +236,9 @@ class PASTA:
         self.unsteerable: set[str] = set()  # keys of cases whose instructions were not found (warn mode)
 
     @classmethod
-    def from_spec(cls, spec: RunSpec) -> PASTA:
-        return cls(layers=spec.layers, scale_position=spec.scale_position)
+    def from_options(cls, values: Mapping[str, Any]) -> PASTA:
+        """The method at the values of its declared `options`."""
+        return cls(layers=values["layers"], scale_position=values["scale_position"])
 
     def __repr__(self) -> str:
         return f"PASTA(layers={self.layers!r}, scale_position={self.scale_position!r})"
@@ -228,10 +246,7 @@ class PASTA:
     # --- values ---------------------------------------------------------------------------------
 
     def check(self, value: Any) -> float:
-        a = finite_number(self.name, self.param, value)
-        if not a > 0:
-            raise SteeringError(f"pasta alpha {value!r} must be > 0 (1 = no steering)")
-        return a
+        return check_alpha(value)
 
     def label(self, value: Value, grid: Sequence[Value]) -> str:
         return number_label("alpha", float(value), [float(g) for g in grid])

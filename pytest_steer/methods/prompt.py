@@ -17,14 +17,14 @@ mechanistic method is not worth its cost; sweeping this method next to them answ
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..options import Option, grid_parser, nearest
 from .base import PrepareContext, SteeringError, Value, user_turn
 
 if TYPE_CHECKING:
     from ..cases import Case
-    from ..options import RunSpec
     from ..prompts import EncodedBatch
 
 VARIANTS = ("restate", "system", "both", "marked")
@@ -32,6 +32,15 @@ NOOP = "none"
 RESTATE = "\n\nImportant: "
 SYSTEM = "Follow these instructions in the user's request exactly:\n"
 MARK = "*"
+
+
+def check_variant(value: Any) -> str:
+    """Prompt emphasis's one rule for its variant: one of VARIANTS, or NOOP (unchanged)."""
+    if isinstance(value, str) and value.strip() in (*VARIANTS, NOOP):
+        return value.strip()
+    hint = nearest(value, (*VARIANTS, NOOP)) if isinstance(value, str) else None
+    raise SteeringError(f"prompt variant {value!r} is not one of {', '.join(VARIANTS)} (or {NOOP})"
+                        + (f"; did you mean {hint!r}?" if hint else ""))
 
 
 class PromptEmphasis:
@@ -45,25 +54,23 @@ class PromptEmphasis:
     name: ClassVar[str] = "prompt"
     param: ClassVar[str] = "variant"
     noop: ClassVar[Value] = NOOP
+    grid: ClassVar[Option] = Option("prompt_variants", grid_parser("prompt variant", check_variant, NOOP, "restate"),
+                                    ("restate", "system"),
+                                    "prompt-emphasis variants to sweep: " + ", ".join(VARIANTS))
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self) -> None:
         self._default_system: str | None = None  # the template's own system text, found in prepare
 
     @classmethod
-    def from_spec(cls, spec: RunSpec) -> PromptEmphasis:
+    def from_options(cls, values: Mapping[str, Any]) -> PromptEmphasis:
         return cls()
 
     def __repr__(self) -> str:
         return "PromptEmphasis()"
 
     def check(self, value: Any) -> str:
-        from .base import nearest
-
-        if isinstance(value, str) and value.strip() in (*VARIANTS, NOOP):
-            return value.strip()
-        hint = nearest(value, (*VARIANTS, NOOP)) if isinstance(value, str) else None
-        raise SteeringError(f"prompt variant {value!r} is not one of {', '.join(VARIANTS)} (or {NOOP})"
-                            + (f"; did you mean {hint!r}?" if hint else ""))
+        return check_variant(value)
 
     def label(self, value: Value, grid: Sequence[Value]) -> str:
         return str(value)
