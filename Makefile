@@ -31,7 +31,7 @@ eval: setup
 
 lint: setup
 	$(PY) -m ruff check pytest_steer tests evals bench conftest.py
-	$(PY) -m mypy pytest_steer tests/typing_methods.py
+	$(PY) -m mypy pytest_steer tests/typing_methods.py tests/typing_public.py
 
 test: lint
 	$(PY) -m pytest tests/ $(ARGS)

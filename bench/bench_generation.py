@@ -68,7 +68,7 @@ from pytest_steer.generation import (
     GenerationSettings,
     grid_requests,
 )
-from pytest_steer.methods import BASELINE_CONFIG, Config, PrepareContext, SteeringMethod, config
+from pytest_steer.methods import BASELINE_CONFIG, GridPoint, PrepareContext, SteeringMethod, config
 from pytest_steer.methods.actadd import ActivationSteering
 from pytest_steer.methods.pasta import PASTA
 from pytest_steer.models import (
@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_variants(args, lm, {"pasta": pasta, "actadd": actadd}, cases, settings, device)
 
 
-def make_rows(cases: Sequence[Case], n: int, config_of: Callable[[int], Config]) -> list[GenerationRequest]:
+def make_rows(cases: Sequence[Case], n: int, config_of: Callable[[int], GridPoint]) -> list[GenerationRequest]:
     """n rows over the cases (trial = how many times the case list has wrapped)."""
     return [GenerationRequest(cases[i % len(cases)], config_of(i), i // len(cases)) for i in range(n)]
 

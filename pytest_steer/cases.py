@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 EMBEDDED = "embedded"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -80,6 +80,42 @@ class Case:
             self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CaseOffers(Protocol):
+    """What a task tells steering methods about its cases; methods ask it instead of reading fields.
+
+    `highlights`: the exact substrings of the prompt to steer towards (PASTA highlights them, prompt
+    emphasis restates or marks them, activation steering cuts them out for its paired prompt); empty
+    when the case has none. `vector_keys`: the groups a case's activation vectors are fitted and
+    looked up by, as (finest key, the coarser key it falls back to) pairs; empty when it has none.
+    """
+
+    def highlights(self, case: Case) -> tuple[str, ...]: ...
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class InstructionOffers:
+    """Cases in the Split-IFEval layout (the default): highlight the instruction sentences; one vector group
+    per instruction type, and per target language for `language:response_language`, as the reference
+    keeps one vector per language."""
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(case.instructions or ())
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        out = []
+        for i, kind in enumerate(case.instruction_id_list):
+            kwargs = case.kwargs[i] if i < len(case.kwargs) else None
+            language = (kwargs or {}).get("language") if kind == "language:response_language" else None
+            out.append(((f"{kind}={language}" if language else kind), kind))
+        return out
+
+
+#: what a case offers when no task says otherwise
+INSTRUCTIONS = InstructionOffers()
 
 
 @dataclass(frozen=True)

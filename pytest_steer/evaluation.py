@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from . import gates, reduce
-from .methods.base import Config
+from .methods.base import GridPoint
 from .reduce import Comparison
 from .results import BASELINE, ResultRow, to_frame
 from .scores import Metric
@@ -62,7 +62,7 @@ class EvalResult:
     the same cases and trials, for the paired gates.
     """
 
-    config: Config | str
+    config: GridPoint | str
     trial: int | None
     rows: list[ResultRow]
     metrics: Sequence[Metric]
@@ -78,23 +78,23 @@ class EvalResult:
 
     @property
     def label(self) -> str:
-        return self.config.label if isinstance(self.config, Config) else str(self.config)
+        return self.config.label if isinstance(self.config, GridPoint) else str(self.config)
 
     @property
     def method(self) -> str:
-        if isinstance(self.config, Config):
+        if isinstance(self.config, GridPoint):
             return self.config.method
         return self.rows[0].method if self.rows else (BASELINE if self.label == BASELINE else "")
 
     @property
     def value(self) -> float | str | None:
-        if isinstance(self.config, Config):
+        if isinstance(self.config, GridPoint):
             return self.config.value
         return self.rows[0].value if self.rows else None
 
     @property
     def is_baseline(self) -> bool:
-        return self.config.is_baseline if isinstance(self.config, Config) else self.label == BASELINE
+        return self.config.is_baseline if isinstance(self.config, GridPoint) else self.label == BASELINE
 
     @property
     def records(self) -> list[ResultRow]:

@@ -26,7 +26,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from .methods.base import Config, SteeringError, SteeringMethod, user_turn
+from .methods.base import GridPoint, SteeringError, SteeringMethod, user_turn
 from .prompts import encode, render_chat
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class GenerationRequest:
     """One row to generate: a case under one config (a method at a value, or the baseline) and trial."""
 
     case: Case
-    config: Config
+    config: GridPoint
     trial: int
 
     @property
@@ -343,7 +343,8 @@ class GenerationEngine:
         return Generation(req, text, n, "length" if stop is None else "stop", seed)
 
 
-def grid_requests(cases: Iterable[Case], configs: Sequence[Config], trials: Iterable[int]) -> list[GenerationRequest]:
+def grid_requests(cases: Iterable[Case], configs: Sequence[GridPoint],
+                  trials: Iterable[int]) -> list[GenerationRequest]:
     """Every (case, config, trial) row of a sweep, trial-major then config then case."""
     cases, trials = list(cases), list(trials)
     return [GenerationRequest(c, cfg, t) for t in trials for cfg in configs for c in cases]

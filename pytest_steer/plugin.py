@@ -1,50 +1,43 @@
 """pytest glue: options, marker, fixtures, parametrization, xdist and pytest-html hooks.
 
-The work lives in `session.SteerRun` and `reporting`; this module only translates between pytest
-and them. It costs nothing where no steering test is collected: nothing heavier than `options` is
-imported, and nothing is written, until a collected item uses a steering fixture or the marker.
+A run's life belongs to `session.SteerSession`; this module translates pytest's hooks into its calls
+and its errors into `pytest.UsageError`. It costs nothing where no steering test is collected: nothing
+heavier than `spec` is imported, and nothing is written, until a collected item uses a steering
+fixture or the marker.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from .options import BUILTIN_QUALITY, MarkerError, Option
-from .spec import RunSpec, declared_options, resolve, spec_from
+from .options import MarkerError, Option
+from .spec import RunSpec, declared_options
 
 if TYPE_CHECKING:
-    from .evaluation import EvalResult
-    from .methods import Config
-    from .session import SteerRun
+    from .session import (
+        PASTA,
+        CaseSet,
+        EvalResult,
+        GridPoint,
+        LoadedModel,
+        SteerEval,
+        SteeringMethod,
+        SteerPoint,
+        SteerSession,
+    )
 
 GRID_FIXTURES = {"steer_config", "alpha", "trial", "steer_result", "steer_baseline"}
-STEER_FIXTURES = {"steer_eval", "steer_cases", "pasta", "steer_model"}
+STEER_FIXTURES = {"steer_eval", "steer_cases", "pasta", "steer_model", "steer_methods"}
 WORKER_KEY = "pytest_steer_rows"
-
-
-@dataclass(frozen=True)
-class SteerPoint:
-    """One parametrized grid point of one test."""
-
-    spec: RunSpec
-    config: Config
-    trial: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.config.label}-trial{self.trial}"
 
 
 # -- options ------------------------------------------------------------------------------------------
@@ -92,91 +85,28 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     return result
 
 
-class SteerPlugin:
-    """Per-session state: resolved options, the run (created on first use), and the rows for the report."""
+def _progress(config: pytest.Config) -> Any:
+    """The session's progress callback: plain lines in CI logs and under xdist, one updating line on a terminal."""
+    last = [0.0]
+    is_worker = hasattr(config, "workerinput")
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.is_worker = hasattr(config, "workerinput")
-        try:
-            self.global_settings = resolve(self._cli, self._ini, {})
-        except MarkerError as exc:
-            raise pytest.UsageError(f"pytest-steer: {exc}") from None
-        self.report_dir = Path(config.invocation_params.dir) / self.global_settings["report_dir"]
-        self._run: SteerRun | None = None
-        self.specs: list[RunSpec] = []
-        self.problems: dict[str, str] = {}  # test -> marker error found at collection, raised if the test is selected
-        self.worker_rows: list[dict[str, Any]] = []
-        self.worker_settings: dict[str, dict[str, Any]] = {}
-        self.worker_meta: list[dict[str, Any]] = []
-        self.worker_metrics: dict[str, list[dict[str, Any]]] = {}
-        self.summary_fragment: str | None = None
-        self.terminal_lines: list[str] = []
-        self.stored: Any = None
-        self.missing_in_stored: set[str] = set()
-        self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
-        self.report_lock: Any = None  # held from start-up to exit: one session per report dir
-        self._progress_last = 0.0
-
-    def _cli(self, name: str) -> Any:
-        return self.config.getoption(f"steer_{name}", None)  # None: registered after the command line was read
-
-    def _ini(self, name: str) -> Any:
-        parser, added = _PARSERS[self.config.pluginmanager]
-        if name not in added:  # a method registered in a test module: its ini key is declared now
-            _add_options(parser, declared_options(), added)
-        return self.config.getini(f"steer_{name}")
-
-    @property
-    def run(self) -> SteerRun:
-        if self._run is None:
-            from .session import ModelSettings, SteerRun, default_cache
-
-            g = self.global_settings
-            device = g["device"]
-            if self.is_worker and g["devices"]:
-                from .models import worker_device
-
-                worker = str(getattr(self.config, "workerinput", {})["workerid"])
-                device = worker_device(g["devices"], int(worker.removeprefix("gw")))
-            cache = default_cache(g["cache"], g["cache_dir"])
-            if g["clear_cache"] and not self.is_worker:
-                cache.clear()
-            settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
-            self._run = SteerRun(settings, cache, on_progress=self._progress)
-        return self._run
-
-    def spec_for(self, node: Any) -> RunSpec:
-        """The test's settings; a bad marker raises MarkerError naming the test."""
-        marker = node.get_closest_marker("steer")
-        kwargs = dict(marker.kwargs) if marker else {}
-        args = tuple(marker.args) if marker else ()
-        try:
-            spec = spec_from(resolve(self._cli, self._ini, kwargs, args))
-            spec.configs()  # labels and values checked by the methods themselves
-            return spec
-        except (MarkerError, argparse.ArgumentTypeError, ValueError) as exc:
-            raise MarkerError(f"{node.nodeid}: {exc}") from None
-
-    # -- progress: plain lines in CI logs and under xdist, one updating line on a terminal -----------
-
-    def _progress(self, p: Any) -> None:
-        if self.config.get_verbosity() < 0:
+    def show(p: Any) -> None:
+        if config.get_verbosity() < 0:
             return
         now = time.monotonic()
         finished = p.done == p.total
         eta = f"{p.eta_s:.0f}s" if p.eta_s == p.eta_s else "?"
         line = f"steer: generated {p.done}/{p.total} rows, {p.tokens_per_s:.1f} tokens/s, ETA {eta}"
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        tty = tr is not None and tr.isatty() and not self.is_worker
-        if not tty and not finished and now - self._progress_last < 10:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        tty = tr is not None and tr.isatty() and not is_worker
+        if not tty and not finished and now - last[0] < 10:
             return
-        self._progress_last = now
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        last[0] = now
+        capman = config.pluginmanager.get_plugin("capturemanager")
         # capture owns fds 1 and 2 while a test runs; xdist workers inherit the controller's stderr
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            if self.is_worker and sys.__stderr__ is not None:
-                sys.__stderr__.write(f"[{getattr(self.config, 'workerinput', {}).get('workerid')}] {line}\n")
+            if is_worker and sys.__stderr__ is not None:
+                sys.__stderr__.write(f"[{getattr(config, 'workerinput', {}).get('workerid')}] {line}\n")
                 sys.__stderr__.flush()
             elif tr is not None and tty:
                 tr.write("\r" + line.ljust(78), flush=True)
@@ -185,13 +115,21 @@ class SteerPlugin:
             elif tr is not None:
                 tr.write_line(line)
 
-
-_PLUGIN = pytest.StashKey[SteerPlugin]()
-_RESULT = pytest.StashKey[tuple[SteerPoint, Any]]()
+    return show
 
 
-def _plugin(config: pytest.Config) -> SteerPlugin:
-    return config.stash[_PLUGIN]
+_SESSION = pytest.StashKey["SteerSession"]()
+_RESULT = pytest.StashKey[tuple["SteerPoint", Any]]()
+
+
+def _session(config: pytest.Config) -> SteerSession:
+    return config.stash[_SESSION]
+
+
+def _spec_for(node: Any) -> RunSpec:
+    marker = node.get_closest_marker("steer")
+    return _session(node.config).spec_for(node.nodeid, dict(marker.kwargs) if marker else {},
+                                          tuple(marker.args) if marker else ())
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -201,7 +139,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "steer(**settings): grid and settings for one test, e.g. methods='pasta,prompt', alphas=[5, 10], trials=3, "
         "per_type=4, task='ifeval', include_baseline=False; the command line still wins",
     )
-    config.stash[_PLUGIN] = SteerPlugin(config)
+    from .session import StartError, SteerSession
+
+    parser, added = _PARSERS[config.pluginmanager]
+
+    def get_cli(name: str) -> Any:
+        return config.getoption(f"steer_{name}", None)  # None: registered after the command line was read
+
+    def get_ini(name: str) -> Any:
+        if name not in added:  # a method registered in a test module: its ini key is declared now
+            _add_options(parser, declared_options(), added)
+        return config.getini(f"steer_{name}")
+
+    try:
+        config.stash[_SESSION] = SteerSession(get_cli, get_ini, Path(config.invocation_params.dir),
+                                              worker=getattr(config, "workerinput", None),
+                                              on_progress=_progress(config))
+    except StartError as exc:
+        raise pytest.UsageError(f"pytest-steer: {exc}") from None
 
 
 # -- parametrization and fixtures -------------------------------------------------------------------
@@ -219,11 +174,12 @@ def _own_params(metafunc: pytest.Metafunc) -> set[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not GRID_FIXTURES & set(metafunc.fixturenames) or GRID_FIXTURES & _own_params(metafunc):
         return
-    plugin = _plugin(metafunc.config)
+    from .session import SteerPoint
+
     try:
-        spec = plugin.spec_for(metafunc.definition)
+        spec = _spec_for(metafunc.definition)
     except MarkerError as exc:
-        plugin.problems[metafunc.definition.nodeid] = str(exc)
+        _session(metafunc.config).problems[metafunc.definition.nodeid] = str(exc)
         metafunc.parametrize("steer_point", [pytest.param(None, id="invalid-steer-marker")], indirect=True)
         return
     configs = [c for c in spec.configs() if not c.is_baseline or spec.include_baseline]
@@ -246,14 +202,17 @@ def steer_point(request: pytest.FixtureRequest) -> SteerPoint:
 
 
 @pytest.fixture
-def steer_config(steer_point: SteerPoint) -> Config:
+def steer_config(steer_point: SteerPoint) -> GridPoint:
     """This item's config: `.method`, `.value`, `.label`, `.strength` (method "baseline" when unsteered)."""
     return steer_point.config
 
 
 @pytest.fixture
-def alpha(steer_point: SteerPoint) -> float | None:
-    """PASTA's alpha of this item; None for the baseline and for other methods' configs."""
+def alpha(request: pytest.FixtureRequest, steer_point: SteerPoint) -> float | None:
+    """PASTA's alpha of this item; None for the baseline and for other methods' configs.
+
+    Deprecated: it names one method's parameter; use `steer_config.value` (with `steer_config.method`)."""
+    _deprecated(request, "alpha", "steer_config.value (and steer_config.method == 'pasta')")
     c = steer_point.config
     return float(c.value) if c.method == "pasta" and c.value is not None else None
 
@@ -266,7 +225,7 @@ def trial(steer_point: SteerPoint) -> int:
 @pytest.fixture
 def steer_result(request: pytest.FixtureRequest, steer_point: SteerPoint) -> EvalResult:
     """The scored result of this item's (config, trial), with its baseline; metrics become test properties."""
-    result = _plugin(request.config).run.result(steer_point.spec, steer_point.config, steer_point.trial)
+    result = _session(request.config).result(steer_point)
     for name, value in result.properties():
         request.node.user_properties.append((name, value))
     request.node.stash[_RESULT] = (steer_point, result)
@@ -276,70 +235,48 @@ def steer_result(request: pytest.FixtureRequest, steer_point: SteerPoint) -> Eva
 @pytest.fixture
 def steer_baseline(request: pytest.FixtureRequest, steer_point: SteerPoint) -> EvalResult:
     """The unsteered result of the same trial (same cases, same random draws)."""
-    return _plugin(request.config).run.result(steer_point.spec, "baseline", steer_point.trial)
+    return _session(request.config).run.result(steer_point.spec, "baseline", steer_point.trial)
 
 
 @pytest.fixture(scope="session")
-def steer_model(pytestconfig: pytest.Config) -> Any:
+def steer_model(pytestconfig: pytest.Config) -> LoadedModel:
     """The model under test (`LoadedModel`: .model, .tokenizer, .name, .identity), loaded once per process."""
-    return _plugin(pytestconfig).run.model
+    return _session(pytestconfig).run.model
 
 
 @pytest.fixture
-def steer_cases(request: pytest.FixtureRequest) -> Any:
+def steer_cases(request: pytest.FixtureRequest) -> CaseSet:
     """The evaluated cases for this test's settings (`CaseSet`)."""
-    plugin = _plugin(request.config)
-    return plugin.run.cases(plugin.spec_for(request.node))
+    return _session(request.config).run.cases(_spec_for(request.node))
+
+
+def _deprecated(request: pytest.FixtureRequest, name: str, instead: str) -> None:
+    request.node.warn(pytest.PytestDeprecationWarning(
+        f"pytest-steer: the fixture {name!r} is deprecated (it belongs to one method); use {instead}"))
 
 
 @pytest.fixture
-def pasta(request: pytest.FixtureRequest) -> Any:
-    """This test's PASTA method (layers, scale position), prepared on the model: `pasta.steer(...)`."""
-    plugin = _plugin(request.config)
-    spec = plugin.spec_for(request.node)
-    from .methods import build_method
+def pasta(request: pytest.FixtureRequest) -> PASTA:
+    """This test's PASTA method (layers, scale position), prepared on the model: `pasta.steer(...)`.
 
-    return plugin.run.methods(spec).get("pasta") or build_method("pasta", spec)
+    Deprecated: it names one method; use `steer_methods["pasta"]`."""
+    _deprecated(request, "pasta", 'steer_methods["pasta"]')
+    return cast("PASTA", _session(request.config).methods(_spec_for(request.node))["pasta"])
 
 
-class SteerEval:
-    """Evaluation entry point for tests that look at the whole sweep rather than one grid point."""
-
-    def __init__(self, plugin: SteerPlugin, spec: RunSpec) -> None:
-        self._plugin, self.spec = plugin, spec
-
-    @property
-    def configs(self) -> list[Config]:
-        return self.spec.configs()
-
-    def result(self, config: str | Config, trial: int | None = None) -> EvalResult:
-        """One config by label ("pasta-alpha10") or Config; `trial=None` pools all trials (the unit for gates)."""
-        return self._plugin.run.result(self.spec, config, trial)
-
-    def results(self, method: str | None = None) -> list[EvalResult]:
-        """Every steered config's pooled result, optionally of one method."""
-        return [self.result(c) for c in self.configs if not c.is_baseline and method in (None, c.method)]
-
-    def rows(self) -> list[Any]:
-        return [r for t in range(self.spec.trials) for r in self._plugin.run.rows(self.spec, t)]
-
-    def frame(self) -> Any:
-        """The whole sweep as a DataFrame, one row per (case, config, trial), one column per score."""
-        from .results import to_frame
-
-        return to_frame(self.rows())
-
-    def summary(self) -> Any:
-        """One row per config with every metric, its interval, and the paired difference to the baseline."""
-        from .reduce import summary
-
-        return summary(self.frame(), self._plugin.run.metrics(self.spec))
+@pytest.fixture
+def steer_methods(request: pytest.FixtureRequest) -> dict[str, SteeringMethod]:
+    """Every registered steering method by name, built from this test's settings; the test's own methods
+    are prepared on the model (`steer_methods["pasta"].steer(...)`)."""
+    return _session(request.config).methods(_spec_for(request.node))
 
 
 @pytest.fixture
 def steer_eval(request: pytest.FixtureRequest) -> SteerEval:
-    plugin = _plugin(request.config)
-    return SteerEval(plugin, plugin.spec_for(request.node))
+    """The whole sweep of this test's settings (`session.SteerEval`)."""
+    from .session import SteerEval
+
+    return SteerEval(_session(request.config).run, _spec_for(request.node))
 
 
 def _uses_steering(item: pytest.Item) -> bool:
@@ -347,46 +284,6 @@ def _uses_steering(item: pytest.Item) -> bool:
     if cs is not None and "steer_point" in cs.params:
         return True
     return bool(set(getattr(item, "fixturenames", ())) & STEER_FIXTURES) or item.get_closest_marker("steer") is not None
-
-
-def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
-    """Fail at start-up, not after generating, when a path the run will write to cannot be written."""
-    import tempfile
-
-    target = path if is_dir else path.parent
-    probe = target
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    problem = None
-    if is_dir and path.exists() and not path.is_dir():
-        problem = "is a file, not a directory"
-    elif not is_dir and path.is_dir():
-        problem = "is a directory; give a file path"
-    elif not probe.is_dir():
-        problem = f"{probe} is not a directory"
-    else:
-        try:
-            with tempfile.TemporaryFile(dir=probe):
-                pass
-        except OSError as exc:
-            problem = f"cannot be written ({exc.strerror or exc})"
-    if problem:
-        raise pytest.UsageError(f"pytest-steer: {option} {path}: {problem}")
-
-
-def _lock_report_dir(plugin: SteerPlugin) -> None:
-    """One session per report dir: two would overwrite each other's files, the last one silently winning."""
-    from .cache import hold_lock
-
-    try:
-        plugin.report_dir.mkdir(parents=True, exist_ok=True)
-        plugin.report_lock = hold_lock(plugin.report_dir / ".pytest-steer.lock")
-    except OSError as exc:
-        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: cannot be written "
-                                f"({exc.strerror or exc})") from None
-    if plugin.report_lock is None:
-        raise pytest.UsageError(f"pytest-steer: --steer-report-dir {plugin.report_dir}: another pytest session is "
-                                "writing its report there; wait for it, or give this run its own --steer-report-dir")
 
 
 def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path) -> None:
@@ -408,111 +305,43 @@ def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fail fast: everything that can be checked without generating is checked once the selection is known."""
-    plugin = _plugin(config)
+    from .session import StartError
+
+    steer = _session(config)
     steering = [it for it in items if _uses_steering(it)]
     if not steering or config.option.collectonly:
         return
     tests = dict.fromkeys(it.nodeid.split("[")[0] for it in steering)
-    bad = [plugin.problems[n] for n in tests if n in plugin.problems]
+    bad = [steer.problems[n] for n in tests if n in steer.problems]
     if bad:
         raise pytest.UsageError("pytest-steer: " + bad[0])
-    specs = []
+    selected: dict[RunSpec, set[str]] = {}
+    whole: set[RunSpec] = set()  # specs a whole-sweep test (steer_eval, ...) needs every config of anyway
     try:
         for it in steering:
             cs = getattr(it, "callspec", None)
-            specs.append(cs.params["steer_point"].spec if cs and "steer_point" in cs.params else plugin.spec_for(it))
+            if cs is not None and "steer_point" in cs.params:
+                point = cs.params["steer_point"]
+                selected.setdefault(point.spec, set()).add(point.config.label)
+            else:
+                whole.add(_spec_for(it))
     except MarkerError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
-    plugin.specs = list(dict.fromkeys(specs))
-    _note_partial_selection(plugin, steering)
-    _start(plugin, session)
-
-
-def _note_partial_selection(plugin: SteerPlugin, items: list[pytest.Item]) -> None:
-    """`-k baseline` selects some configs' tests, but a unit is every config of a trial (one set of shared
-    batches, paired on one baseline), so all of them are generated: say so rather than surprise."""
-    selected: dict[RunSpec, set[str]] = {}
-    whole: set[RunSpec] = set()  # specs a whole-sweep test (steer_eval, ...) needs every config of anyway
-    for it in items:
-        cs = getattr(it, "callspec", None)
-        if cs is not None and "steer_point" in cs.params:
-            selected.setdefault(cs.params["steer_point"].spec, set()).add(cs.params["steer_point"].config.label)
-        else:
-            whole.add(plugin.spec_for(it))
-    for spec, labels in selected.items():
-        every = [c.label for c in spec.configs()]
-        if spec not in whole and not set(every) <= labels | {"baseline"}:
-            plugin.notes.append(f"the selected tests read {len(labels)} of the {len(every)} configs, but every config "
-                                "of a trial is generated together (shared batches, paired on one baseline): all of "
-                                "them are generated, or read from the cache, and reported")
-
-
-def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
-    """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and prepare."""
-    from .cache import default_cache_dir
-    from .cases import FILE_SUFFIXES
-    from .models import ModelLoadError, check_device, check_source, split_cpu_threads
-
-    g, config = plugin.global_settings, plugin.config
-    if not plugin.is_worker:
-        _check_writable("--steer-report-dir", plugin.report_dir, is_dir=True)
-        _lock_report_dir(plugin)
-        if g["save_baseline"]:
-            _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
-    cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
-    if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
-        raise pytest.UsageError(f"pytest-steer: --steer-cache-dir {cache_dir}: is a file, not a directory")
-    if plugin.run.cache is not None:
-        reason = plugin.run.cache.check_writable()
-        if reason:
-            plugin.notes.append(reason)
+    steer.note_partial_selection(selected, whole)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:
-        check_device(g["device"])
-        # hub ids: a typo, a gated repo or a missing revision fails here, before any model loads; an unreachable
-        # hub is found once and the run goes on from the local HF cache, saying so (one line, now and at the end)
-        notes = [check_source(g["model"])]
-        for spec in plugin.specs:
-            if spec.quality not in BUILTIN_QUALITY:
-                notes.append(check_source(spec.quality, option="--steer-quality"))
-            if Path(spec.dataset).suffix.lower() not in FILE_SUFFIXES:  # a file is for the case loader to check
-                notes.append(check_source(spec.dataset, option="--steer-dataset", kind="dataset"))
-    except ModelLoadError as exc:
+        steer.start([*selected, *whole],
+                    say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None)
+    except StartError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
-    for note in filter(None, notes):
-        plugin.notes.append(note)
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and not plugin.is_worker:
-            reporter.write_line(f"pytest-steer: {note}", yellow=True)
-    if plugin.is_worker and not str(g["device"]).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            split_cpu_threads(int(getattr(config, "workerinput", {}).get("workercount", 1)))
-    from .baselines import BaselineMismatch, check_compatible, load_baseline
-    from .cases import CaseLoadError
-    from .methods import SteeringError
-    from .metrics.quality import QualityScorerError
-    from .scores import ScorerError
-    from .tasks import TaskError
-
-    try:
-        if g["compare"]:
-            plugin.stored = load_baseline(g["compare"])
-        plugin.run.prepare(plugin.specs)
-        if plugin.stored is not None:
-            for spec in plugin.specs:
-                check_compatible(plugin.stored, plugin.run.comparable_settings(spec), g["compare"])
-    except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
-            BaselineMismatch, ValueError) as exc:
-        raise pytest.UsageError(f"pytest-steer: {exc}") from None
-    if g["html"] and not plugin.is_worker and not getattr(config.option, "htmlpath", None) \
+    if steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None) \
             and hasattr(config.option, "htmlpath"):
-        _start_html(config, session, plugin.report_dir)
-    if not plugin.is_worker:
-        _guard_html(plugin)
+        _start_html(config, session, steer.report_dir)
+    if not steer.is_worker:
+        _guard_html(config, steer)
 
 
-def _guard_html(plugin: SteerPlugin) -> None:
+def _guard_html(config: pytest.Config, steer: SteerSession) -> None:
     """pytest-html writes its page in place and raises at session end when the disk is full or read-only
     (a traceback, a 0-byte page, no pass/fail line, rc 1). Have it write atomically, and make a failure
     one line in our summary: the tests' outcome and exit code stand."""
@@ -520,15 +349,15 @@ def _guard_html(plugin: SteerPlugin) -> None:
         from pytest_html.basereport import BaseReport
     except ImportError:
         return
-    from .results import write_atomically
+    from .session import write_atomically
 
-    manager = plugin.config.pluginmanager
+    manager = config.pluginmanager
     for report in [p for p in manager.get_plugins() if isinstance(p, BaseReport)]:
         def write(rendered: str, report: Any = report) -> None:
             try:
                 write_atomically(report._report_path, rendered)
             except OSError as exc:
-                plugin.notes.append(f"could not write the HTML report {report._report_path}: {exc}")
+                steer.notes.append(f"could not write the HTML report {report._report_path}: {exc}")
                 manager.unregister(report)  # nor claim "Generated html report" in the summary
 
         report._write_report = write
@@ -542,38 +371,19 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     terminal summary names it.
     """
     result = yield
-    plugin = _plugin(item.config)
-    if plugin.stored is not None and _RESULT in item.stash:
-        from .baselines import regressions, stored_configs
-
-        point, res = item.stash[_RESULT]
-        if point.config.label not in stored_configs(plugin.stored):
-            plugin.missing_in_stored.add(point.config.label)
-            return result
-        found = regressions(plugin.stored, res.rows, config=point.config.label, trial=point.trial,
-                            margin=plugin.global_settings["compare_margin"], metrics=res.metrics)
+    steer = _session(item.config)
+    if _RESULT in item.stash:
+        found = steer.regressions(*item.stash[_RESULT])
         if found:
-            raise AssertionError("regressed against stored baseline " + plugin.global_settings["compare"] + ":\n  "
+            raise AssertionError("regressed against stored baseline " + steer.settings["compare"] + ":\n  "
                                  + "\n  ".join(found))
     return result
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
     """`assert result.strict_prompt_accuracy >= 0.5` explains the metric, threshold and baseline."""
-    if "pytest_steer.evaluation" not in sys.modules:
-        return None
-    from .evaluation import MetricValue
-
-    if op not in (">=", ">", "<=", "<", "==", "!="):
-        return None
-    metric, other = (left, right) if isinstance(left, MetricValue) else (right, left)
-    if not isinstance(metric, MetricValue):
-        return None
-    lines = [f"{metric.name} {op} threshold failed" if metric is left else f"threshold {op} {metric.name} failed",
-             metric.describe(), f"threshold: {other!r}"]
-    if isinstance(other, MetricValue):
-        lines[-1] = f"other: {other.describe()}"
-    return lines
+    steer = config.stash.get(_SESSION, None)
+    return steer.explain(op, left, right) if steer is not None else None
 
 
 # -- xdist: workers send rows, the controller reports ---------------------------------------------
@@ -583,42 +393,33 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 def pytest_testnodedown(node: Any, error: Any) -> None:
     out = getattr(node, "workeroutput", {}).get(WORKER_KEY)
     if out:
-        plugin = _plugin(node.config)
-        data = json.loads(out)
-        plugin.worker_rows.extend(data["rows"])
-        plugin.worker_settings.update(data["settings"])
-        plugin.worker_metrics.update(data["metrics"])
-        plugin.worker_meta.append(data["meta"])
+        from .session import WorkerPayload
+
+        _session(node.config).gather(WorkerPayload.from_json(out))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Workers hand their rows to the controller; the controller writes results, figures and the report
-    before pytest-html writes its page (its hook is trylast)."""
-    plugin = _plugin(session.config)
-    if plugin._run is None and not plugin.worker_rows:
+    """Workers hand their payload to the controller; the controller finishes the session (results, figures,
+    report, stored baseline) before pytest-html writes its page (its hook is trylast)."""
+    steer = _session(session.config)
+    if not steer.started:
         return  # no steering test ran: import nothing, write nothing
-    from .finish import finish_session, worker_payload
-
-    if plugin.is_worker:
-        if plugin._run is not None:
-            getattr(session.config, "workeroutput", {})[WORKER_KEY] = worker_payload(plugin)
+    if steer.is_worker:
+        getattr(session.config, "workeroutput", {})[WORKER_KEY] = steer.payload().to_json()
         return
-    finish_session(plugin)
+    steer.finish()
+    _HTML_COLUMNS[:] = steer.html_columns()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    plugin = config.stash.get(_PLUGIN, None)
-    if plugin is not None and plugin.report_lock is not None:
-        plugin.report_lock.close()  # the next session (another process, or pytester's next run) may write
-        plugin.report_lock = None
+    steer = config.stash.get(_SESSION, None)
+    if steer is not None:
+        steer.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    plugin = _plugin(config)
-    lines = [*plugin.notes, *plugin.terminal_lines]
-    if plugin.missing_in_stored:
-        lines.append(f"not in the stored baseline, not compared: {', '.join(sorted(plugin.missing_in_stored))}")
+    lines = _session(config).display()
     if lines and config.get_verbosity() >= 0:
         terminalreporter.section("pytest-steer")
         for line in lines:
@@ -627,14 +428,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 # -- pytest-html ------------------------------------------------------------------------------------
 
-_HTML_COLUMNS = [("steer_config", "Config"), ("steer_trial", "Trial"), ("steer_primary", "Primary metric"),
-                 ("quality", "Quality")]
+#: the per-test table's columns, (property name, title), set from the finished session's metric declarations
+#: (pytest-html's table hooks get no config): empty where no steering test ran, so no column is added
+_HTML_COLUMNS: list[tuple[str, str]] = []
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_header(cells: list[str]) -> None:
+    import html
+
     for i, (_, title) in enumerate(_HTML_COLUMNS):
-        cells.insert(2 + i, f"<th>{title}</th>")
+        cells.insert(2 + i, f"<th>{html.escape(title)}</th>")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -642,21 +446,17 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
     import html
 
     props = dict(getattr(report, "user_properties", ()))
-    primary = props.get("steer_primary")
     for i, (name, _) in enumerate(_HTML_COLUMNS):
         v = props.get(name, "")
-        if name == "steer_primary" and primary:
-            v = props.get(primary, "")
-            v = f"{primary} {v:.3f}" if isinstance(v, float) else v
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
         cells.insert(2 + i, f"<td>{html.escape(text)}</td>")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
-    plugin = _plugin(session.config)
-    if plugin.summary_fragment:
-        postfix.append(plugin.summary_fragment)
+    fragment = _session(session.config).summary_fragment
+    if fragment:
+        postfix.append(fragment)
 
 
 @pytest.hookimpl(optionalhook=True)

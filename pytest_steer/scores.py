@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .cases import Case
-    from .methods.base import Config
+    from .methods.base import GridPoint
 
 Kind = Literal["binary", "real"]
 Scale = Literal["linear", "log"]
@@ -38,6 +38,11 @@ class Metric:
     description: str = ""
     # "log": reduced on a log scale (geometric mean; differences are ratios), for positive heavy-tailed scores
     scale: Scale = "linear"
+    #: what the report does with it: "quality" = the headline quality (the trade-off's other axis, the
+    #: Pareto plot's y); "" = none. Tables, figures and the recommendation find metrics by role, not name.
+    role: str = ""
+    #: the recommendation's allowed worsening against the baseline (relative for a "log" metric), or None
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("binary", "real"):
@@ -53,12 +58,41 @@ class Metric:
         return self.label or self.name
 
 
+QUALITY_ROLE = "quality"
+
+
+def with_role(metrics: Sequence[Metric], role: str) -> Metric | None:
+    """The first metric declared with `role`, or None."""
+    return next((m for m in metrics if m.role == role), None)
+
+
+def budgets(metrics: Sequence[Metric]) -> dict[str, float]:
+    """Metric name -> its declared budget, for the recommendation."""
+    return {m.name: m.budget for m in metrics if m.budget is not None}
+
+
+#: scorers every task gets, besides its own and the quality scorers (`register_scorer`)
+_EXTRA: dict[str, Scorer] = {}
+
+
+def register_scorer(scorer: Scorer) -> None:
+    """Score every task's rows with `scorer` too (call it in a conftest.py); its metrics join the report,
+    the gates and the stored baselines like the built-in ones. Re-registering a name replaces it."""
+    if not getattr(scorer, "metrics", None):
+        raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} declares no metrics")
+    _EXTRA[scorer.name] = scorer
+
+
+def registered_scorers() -> list[Scorer]:
+    return list(_EXTRA.values())
+
+
 @dataclass(frozen=True)
 class Sample:
     """One generated response as a scorer sees it."""
 
     case: Case
-    config: Config
+    config: GridPoint
     prompt: str  # the case's prompt (not the rendered chat, which a method may have changed)
     response: str
     n_tokens: int

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .methods import BASELINE_CONFIG, Config, SteeringError, config, method_entry, method_names, method_options
+from .methods import BASELINE_CONFIG, GridPoint, SteeringError, config, method_entry, method_names, method_options
 from .options import (
     Option,
     nearest,
@@ -294,8 +294,8 @@ class RunSpec:
         """The grid values of one method: its grid option's value."""
         return tuple(self[method_entry(method).grid.name])
 
-    def configs(self) -> list[Config]:
-        """The sweep as `Config`s: the baseline first, then each method's values in the order given."""
+    def configs(self) -> list[GridPoint]:
+        """The sweep as `GridPoint`s: the baseline first, then each method's values in the order given."""
         from .methods import build_method
 
         out = [BASELINE_CONFIG]
@@ -315,7 +315,7 @@ class RunSpec:
                 out.append(c)
         return out
 
-    def config(self, label: str) -> Config:
+    def config(self, label: str) -> GridPoint:
         """The config with this label; KeyError names the labels there are."""
         for c in self.configs():
             if c.label == label:

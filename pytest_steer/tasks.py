@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .cases import SEED_INSTRUCTION_TYPES, Case, CaseSet
+from .cases import INSTRUCTIONS, SEED_INSTRUCTION_TYPES, Case, CaseOffers, CaseSet
 from .options import Option, Settings, nearest, parse_int, parse_list, parse_positive_int
 from .scores import Scorer, metrics_of
 
@@ -45,7 +45,10 @@ class CaseSplit:
 
 @dataclass(frozen=True)
 class Task:
-    """Cases (as a function of the run's settings), scorers, and the metric that means "it worked"."""
+    """Cases (as a function of the run's settings), scorers, the metric that means "it worked", and what
+    each case offers the steering methods (`cases.CaseOffers`: text to highlight, keys that group
+    activation vectors). The default offers read the Split-IFEval layout (`instructions`,
+    `instruction_id_list`); a task whose cases carry other data passes its own."""
 
     name: str
     scorers: tuple[Scorer, ...]
@@ -53,6 +56,13 @@ class Task:
     load: Callable[[Settings], CaseSplit] = field(repr=False)
     #: the task's own settings (e.g. IFEval's dataset and selection), read by `load` as settings[name]
     options: tuple[Option, ...] = ()
+    offers: CaseOffers = field(default=INSTRUCTIONS, repr=False)
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(self.offers.highlights(case))
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        return list(self.offers.vector_keys(case))
 
     def __post_init__(self) -> None:
         names = [m.name for m in metrics_of(self.scorers)]
@@ -62,14 +72,37 @@ class Task:
 
     @classmethod
     def from_cases(cls, name: str, cases: Sequence[Case], scorers: Sequence[Scorer], *, primary: str | None = None,
-                   held_out: Sequence[Case] = (), options: Sequence[Option] = ()) -> Task:
-        """A task over a fixed list of cases; `primary` defaults to the first declared metric."""
+                   held_out: Sequence[Case] = (), options: Sequence[Option] = (),
+                   highlights: Callable[[Case], Sequence[str]] | None = None,
+                   vector_keys: Callable[[Case], Sequence[str]] | None = None) -> Task:
+        """A task over a fixed list of cases; `primary` defaults to the first declared metric.
+
+        `highlights(case)`: the substrings of the prompt the methods steer towards; `vector_keys(case)`: the
+        names that group its activation vectors. Both default to the Split-IFEval fields."""
         scorers = tuple(scorers)
         if not cases:
             raise TaskError(f"task {name!r} has no cases")
         split = CaseSplit(CaseSet(tuple(cases), source=name), tuple(held_out))
         first = metrics_of(scorers)[0].name if scorers and metrics_of(scorers) else ""
-        return cls(name, scorers, primary or first, lambda settings: split, tuple(options))
+        offers = INSTRUCTIONS if highlights is None and vector_keys is None else \
+            FunctionOffers(highlights or INSTRUCTIONS.highlights, vector_keys)
+        return cls(name, scorers, primary or first, lambda settings: split, tuple(options), offers)
+
+
+@dataclass(frozen=True)
+class FunctionOffers:
+    """Case offers from two plain functions; a vector key without a coarser group falls back to itself."""
+
+    highlight: Callable[[Case], Sequence[str]]
+    keys: Callable[[Case], Sequence[str]] | None = None
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(self.highlight(case))
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        if self.keys is None:
+            return INSTRUCTIONS.vector_keys(case)
+        return [(k, k) for k in self.keys(case)]
 
 
 def parse_types(value: object) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import if_verifiable  # noqa: F401
 import pandas.core.arrays.arrow.extension_types  # noqa: F401  (what to_parquet registers)
 import pytest
 
-import pytest_steer.reporting
-import pytest_steer.session  # noqa: F401
+import pytest_steer.session.finish
+import pytest_steer.session.run  # noqa: F401
 from pytest_steer.models import LoadedModel, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

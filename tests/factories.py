@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pytest_steer.methods.base import BASELINE_CONFIG, Config
+from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.results import ResultRow, to_frame
 from pytest_steer.scores import Metric
 
@@ -21,7 +21,7 @@ STRICT = Metric("strict_prompt_accuracy", "binary", 1, label="strict prompt accu
 LOOSE = Metric("loose_prompt_accuracy", "binary", 1, label="loose prompt accuracy")
 STRICT_INSTR = Metric("strict_instruction_accuracy", "real", 1, per_tag=True)
 LOOSE_INSTR = Metric("loose_instruction_accuracy", "real", 1, per_tag=True)
-QUALITY = Metric("quality", "real", 1, label="headline quality")
+QUALITY = Metric("quality", "real", 1, label="headline quality", role="quality", budget=0.1)
 FLUENCY = Metric("fluency", "real", 1, side_effect=True)
 COHERENCE = Metric("coherence", "real", 1, side_effect=True)
 DIVERSITY = Metric("diversity", "real", 1, side_effect=True)
@@ -35,15 +35,15 @@ SIDE_EFFECTS = [FLUENCY, COHERENCE, DIVERSITY, REPETITION, WRONG_LANGUAGE, TRUNC
 METRICS = [*IFEVAL, QUALITY, *SIDE_EFFECTS]
 BY_NAME = {m.name: m for m in METRICS}
 
-PASTA5 = Config("pasta", 5.0, "pasta-alpha5", math.log(5))
-PASTA10 = Config("pasta", 10.0, "pasta-alpha10", math.log(10))
-ACTADD2 = Config("actadd", 2.0, "actadd-c2", 2.0)
-ACTADD4 = Config("actadd", 4.0, "actadd-c4", 4.0)
+PASTA5 = GridPoint("pasta", 5.0, "pasta-alpha5", math.log(5))
+PASTA10 = GridPoint("pasta", 10.0, "pasta-alpha10", math.log(10))
+ACTADD2 = GridPoint("actadd", 2.0, "actadd-c2", 2.0)
+ACTADD4 = GridPoint("actadd", 4.0, "actadd-c4", 4.0)
 CONFIGS = {c.label: c for c in (BASELINE_CONFIG, PASTA5, PASTA10, ACTADD2, ACTADD4)}
 TYPES = ["punctuation:no_comma", "change_case:english_lowercase", "detectable_format:json_format"]
 
 
-def make_row(key: str, config: Config, trial: int, *, tags: Sequence[str] = ("a:x",),
+def make_row(key: str, config: GridPoint, trial: int, *, tags: Sequence[str] = ("a:x",),
              follow: Sequence[bool] | None = None, loose: Sequence[bool] | None = None,
              scores: Mapping[str, float | None] | None = None, flags: Sequence[str] = (),
              prompt: str | None = None, response: str | None = None, run: str = "run1") -> ResultRow:
@@ -69,12 +69,12 @@ def make_row(key: str, config: Config, trial: int, *, tags: Sequence[str] = ("a:
     )
 
 
-def config_of(label: str) -> Config:
+def config_of(label: str) -> GridPoint:
     """A known config, or one of a made-up method "m" whose strength is the number in the label."""
     if label in CONFIGS:
         return CONFIGS[label]
     digits = "".join(ch for ch in label if ch.isdigit() or ch == ".")
-    return Config("m", float(digits or 1), label, float(digits or 1))
+    return GridPoint("m", float(digits or 1), label, float(digits or 1))
 
 
 def grid_frame(grids: Mapping[str, Mapping[str, np.ndarray]], *, tags: Sequence[str] = ("a:x",)) -> pd.DataFrame:
@@ -88,7 +88,7 @@ def grid_frame(grids: Mapping[str, Mapping[str, np.ndarray]], *, tags: Sequence[
     return to_frame(rows, [m for m in dict.fromkeys(n for g in grids.values() for n in g)])
 
 
-def sweep_rows(configs: Sequence[Config] = tuple(CONFIGS.values()), *, n_keys: int = 6, n_trials: int = 2,
+def sweep_rows(configs: Sequence[GridPoint] = tuple(CONFIGS.values()), *, n_keys: int = 6, n_trials: int = 2,
                types: Sequence[str] = TYPES, response: str = "ok") -> list[ResultRow]:
     """Deterministic rows of a sweep over two methods: stronger steering follows more instructions,
     costs quality and diversity and repeats more; strong configs loop and get flagged."""

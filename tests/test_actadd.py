@@ -301,7 +301,7 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
 
 def test_instruction_vectors_name_the_case_they_cannot_pair():
     case = load_cases()[0]
-    with pytest.raises(ValueError, match="case 'x' has no instruction texts"):
+    with pytest.raises(ValueError, match="case 'x' offers no instruction texts"):
         instruction_vectors(None, None, [dataclasses.replace(case, key="x", instructions=None)], 0)
     with pytest.raises(ValueError, match="case 'y': instruction text not found in the prompt: 'nope'"):
         instruction_vectors(None, None, [dataclasses.replace(case, key="y", instructions=("nope",))], 0)
@@ -391,7 +391,7 @@ def test_prepare_names_missing_types_and_leaked_cases(tiny_lm, by_type):
     with pytest.raises(SteeringError, match=rf"case\(s\) {untagged.key!r} have none: tag them"):  # not mid-generation
         _prepared(tiny_lm, [untagged], by_type[FW][:2])
     no_text = dataclasses.replace(by_type[FW][1], instructions=None)
-    with pytest.raises(SteeringError, match="cannot fit its vectors: case .* has no instruction texts"):
+    with pytest.raises(SteeringError, match="cannot fit its vectors: case .* offers no instruction texts"):
         _prepared(tiny_lm, [], [by_type[FW][0], no_text])
 
 

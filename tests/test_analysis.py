@@ -237,11 +237,16 @@ def test_power_line_matches_the_normal_approximation() -> None:
 
 
 def test_one_budget_per_phenomenon() -> None:
-    """The offline quality already pays for repetition: no second repetition budget, and none on diversity."""
-    from pytest_steer.finish import _budgets
+    """The offline quality already pays for repetition: no second repetition budget, and none on diversity.
+    Budgets travel on the metric declarations, found by role."""
+    from pytest_steer.metrics.quality import _QUALITY, SIDE_EFFECTS
+    from pytest_steer.scores import budgets
+    from pytest_steer.session.run import with_budgets
+    from pytest_steer.spec import RunSpec
 
+    declared = [*SIDE_EFFECTS, _QUALITY["offline"]]
     settings = {"max_quality_drop": 0.1, "max_repetition_rise": 0.2}
-    assert _budgets({**settings, "quality": "offline"}) == {"quality": 0.1}
-    assert _budgets({**settings, "quality": "OpenAssistant/reward-model-deberta-v3-large-v2"}) == {
-        "quality": 0.1, "repetition": 0.2}
-    assert _budgets({**settings, "quality": "fluency"}) == {"quality": 0.1, "repetition": 0.2}
+    assert budgets(with_budgets(declared, RunSpec(**settings, quality="offline"))) == {"quality": 0.1}
+    for headline in ("OpenAssistant/reward-model-deberta-v3-large-v2", "fluency"):
+        assert budgets(with_budgets(declared, RunSpec(**settings, quality=headline))) == {
+            "quality": 0.1, "repetition": 0.2}

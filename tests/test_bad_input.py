@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SPY = '''
-import pytest_steer.session as session
+import pytest_steer.session.run as session
 
 _orig = session.load_model
 

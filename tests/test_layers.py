@@ -26,13 +26,11 @@ PACKAGE = "pytest_steer"
 RANKS: dict[str, int] = {
     # 5: pytest glue
     "plugin": 5,
-    # 4: one run: orchestration, and its session-end half that hands rows to the report
-    "session": 4,
-    "spec": 3,  # the run's settings: every method's and task's options
-    "finish": 4,
-    # 3: reporting
-    "reporting": 3,
+    # 4: one session: start, the run's rows, the worker payload, finish and display
+    "session.*": 4,
+    # 3: reporting, and the run's settings (every method's and task's options)
     "report.*": 3,
+    "spec": 3,
     # 2: engine, metrics and statistics
     "generation": 2,
     "metrics.*": 2,
@@ -276,3 +274,45 @@ def test_checker_finds_cycles_and_upward_imports(tmp_path: Path) -> None:
         "pkg.c (leaves) imports pkg.a (engine/metrics/stats) at line 1",
         "pkg.d (leaves) imports pkg.e (engine/metrics/stats) at line 3 (TYPE_CHECKING)",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The house rules of issue 21: a thin plugin, a generic options module, no upward tie to the plugin
+
+
+def _imported_modules(graph: list[Import], source: str) -> set[str]:
+    return {imp.target for imp in graph if imp.source == source}
+
+
+def test_options_imports_no_package_module(graph: list[Import]) -> None:
+    assert _imported_modules(graph, f"{PACKAGE}.options") == set()
+
+
+def test_the_plugin_reaches_at_most_three_package_modules(graph: list[Import]) -> None:
+    found = _imported_modules(graph, f"{PACKAGE}.plugin")
+    assert len(found) <= 3, f"the plugin imports {sorted(found)}; route the work through the session"
+
+
+def _takes_the_plugin(path: Path) -> list[str]:
+    """Functions with a parameter named or annotated like the plugin object."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, [a.vararg, a.kwarg])]:
+                note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                if arg.arg == "plugin" or "SteerPlugin" in note:
+                    out.append(f"{path.name}:{node.lineno} {node.name}({arg.arg})")
+    return out
+
+
+def test_no_module_takes_the_plugin_object_as_an_argument() -> None:
+    found = [f for path in package_modules(ROOT, PACKAGE).values() for f in _takes_the_plugin(path)]
+    assert not found, found
+
+
+def test_the_plugin_check_finds_a_function_that_takes_the_plugin(tmp_path: Path) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text("def finish(plugin):\n    pass\n\ndef ok(run: 'SteerRun'):\n    pass\n"
+                   "def worker(p: 'SteerPlugin') -> None:\n    pass\n", encoding="utf-8")
+    assert _takes_the_plugin(bad) == ["m.py:1 finish(plugin)", "m.py:6 worker(p)"]

@@ -311,7 +311,7 @@ def test_steer_equals_steer_highlight_and_none_rows_are_unchanged(chat_lm):
 
 
 def test_prepare_rejects_cases_without_instructions(chat_lm):
-    with pytest.raises(SteeringError, match="case 'orig' has no `instructions` field.*Split-IFEval"):
+    with pytest.raises(SteeringError, match="case 'orig' offers no text to highlight.*IFEval's `instructions`"):
         _prepare(PASTA([0]), chat_lm, [RAIN, _case("orig", "Say hi.", None)])
 
 
@@ -343,7 +343,7 @@ def test_a_case_prepare_never_saw_is_refused_at_steer_time(chat_lm):
     with pytest.raises(SteeringError, match="case 'k2'.*not given this case"):
         method.highlight(batch, [bad], [5.0])
     orig = _case("orig", "Say hi.", None)
-    with pytest.raises(SteeringError, match="case 'orig'.*no `instructions` field"):
+    with pytest.raises(SteeringError, match="case 'orig'.*no highlights"):
         method.highlight(encode(tok, [render_chat(tok, user_turn(orig))]), [orig], [5.0])
 
 

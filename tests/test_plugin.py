@@ -148,8 +148,10 @@ def test_end_to_end_ids_properties_and_report(first_run: tuple[Path, Path, str])
 
     report = project / "report"
     page = (report / "report.html").read_text()
-    for column in ("Config", "Primary metric", "Quality"):
-        assert f"<th>{column}</th>" in page or column in page
+    # the per-test table's columns come from the declarations: the task's metrics, the headline, the dose
+    for column in ("Config", "Trial", "strict accuracy", "loose accuracy", "strict instruction accuracy", "quality",
+                   "dose (KL nats/token)"):
+        assert f"<th>{column}</th>" in page or f"&lt;th&gt;{column}&lt;/th&gt;" in page, column
     for png in ("tradeoff.png", "pareto.png", "heatmap_tags.png"):
         assert (report / png).read_bytes()[:8] == PNG
     from pytest_steer.analysis import load_results

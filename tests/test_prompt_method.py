@@ -58,7 +58,7 @@ def test_bad_variant_names_the_choices_and_the_nearest(value, hint):
 def test_prepare_needs_instructions_and_steer_does_nothing(embedded):
     m = PromptEmphasis()
     orig = Case("orig", "Say hi.", None, ("keywords:forbidden_words",), ({},))
-    with pytest.raises(SteeringError, match="case 'orig' has no `instructions` field"):
+    with pytest.raises(SteeringError, match="case 'orig' offers no text to restate"):
         m.prepare(PrepareContext(model=embedded, steered=[CASE, orig], held_out=()))
     m.prepare(PrepareContext(model=embedded, steered=[CASE], held_out=()))
     assert isinstance(m.steer(None, None, [CASE], ["both"]), contextlib.nullcontext)  # type: ignore[arg-type]

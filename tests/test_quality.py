@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pytest_steer.cases import Case
-from pytest_steer.methods.base import Config
+from pytest_steer.methods.base import GridPoint
 from pytest_steer.metrics.instruction import IFEvalScorer
 from pytest_steer.metrics.quality import (
     SIDE_EFFECTS,
@@ -76,7 +76,7 @@ SIDE_EFFECT_NAMES = [m.name for m in SIDE_EFFECTS]
 
 
 def samples(n: int = 2) -> list[Sample]:
-    steered = Config("pasta", 10.0, "pasta-alpha10", 10.0)
+    steered = GridPoint("pasta", 10.0, "pasta-alpha10", 10.0)
     return [Sample(Case(f"q{i}", p), steered, p, r, len(r.split()), "stop", baseline_n_tokens=10)
             for i, (p, r) in enumerate(zip(PROMPTS[:n], RESPONSES[:n], strict=True))]
 

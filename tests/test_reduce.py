@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pytest_steer import reduce
-from pytest_steer.methods.base import BASELINE_CONFIG, Config
+from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.results import to_frame
 from pytest_steer.stats import bootstrap_interval
 
@@ -48,7 +48,7 @@ def table() -> pd.DataFrame:
 
 def test_config_order_baseline_then_methods_first_seen_each_by_strength(table: pd.DataFrame) -> None:
     assert reduce.config_order(table) == ["baseline", "pasta-alpha5", "pasta-alpha10", "actadd-c2"]
-    tie = Config("pasta", 7.0, "pasta-tie", PASTA5.strength)  # same strength as alpha5, seen later
+    tie = GridPoint("pasta", 7.0, "pasta-tie", PASTA5.strength)  # same strength as alpha5, seen later
     rows = [make_row("k1", c, 0, follow=[T]) for c in (PASTA10, tie, PASTA5)]
     assert reduce.config_order(to_frame(rows)) == ["pasta-tie", "pasta-alpha5", "pasta-alpha10"]
 

@@ -14,12 +14,12 @@ import pytest
 from pytest_steer import reduce
 from pytest_steer.analysis import fixed_and_broken, recommend
 from pytest_steer.baselines import load_baseline
-from pytest_steer.methods.base import BASELINE_CONFIG, Config
+from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
 from pytest_steer.report.html import summary_html, write_standalone
-from pytest_steer.reporting import RunInfo, report_run, save_stored_baseline, terminal_table
 from pytest_steer.results import to_frame
 from pytest_steer.scores import Metric
+from pytest_steer.session.finish import RunInfo, report_run, save_stored_baseline, terminal_table
 
 from .factories import ACTADD4, METRICS, PASTA5, PASTA10, QUALITY, STRICT_INSTR, sweep_rows
 
@@ -124,7 +124,7 @@ def test_html_embeds_images_as_data_uris(report: str) -> None:
 
 
 def test_html_escapes_config_names_and_values_once() -> None:
-    odd = Config("m<1>", "<b>v</b>", "m<1>-<b>v</b>", 1.0)
+    odd = GridPoint("m<1>", "<b>v</b>", "m<1>-<b>v</b>", 1.0)
     frame = to_frame(sweep_rows(configs=[BASELINE_CONFIG, odd], n_keys=3), NAMES)
     summary = reduce.summary(frame, METRICS, n_resamples=200)
     rec = recommend(summary, primary="strict_prompt_accuracy", budgets={}, metrics=METRICS)
@@ -250,9 +250,27 @@ def test_report_run_splits_runs(tmp_path: Path) -> None:
     report = report_run(rows, METRICS, tmp_path, _info())
     assert report.problems == []
     assert (tmp_path / "run-run1" / "results.jsonl").is_file() and (tmp_path / "run-run2" / "summary.csv").is_file()
-    assert report.terminal_lines[0] == "run run1:" and "run run2:" in report.terminal_lines
+    assert report.terminal_lines[0] == "run run1 (ifeval):" and "run run2:" in report.terminal_lines
     assert report.fragment.count('<div class="steer-report">') == 2
     assert pd.read_csv(tmp_path / "run-run2" / "summary.csv")["config"].tolist() == ["baseline", "pasta-alpha5"]
+
+
+def test_a_report_removes_the_run_folders_it_replaced_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Issue 21: old `run-<key>/` folders are cleaned; a folder that is not ours stays."""
+    rows = sweep_rows(configs=[BASELINE_CONFIG, PASTA10], n_keys=3)
+    second = sweep_rows(configs=[BASELINE_CONFIG, PASTA5], n_keys=3)
+    for r in second:
+        r.run = "run2"
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    (tmp_path / "run-mine").mkdir()
+    (tmp_path / "run-mine" / "notes.txt").write_text("keep")
+    report = report_run(rows, METRICS, tmp_path, _info())  # one run now: its files in the report dir itself
+    assert report.problems == []
+    assert not (tmp_path / "run-run1").exists() and not (tmp_path / "run-run2").exists()
+    assert (tmp_path / "run-mine" / "notes.txt").read_text() == "keep"
+    assert (tmp_path / "results.jsonl").is_file()
+    report_run([*rows, *second], METRICS, tmp_path, _info())  # two runs again: both folders, the top files stay
+    assert (tmp_path / "run-run1" / "results.jsonl").is_file() and (tmp_path / "run-run2" / "results.jsonl").is_file()
 
 
 def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) -> None:

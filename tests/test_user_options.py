@@ -3,6 +3,7 @@ the marker keyword `<name>_<param>`, with the same precedence (CLI > marker > in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,47 @@ def test_the_short_form_gets_a_values_option(pytester: pytest.Pytester) -> None:
     got = _ids(pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider", "--steer-task", "hello",
                                   "--steer-methods", "shout", "--steer-shout-values", "1,2"))
     assert {"test_plain[shout-x1-level1-trial0]", "test_plain[shout-x1-level2-trial0]"} <= got
+
+
+TASK_WITHOUT_IFEVAL_FIELDS = '''
+import pytest
+from pytest_steer import Case, Task, register_task, scorer
+
+RULE = "Answer in one word."
+# no `instructions`, no `instruction_id_list`: the task's own data says what to steer towards
+cases = [Case(f"c{i}", f"Tell me about {w}. {RULE}", target={"rule": RULE, "group": "brevity"})
+         for i, w in enumerate(["cats", "dogs", "rain", "sun", "tea", "snow"])]
+
+
+@scorer("one_word")
+def one_word(sample):
+    return len(sample.response.split()) <= 1
+
+
+register_task(Task.from_cases("brevity", cases[:3], [one_word], held_out=cases[3:],
+                              highlights=lambda case: [case.target["rule"]],
+                              vector_keys=lambda case: [case.target["group"]]))
+
+
+@pytest.mark.steer(task="brevity", methods="pasta,actadd,prompt", alphas=[5], actadd_coefs=[2],
+                   prompt_variants="restate,marked", trials=1)
+def test_brevity(steer_result, steer_config):
+    assert len(steer_result.records) == 3
+    assert steer_result.primary == "one_word" and 0 <= steer_result.one_word <= 1
+'''
+
+
+def test_a_task_without_ifeval_fields_is_steered_by_every_built_in_method(
+        pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytester.makepyfile(test_brevity=TASK_WITHOUT_IFEVAL_FIELDS)
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-max-new-tokens", "4",
+                                "--steer-report-dir", "report", "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*test_brevity?pasta-alpha5-trial0? PASSED*",
+                                 "*test_brevity?actadd-c2-trial0? PASSED*",
+                                 "*test_brevity?prompt-restate-trial0? PASSED*",
+                                 "*test_brevity?prompt-marked-trial0? PASSED*"])
+    rows = [json.loads(line) for line in (pytester.path / "report" / "results.jsonl").read_text().splitlines()]
+    assert {r["config"] for r in rows} == {"baseline", "pasta-alpha5", "actadd-c2", "prompt-restate",
+                                           "prompt-marked"}

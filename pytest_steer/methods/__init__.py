@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..options import Option, Settings, nearest, parse_values
-from .base import BASELINE, BASELINE_CONFIG, Config, PrepareContext, SteeringError, SteeringMethod, config, user_turn
+from .base import BASELINE, BASELINE_CONFIG, GridPoint, PrepareContext, SteeringError, SteeringMethod, config, user_turn
 
 __all__ = [
-    "BASELINE", "BASELINE_CONFIG", "Config", "MethodEntry", "PrepareContext", "SteeringError", "SteeringMethod",
+    "BASELINE", "BASELINE_CONFIG", "GridPoint", "MethodEntry", "PrepareContext", "SteeringError", "SteeringMethod",
     "build_method", "config", "method_entry", "method_names", "method_options", "register_method", "user_turn",
 ]
 

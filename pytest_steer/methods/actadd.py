@@ -24,10 +24,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..cases import InstructionOffers
 from ..options import Option, grid_parser, parse_choice, parse_layer
-from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
+from .base import (
+    INSTRUCTIONS,
+    CaseOffers,
+    PrepareContext,
+    SteeringError,
+    Value,
+    finite_number,
+    number_label,
+    user_turn,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,21 +47,6 @@ if TYPE_CHECKING:
 
 # A removed instruction followed by one of these leaves no space before it ("cats ." -> "cats.").
 _CLOSING_PUNCTUATION = ".,;:!?)]}"
-
-
-class InstructionCase(Protocol):
-    """What `instruction_vectors` reads from a case (`pytest_steer.cases.Case` has it)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def prompt(self) -> str: ...
-    @property
-    def instructions(self) -> Sequence[str] | None: ...
-    @property
-    def instruction_id_list(self) -> Sequence[str]: ...
-    @property
-    def kwargs(self) -> Sequence[Mapping[str, Any]]: ...
 
 
 def middle_layer(num_layers: int) -> int:
@@ -149,31 +144,17 @@ def last_token_activations(
     return torch.cat(captured)
 
 
-def vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(the finest direction key for one instruction, the type key it falls back to).
-
-    `language:response_language` is keyed per language ("language:response_language=de"), as the
-    reference keeps one vector per target language; other types are keyed by type.
-    """
-    language = (kwargs or {}).get("language") if kind == "language:response_language" else None
-    return (f"{kind}={language}" if language else kind), kind
-
-
-def _case_keys(case: InstructionCase) -> list[tuple[str, str]]:
-    kwargs = list(case.kwargs) if getattr(case, "kwargs", None) else []
-    kinds = case.instruction_id_list
-    return [vector_keys(kind, kwargs[i] if i < len(kwargs) else None) for i, kind in enumerate(kinds)]
-
-
 def fit_instruction_vectors(
-    model: Any, tokenizer: Any, cases: Sequence[InstructionCase], layer: int, *, batch_size: int = 16
+    model: Any, tokenizer: Any, cases: Sequence[Case], layer: int, *, batch_size: int = 16,
+    offers: CaseOffers = INSTRUCTIONS,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """(directions d, targets z) per key: what both steering rules need, from one pass over the cases.
 
     For each case: activation(prompt) - activation(prompt without its instruction texts), at the
     last token of `layer`'s output; d is the mean over the cases of a key and z the mean projection
-    of their with-instruction activations on d / |d|. A case counts for each of its keys, the fine
-    one (`vector_keys`) and its type's. Returns float32 CPU tensors [hidden] and floats, keyed in
+    of their with-instruction activations on d / |d|. The instruction texts are the case's highlights
+    and its keys its vector keys, as the task (`offers`) gives them; a case counts for each of its
+    keys, the fine one and the one it falls back to. Returns float32 CPU tensors [hidden] and floats, keyed in
     order of first appearance.
     """
     cases = list(cases)
@@ -181,10 +162,11 @@ def fit_instruction_vectors(
         raise ValueError("no cases to compute instruction vectors from")
     stripped = []
     for case in cases:
-        if not case.instructions:
-            raise ValueError(f"case {case.key!r} has no instruction texts (`instructions`), so it has no paired prompt")
+        if not offers.highlights(case):
+            raise ValueError(f"case {case.key!r} offers no instruction texts (highlights, e.g. IFEval's "
+                             "`instructions`), so it has no paired prompt")
         try:
-            stripped.append(prompt_without_instructions(case.prompt, case.instructions))
+            stripped.append(prompt_without_instructions(case.prompt, offers.highlights(case)))
         except ValueError as e:
             raise ValueError(f"case {case.key!r}: {e}") from None
     acts = last_token_activations(
@@ -194,7 +176,7 @@ def fit_instruction_vectors(
     diffs = with_instruction - acts[len(cases):]
     rows: dict[str, list[int]] = {}
     for i, case in enumerate(cases):
-        for key in dict.fromkeys(k for pair in _case_keys(case) for k in pair):
+        for key in dict.fromkeys(k for pair in offers.vector_keys(case) for k in pair):
             rows.setdefault(key, []).append(i)
     vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
     targets = {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key])) for key, idx in rows.items()}
@@ -202,10 +184,11 @@ def fit_instruction_vectors(
 
 
 def instruction_vectors(
-    model: Any, tokenizer: Any, cases: Sequence[InstructionCase], layer: int, *, batch_size: int = 16
+    model: Any, tokenizer: Any, cases: Sequence[Case], layer: int, *, batch_size: int = 16,
+    offers: CaseOffers = INSTRUCTIONS,
 ) -> dict[str, torch.Tensor]:
     """The directions d of `fit_instruction_vectors`: the mean activation difference the instruction makes."""
-    return fit_instruction_vectors(model, tokenizer, cases, layer, batch_size=batch_size)[0]
+    return fit_instruction_vectors(model, tokenizer, cases, layer, batch_size=batch_size, offers=offers)[0]
 
 
 def _unit(vector: torch.Tensor) -> torch.Tensor:
@@ -324,6 +307,8 @@ class ActivationSteering:
         self._targets: dict[str, float] = {}
         self._fallbacks: dict[str, str] = {}  # fine key without held-out cases -> the type key used instead
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
+        self.offers: CaseOffers = INSTRUCTIONS  # which key groups each case's vectors: the run's task, from prepare
+        self._keys_id = "language"
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> ActivationSteering:
@@ -376,13 +361,15 @@ class ActivationSteering:
             raise SteeringError(f"case {leaked[0]!r} is both held out (fitting the vectors) and evaluated; "
                                 "held-out cases must not be evaluated")
         held_hash = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-        untagged = [c.key for c in ctx.steered if not c.instruction_id_list]
-        if untagged:  # a row's vector is the mean of its case's type vectors: no type, no vector
-            raise SteeringError(f"activation steering needs each case's instruction types (instruction_id_list) to "
-                                f"choose its vector; case(s) {', '.join(map(repr, untagged[:3]))} have none: tag "
-                                "them, or leave actadd out of --steer-methods")
-        types = {t for c in held_out for t in c.instruction_id_list}
-        missing = sorted({t for c in ctx.steered for t in c.instruction_id_list} - types)
+        self.offers = offers = ctx.task
+        untagged = [c.key for c in ctx.steered if not offers.vector_keys(c)]
+        if untagged:  # a row's vector is the mean of its case's key vectors: no key, no vector
+            raise SteeringError(f"activation steering needs each case's vector keys (IFEval: its instruction types, "
+                                f"instruction_id_list) to choose its vector; case(s) "
+                                f"{', '.join(map(repr, untagged[:3]))} have none: tag them, or leave actadd out of "
+                                "--steer-methods")
+        types = {kind for c in held_out for _, kind in offers.vector_keys(c)}
+        missing = sorted({kind for c in ctx.steered for _, kind in offers.vector_keys(c)} - types)
         if missing:
             raise SteeringError(
                 f"activation steering has no held-out case for instruction type(s) {', '.join(missing)}, so it has "
@@ -391,7 +378,7 @@ class ActivationSteering:
             )
         key = {
             "format": VECTORS_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "layer": layer, "held_out": hashes, "keys": "language",
+            "layer": layer, "held_out": hashes, "keys": self._keying(held_out),
             "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
             "versions": numerics_versions(),
         }
@@ -401,22 +388,31 @@ class ActivationSteering:
             fitted = {}, {}
             if held_out:
                 try:
-                    fitted = fit_instruction_vectors(model, tokenizer, held_out, layer)
+                    fitted = fit_instruction_vectors(model, tokenizer, held_out, layer, offers=offers)
                 except ValueError as e:
                     raise SteeringError(f"activation steering cannot fit its vectors: {e}") from None
                 if ctx.store is not None:
                     ctx.store.put("vectors", key, {"vectors": {t: v.tolist() for t, v in fitted[0].items()},
                                                    "targets": fitted[1]})
         self._layer, (self._vectors, self._targets), self._held_out = layer, fitted, held_hash
-        self._fallbacks = {fine: kind for c in ctx.steered for fine, kind in _case_keys(c)
+        self._keys_id = self._keying(held_out)
+        self._fallbacks = {fine: kind for c in ctx.steered for fine, kind in offers.vector_keys(c)
                            if fine not in self._vectors}
+
+    def _keying(self, held_out: Sequence[Case]) -> str:
+        """How the vectors are keyed, for cache keys: "language" for IFEval's keying (as before), else a hash
+        of the keys the task gives the held-out cases."""
+        if isinstance(self.offers, InstructionOffers):
+            return "language"
+        keys = [[c.key, self.offers.vector_keys(c)] for c in held_out]
+        return "task:" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
 
     def identity(self) -> dict[str, Any]:
         """Method, rule, resolved layer and a hash of the held-out cases the vectors come from (after `prepare`)."""
         if self._layer is None:
             raise SteeringError("activation steering's identity depends on its fitted vectors; call prepare() first")
         return {"method": self.name, "rule": self.rule, "layer": self._layer, "held_out": self._held_out,
-                "keys": "language"}
+                "keys": self._keys_id}
 
     def notes(self) -> list[str]:
         """What the report should say about the fitted method: its layer, and keys that fell back to a type."""
@@ -430,7 +426,8 @@ class ActivationSteering:
         return user_turn(case)
 
     def _keys(self, case: Case) -> list[str]:
-        keys = list(dict.fromkeys(fine if fine in self._vectors else kind for fine, kind in _case_keys(case)))
+        pairs = self.offers.vector_keys(case)
+        keys = list(dict.fromkeys(fine if fine in self._vectors else kind for fine, kind in pairs))
         absent = [k for k in keys if k not in self._vectors]
         if absent or not keys:
             raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from ..options import nearest
 
-__all__ = ["nearest"]  # re-exported: the "did you mean" hint of every method's errors
+__all__ = ["INSTRUCTIONS", "CaseOffers", "nearest"]  # re-exported: the "did you mean" hint of every method's errors
+
+from ..cases import INSTRUCTIONS, CaseOffers
 
 if TYPE_CHECKING:
     from ..cases import Case
@@ -37,7 +39,7 @@ Value = float | str
 
 
 @dataclass(frozen=True)
-class Config:
+class GridPoint:
     """One point of the grid: a method at one value, or the unsteered baseline (method "baseline")."""
 
     method: str
@@ -50,7 +52,7 @@ class Config:
         return self.method == BASELINE
 
 
-BASELINE_CONFIG = Config(BASELINE, None, BASELINE, 0.0)
+BASELINE_CONFIG = GridPoint(BASELINE, None, BASELINE, 0.0)
 
 
 @dataclass
@@ -64,6 +66,14 @@ class PrepareContext:
     store: Any = None  # ResultCache or None
     on_missing: str = "error"
     options: Mapping[str, Any] = field(default_factory=dict)
+    task: CaseOffers = INSTRUCTIONS  # what each case offers to steer by (the run's task)
+
+
+def no_highlights(case: Case, method: str, what: str) -> SteeringError:
+    """The one error for a case that offers nothing to steer towards."""
+    return SteeringError(f"case {case.key!r} offers no text to {what} (its task gives it no highlights, e.g. "
+                         f"IFEval's `instructions`), so {method} cannot steer it; give the task highlights= or "
+                         "run only the baseline for it")
 
 
 @runtime_checkable
@@ -134,7 +144,7 @@ def finite_number(method: str, param: str, value: Any) -> float:
     return x
 
 
-def config(method: SteeringMethod, value: Any, grid: Sequence[Any] = ()) -> Config:
+def config(method: SteeringMethod, value: Any, grid: Sequence[Any] = ()) -> GridPoint:
     """The grid point of `method` at `value` (checked), labelled uniquely among the `grid` values."""
     v = method.check(value)
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float, str)):
@@ -142,4 +152,4 @@ def config(method: SteeringMethod, value: Any, grid: Sequence[Any] = ()) -> Conf
         raise SteeringError(f"{method.name} grid value {value!r} must be a number or a name (None is the "
                             "unsteered baseline, always included)")
     others = [method.check(g) for g in grid]
-    return Config(method.name, v, f"{method.name}-{method.label(v, others)}", method.strength(v))
+    return GridPoint(method.name, v, f"{method.name}-{method.label(v, others)}", method.strength(v))

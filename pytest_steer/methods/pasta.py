@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..options import Option, grid_parser, parse_choice, parse_layers
 from ..prompts import render_chat
-from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
+from .base import (
+    INSTRUCTIONS,
+    CaseOffers,
+    PrepareContext,
+    SteeringError,
+    Value,
+    finite_number,
+    no_highlights,
+    number_label,
+    user_turn,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -234,6 +244,7 @@ class PASTA:
         self._spec = _head_spec(layers)
         self._resolved: dict[int, list[int]] | None = None
         self.unsteerable: set[str] = set()  # keys of cases whose instructions were not found (warn mode)
+        self.offers: CaseOffers = INSTRUCTIONS  # what each case offers to highlight: the run's task, from prepare
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> PASTA:
@@ -297,14 +308,11 @@ class PASTA:
         self._resolved = self.heads(model)
         enable_steering_backend(model)  # once here, so batches do not switch the kernel back and forth
         self.unsteerable = set()
+        self.offers = ctx.task
         for case in {c.key: c for c in ctx.steered}.values():
-            if not case.instructions:
-                raise SteeringError(
-                    f"case {case.key!r} has no `instructions` field, so PASTA has nothing to highlight; use a "
-                    "Split-IFEval-style dataset (instruction sentences as exact substrings of the prompt) or run "
-                    "only the baseline for it"
-                )
-            _, problem = _instruction_spans(render_chat(tokenizer, user_turn(case)), case)
+            if not self.offers.highlights(case):
+                raise no_highlights(case, "PASTA", "highlight")
+            _, problem = _spans(render_chat(tokenizer, user_turn(case)), case, self.offers.highlights(case))
             if problem is None:
                 continue
             msg = f"case {case.key!r}: {problem}"
@@ -355,7 +363,7 @@ class PASTA:
             if value is None or case.key in self.unsteerable:
                 alphas.append(1.0)
                 continue
-            spans, problem = _instruction_spans(text, case)
+            spans, problem = _spans(text, case, self.offers.highlights(case))
             if problem is not None:
                 raise SteeringError(f"case {case.key!r}: {problem}; PASTA.prepare() was not given this case")
             for start, end in spans:
@@ -415,15 +423,15 @@ class PASTA:
                 model.set_attn_implementation(previous)
 
 
-def _instruction_spans(text: str, case: Case) -> tuple[list[tuple[int, int]], str | None]:
-    """Character spans of the case's instructions in the rendered `text`, or a problem naming what is missing."""
-    if not case.instructions:
-        return [], "no `instructions` field, so PASTA has nothing to highlight"
+def _spans(text: str, case: Case, highlights: Sequence[str]) -> tuple[list[tuple[int, int]], str | None]:
+    """Character spans of the case's highlights in the rendered `text`, or a problem naming what is missing."""
+    if not highlights:
+        return [], "no highlights (e.g. IFEval's `instructions`), so PASTA has nothing to highlight"
     base = text.find(case.prompt)
     if base < 0:
         return [], "the chat template does not contain the prompt verbatim, so its instructions cannot be located"
     spans = []
-    for sub in case.instructions:
+    for sub in highlights:
         at = case.prompt.find(sub) if sub else -1
         if at < 0:
             return [], f"instruction text not found in its prompt: {sub[:80]!r}"

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..options import Option, grid_parser, nearest
-from .base import PrepareContext, SteeringError, Value, user_turn
+from .base import INSTRUCTIONS, CaseOffers, PrepareContext, SteeringError, Value, no_highlights, user_turn
 
 if TYPE_CHECKING:
     from ..cases import Case
@@ -61,6 +61,7 @@ class PromptEmphasis:
 
     def __init__(self) -> None:
         self._default_system: str | None = None  # the template's own system text, found in prepare
+        self.offers: CaseOffers = INSTRUCTIONS  # what each case offers to emphasise: the run's task, from prepare
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> PromptEmphasis:
@@ -87,13 +88,11 @@ class PromptEmphasis:
         """Every steered case needs instruction sentences to emphasise (and, to mark them, found in its prompt)."""
         from ..prompts import default_system_text
 
+        self.offers = ctx.task
         for case in ctx.steered:
-            if not case.instructions:
-                raise SteeringError(
-                    f"case {case.key!r} has no `instructions` field, so prompt emphasis has nothing to restate; "
-                    "use a Split-IFEval-style dataset or run only the baseline for it"
-                )
-            _marked(case)
+            if not self.offers.highlights(case):
+                raise no_highlights(case, "prompt emphasis", "restate")
+            _marked(case, self.offers.highlights(case))
         tokenizer = getattr(ctx.model, "tokenizer", None)
         self._default_system = default_system_text(tokenizer) if tokenizer is not None else None
 
@@ -101,18 +100,19 @@ class PromptEmphasis:
         variant = NOOP if value is None else self.check(value)
         if variant == NOOP:
             return user_turn(case)
-        if not case.instructions:
-            raise SteeringError(f"case {case.key!r} has no `instructions` for prompt emphasis to restate")
+        highlights = self.offers.highlights(case)
+        if not highlights:
+            raise no_highlights(case, "prompt emphasis", "restate")
         if variant == "marked":
-            return [{"role": "user", "content": _marked(case)}]
+            return [{"role": "user", "content": _marked(case, highlights)}]
         messages = []
         if variant in ("system", "both"):
-            emphasis = SYSTEM + "\n".join(f"- {s}" for s in case.instructions)
+            emphasis = SYSTEM + "\n".join(f"- {s}" for s in highlights)
             keep = f"{self._default_system}\n\n" if self._default_system else ""
             messages.append({"role": "system", "content": keep + emphasis})
         content = case.prompt
         if variant in ("restate", "both"):
-            content += RESTATE + " ".join(case.instructions)
+            content += RESTATE + " ".join(highlights)
         return [*messages, {"role": "user", "content": content}]
 
     def steer(self, model: Any, batch: EncodedBatch, cases: Sequence[Case],
@@ -121,10 +121,10 @@ class PromptEmphasis:
         return contextlib.nullcontext()
 
 
-def _marked(case: Case) -> str:
-    """The prompt with each instruction sentence's first occurrence wrapped in `MARK`s."""
+def _marked(case: Case, highlights: Sequence[str]) -> str:
+    """The prompt with each highlight's first occurrence wrapped in `MARK`s."""
     text, at = case.prompt, 0
-    for sentence in case.instructions or ():
+    for sentence in highlights:
         found = text.find(sentence, at) if sentence else -1
         if found < 0:
             found = text.find(sentence) if sentence else -1

@@ -80,7 +80,7 @@ from pytest_steer.metrics.side_effects import (
 )
 from pytest_steer.models import default_device, parse_dtype
 from pytest_steer.prompts import render_chat
-from pytest_steer.scores import Metric, Sample, Score, Scorer, ScorerError
+from pytest_steer.scores import QUALITY_ROLE, Metric, Sample, Score, Scorer, ScorerError
 
 #: bump when a change here changes any score (the score cache keys on the scorers' identity)
 VERSION = "2"
@@ -120,10 +120,10 @@ SIDE_EFFECTS = (
            description="response tokens / the unsteered response's tokens for the same case and trial"),
 )
 _QUALITY = {
-    OFFLINE: Metric("quality", "real", 1, label="quality", scale="log",
+    OFFLINE: Metric("quality", "real", 1, label="quality", scale="log", role=QUALITY_ROLE,
                     description="content x diversity x order x topic x language x refusal, in [0, 1]; "
                                 "reduced as a geometric mean"),
-    FLUENCY: Metric("quality", "real", 1, label="quality (fluency)",
+    FLUENCY: Metric("quality", "real", 1, label="quality (fluency)", role=QUALITY_ROLE,
                     description="the fluency score (legacy: loops and repeated text score high)"),
 }
 
@@ -487,7 +487,7 @@ class RewardScore:
         self.metrics: tuple[Metric, ...] = (
             Metric("reward", "real", 1, label=f"reward ({self.source})",
                    description=f"score of the reward model {self.source} for (prompt, response)"),
-            Metric("quality", "real", 1, label="quality (reward)",
+            Metric("quality", "real", 1, label="quality (reward)", role=QUALITY_ROLE,
                    description=f"the reward of {self.source}"),
         )
         self._local = Path(self.source).expanduser()

@@ -24,17 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
-from .cases import CaseSet
-from .dose import DOSE
-from .evaluation import EvalResult, check_metric_names
-from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings, Progress, row_seed
-from .methods import BASELINE, Config, PrepareContext, SteeringError, SteeringMethod, build_method, method_entry
-from .models import LoadedModel, load_model
-from .results import ResultRow
-from .scores import Metric, Sample, Score, Scorer, metrics_of
-from .spec import RunSpec
-from .tasks import CaseSplit, Task, get_task, task_options
+from ..cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
+from ..cases import CaseSet
+from ..dose import DOSE
+from ..evaluation import EvalResult, check_metric_names
+from ..generation import (
+    Generation,
+    GenerationEngine,
+    GenerationRequest,
+    GenerationSettings,
+    Progress,
+    grid_requests,
+    row_seed,
+)
+from ..methods import BASELINE, GridPoint, PrepareContext, SteeringError, SteeringMethod, build_method, method_entry
+from ..models import LoadedModel, load_model
+from ..results import ResultRow
+from ..scores import QUALITY_ROLE, Metric, Sample, Score, Scorer, metrics_of, registered_scorers
+from ..spec import RunSpec
+from ..tasks import CaseSplit, Task, get_task, task_options
 
 #: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
 DOSE_FORMAT = 1
@@ -81,7 +89,24 @@ def _methods_key(spec: RunSpec) -> tuple[Any, ...]:
 
 
 def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
-    return (spec.task, spec.quality, spec.quality_batch_size, spec.reward_max_length, spec.reward_tf32)
+    return (spec.task, spec.quality, spec.quality_batch_size, spec.reward_max_length, spec.reward_tf32,
+            tuple(s.name for s in registered_scorers()))
+
+
+def with_budgets(metrics: Sequence[Metric], spec: RunSpec) -> list[Metric]:
+    """The declarations with the run's budgets on them. One budget per phenomenon: the headline quality may
+    drop by --steer-max-quality-drop. The offline headline already pays for repetition (its diversity
+    factor), so a repetition budget would fail a looping config twice; a reward model or fluency may not
+    see loops, so there the repetition rise keeps its own budget. Diversity counts the same repeated
+    n-grams as rep-4 and carries none."""
+    out = []
+    for m in metrics:
+        if m.role == QUALITY_ROLE:
+            m = dataclasses.replace(m, budget=spec.max_quality_drop)
+        elif m.name == "repetition" and spec.quality != "offline":
+            m = dataclasses.replace(m, budget=spec.max_repetition_rise)
+        out.append(m)
+    return out
 
 
 @dataclass
@@ -139,7 +164,8 @@ class SteerRun:
         k = _methods_key(spec)
         if k not in self._methods:
             split = self.split(spec)
-            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing)
+            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing,
+                                 task=self.task(spec))
             built = {name: build_method(name, spec) for name in spec.methods}
             for name, m in built.items():
                 try:
@@ -156,20 +182,21 @@ class SteerRun:
         return self._methods[k]
 
     def scorers(self, spec: RunSpec) -> list[Scorer]:
-        """The task's scorers, then the quality and side-effect scorers."""
+        """The task's scorers, the scorers registered for every task, then the quality and side-effect scorers."""
         k = _scorer_key(spec)
         if k not in self._scorers:
-            from .metrics.quality import quality_scorers
+            from ..metrics.quality import quality_scorers
 
-            self._scorers[k] = [*self.task(spec).scorers, *quality_scorers(
+            self._scorers[k] = [*self.task(spec).scorers, *registered_scorers(), *quality_scorers(
                 spec.quality, self.model, batch_size=spec.quality_batch_size, max_length=spec.reward_max_length,
                 tf32=spec.reward_tf32)]
             check_metric_names(metrics_of(self._scorers[k]))  # a name declared twice or taken fails here
         return self._scorers[k]
 
     def metrics(self, spec: RunSpec) -> list[Metric]:
-        """The scorers' metrics, then the dose every steered row gets (`pytest_steer.dose`)."""
-        return [*metrics_of(self.scorers(spec)), DOSE]
+        """The scorers' metrics, then the dose every steered row gets (`pytest_steer.dose`), with the run's
+        budgets on them."""
+        return with_budgets([*metrics_of(self.scorers(spec)), DOSE], spec)
 
     def settings(self, spec: RunSpec) -> GenerationSettings:
         s = GenerationSettings(
@@ -189,7 +216,7 @@ class SteerRun:
                                 batch_size=self._batch_sizes.get(spec, self.batch_size(spec)))
 
     def requests(self, spec: RunSpec, trial: int) -> list[GenerationRequest]:
-        return [GenerationRequest(c, cfg, trial) for cfg in spec.configs() for c in self.cases(spec)]
+        return grid_requests(self.cases(spec), spec.configs(), [trial])
 
     def prepare(self, specs: Iterable[RunSpec]) -> None:
         """Fail fast: load the model, cases, methods and scorers, and check them, before generating."""
@@ -265,7 +292,7 @@ class SteerRun:
 
     def _doses(self, engine: GenerationEngine, gens: Sequence[Generation], hashes: Sequence[str]) -> list[float]:
         """Each row's dose (`dose.doses`; 0 for the baseline), from the cache where it has it."""
-        from .dose import doses
+        from ..dose import doses
 
         base = {g.request.case.key: i for i, g in enumerate(gens) if g.request.config.is_baseline}
         out = [0.0 if g.request.config.is_baseline else math.nan for g in gens]
@@ -368,7 +395,7 @@ class SteerRun:
             ))
         return rows
 
-    def result(self, spec: RunSpec, config: str | Config, trial: int | None) -> EvalResult:
+    def result(self, spec: RunSpec, config: str | GridPoint, trial: int | None) -> EvalResult:
         """The scored rows of one config, for one trial or pooled over all trials, with its paired baseline."""
         label = config if isinstance(config, str) else config.label
         if (spec, label, trial) not in self._results:
@@ -422,7 +449,7 @@ class SteerRun:
             "transformers": transformers.__version__,
             "cache hit rate": f"{self.cached_rows / total:.0%} of {total} rows" if total else "n/a",
         }
-        from .metrics.quality import RewardScore
+        from ..metrics.quality import RewardScore
 
         reward_models = {s.model_identity for scorers in self._scorers.values() for s in scorers
                          if isinstance(s, RewardScore)}

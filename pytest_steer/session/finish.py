@@ -1,15 +1,16 @@
 """Session end: from the session's rows, write the results files, figures, HTML report, terminal
-table and, if asked, the stored baseline.
+table and, if asked, the stored baseline. The one path every run's outputs take.
 
-Plain functions over rows and metric declarations; the plugin gathers the rows (its own and xdist
-workers') and calls `report_run`. Every step runs on its own: a figure that cannot be drawn or a
-baseline path that cannot be written becomes one line in `Report.problems`, and the other steps
-still happen, so a run's results are never lost to a reporting bug.
+Plain functions over rows and metric declarations; `SteerSession.finish` gathers the rows (its own
+and xdist workers') and calls `report_run`. Every step runs on its own: a figure that cannot be
+drawn or a baseline path that cannot be written becomes one line in `Report.problems`, and the other
+steps still happen, so a run's results are never lost to a reporting bug.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,8 +19,9 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from .results import BASELINE, ResultRow, to_frame
-from .scores import Metric
+from ..results import BASELINE, ResultRow, to_frame
+from ..scores import QUALITY_ROLE, Metric, with_role
+from ..scores import budgets as declared_budgets
 
 T = TypeVar("T")
 #: settings longer than this are left out of the report's run details (e.g. the list of case hashes)
@@ -28,13 +30,21 @@ _MAX_SETTING_CHARS = 200
 
 @dataclass(kw_only=True)
 class RunInfo:
-    """What the report needs besides the rows."""
+    """What the report needs besides the rows and their metric declarations (which carry the headline
+    quality's role and the budgets). A run whose settings are in `settings` takes its primary metric from
+    them (each run of a session may have its own task)."""
 
     meta: dict[str, str]  # run details shown in the report (model, device, cache hits, task, ...)
-    primary: str  # the task's primary metric
-    budgets: dict[str, float]  # metric -> allowed worsening, for the recommendation (see analysis.recommend)
+    primary: str = ""  # the task's primary metric, for runs without settings
+    budgets: dict[str, float] = field(default_factory=dict)  # for declarations without budgets (older files)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run key -> settings: baseline, details
-    quality: str = "quality"  # the headline quality metric: the trade-off's other axis
+
+    def for_run(self, run: str) -> RunInfo:
+        s = self.settings.get(run)
+        if not s:
+            return self
+        return RunInfo(meta={**self.meta, "task": str(s.get("task", self.meta.get("task", "")))},
+                       primary=str(s.get("primary") or self.primary), budgets=self.budgets, settings=self.settings)
 
 
 @dataclass
@@ -57,16 +67,17 @@ def _fmt(value: float, spec: str = ".3g") -> str:
     return "–" if value != value else format(value, spec)
 
 
-def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: str, *, quality: str = "quality",
+def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: str, *, quality: str | None = None,
                    significance: float = 0.05) -> list[str]:
     """Per config: the primary metric and the quality with their intervals (and, for steered configs,
     the difference from the baseline), plus every side-effect metric that moved significantly
     (Holm-adjusted p < `significance`, over the steered configs) against the baseline, with whether that
     is better or worse."""
-    from .report.html import verdict
+    from ..report.html import verdict
 
     by_name = {m.name: m for m in metrics}
-    heads = [n for n in dict.fromkeys((primary, quality)) if n in summary.columns]
+    headline = quality or (m.name if (m := with_role(metrics, QUALITY_ROLE)) else None)
+    heads = [n for n in dict.fromkeys((primary, headline)) if n and n in summary.columns]
     side = [m for m in metrics if m.side_effect and m.name in summary.columns and m.name not in heads]
     table = [["config", "rows", *(by_name[n].title if n in by_name else n for n in heads),
               f"side effects (Holm p < {significance:g})"]]
@@ -100,16 +111,18 @@ def _run_meta(info: RunInfo, run: str) -> dict[str, str]:
 def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, run: str,
                 problems: list[str]) -> tuple[str, list[str]]:
     """Files, figures, HTML fragment and terminal lines for one run's rows."""
-    from .analysis import fixed_and_broken, power, select, write_results
-    from .reduce import summary as summarise
-    from .report.figures import dose_figure, pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
-    from .report.html import summary_html
+    from ..analysis import fixed_and_broken, power, select, write_results
+    from ..reduce import summary as summarise
+    from ..report.figures import dose_figure, pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
+    from ..report.html import summary_html
 
     names = {n for r in rows for n in r.scores}
     present = [m for m in metrics if m.name in names]
     by_name = {m.name: m for m in present}
     primary = info.primary if info.primary in by_name else (present[0].name if present else info.primary)
-    quality = info.quality if info.quality in by_name else None
+    headline = with_role(present, QUALITY_ROLE)
+    quality = headline.name if headline is not None else None
+    budgets = declared_budgets(present) or info.budgets
     frame = to_frame(rows, [m.name for m in present])
     summary = _step(problems, f"summarise run {run}", lambda: summarise(frame, present))
     _step(problems, f"write the results files to {out_dir}",
@@ -120,7 +133,8 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     rec = None
     if BASELINE in configs and primary in summary.columns:
         rec = _step(problems, "recommend a config", lambda: select(
-            frame, summary, primary=primary, budgets=info.budgets, metrics=present, quality=quality or "quality"))
+            frame, summary, primary=primary, budgets=budgets, metrics=present, quality=quality or primary,
+            relative=[quality] if quality else []))  # the headline's budget is a relative drop
     power_line = None
     if BASELINE in configs and primary in by_name:
         power_line = _step(problems, "estimate the power", lambda: power(frame, by_name[primary])[1])
@@ -170,11 +184,25 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     return fragment, lines
 
 
-def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, *,
-               save_baseline: Path | None = None) -> Report:
+RUN_DIR_PREFIX = "run-"
+
+
+def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> None:
+    """Remove the `run-<key>/` folders of earlier sessions that this one replaced: a folder of ours (it has
+    our results files) that is not one of this session's runs. Anything else in the report dir stays."""
+    if not out_dir.is_dir():
+        return
+    for sub in out_dir.glob(f"{RUN_DIR_PREFIX}*"):
+        if sub.is_dir() and sub not in kept and (sub / "results.jsonl").is_file():
+            _step(problems, f"remove the replaced report folder {sub}", partial(shutil.rmtree, sub))
+
+
+def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
+               out_dir: Path, info: RunInfo, *, save_baseline: Path | None = None) -> Report:
     """Everything for the session's rows: per run (rows of one settings key) the results files,
     figures and report fragment (in `out_dir`, or `out_dir/run-<key>` when there are several runs),
-    then the standalone `summary.html` and the stored baseline. Never raises: failures are in
+    then the standalone `summary.html` and the stored baseline; `run-<key>` folders of earlier
+    sessions are removed. `metrics` is one list, or one per run key. Never raises: failures are in
     `Report.problems`, one line each."""
     report = Report()
     rows = list(rows)
@@ -184,13 +212,19 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric], out_dir: Pa
     try:
         runs = list(dict.fromkeys(r.run for r in rows))
         fragments = []
+        subs = {run: out_dir if len(runs) == 1 else out_dir / f"{RUN_DIR_PREFIX}{_file_safe(run)}" for run in runs}
         for run in runs:
-            sub = out_dir if len(runs) == 1 else out_dir / f"run-{_file_safe(run)}"
-            fragment, lines = _report_one([r for r in rows if r.run == run], metrics, sub, info, run, report.problems)
+            ms = metrics[run] if isinstance(metrics, Mapping) else metrics
+            run_info = info.for_run(run)
+            fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
+                                          report.problems)
             fragments.append(fragment)
-            report.terminal_lines += ([f"run {run}:"] if len(runs) > 1 else []) + lines
+            task = run_info.meta.get("task")
+            report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
+                + lines
+        _remove_replaced(out_dir, set(subs.values()), report.problems)
         report.fragment = "".join(fragments)
-        from .report.html import write_standalone
+        from ..report.html import write_standalone
 
         if _step(report.problems, f"write the standalone report {out_dir / 'summary.html'}",
                  lambda: write_standalone(out_dir / "summary.html", report.fragment, "pytest-steer summary")):
@@ -210,7 +244,7 @@ def save_stored_baseline(path: Path, settings: Mapping[str, Mapping[str, Any]], 
 
     `metrics` may be one list or a list per run key; declarations are merged by name (first wins).
     """
-    from .baselines import save_baseline
+    from ..baselines import save_baseline
 
     merged: dict[str, Metric] = {}
     for ms in metrics.values() if isinstance(metrics, Mapping) else [metrics]:

@@ -1,0 +1,448 @@
+"""One session object owns a pytest run's life: `SteerSession`.
+
+start (every check that needs no generation, one usage error) -> the rows (`run.SteerRun`, per unit)
+-> the worker payload (typed, xdist) -> gather on the controller -> `finish()` (results, figures,
+HTML, stored baseline, through `finish.report_run`) -> `display()` (the terminal lines).
+Importing this module is cheap (the plugin does at configure time); the engine loads on first use.
+
+The plugin translates pytest's hooks into these calls and `StartError` into `pytest.UsageError`; it
+holds no state of its own. Plain Python: no pytest import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..methods import GridPoint
+from ..options import MarkerError
+from ..results import ResultRow, write_atomically
+from ..scores import Metric
+from ..spec import RunSpec, resolve, spec_from
+
+if TYPE_CHECKING:  # also what the plugin's fixtures are typed with
+    from ..cases import CaseSet as CaseSet
+    from ..evaluation import EvalResult
+    from ..generation import Progress
+    from ..methods import SteeringMethod
+    from ..methods.pasta import PASTA as PASTA
+    from ..models import LoadedModel as LoadedModel
+    from .run import SteerRun
+
+__all__ = ["GridPoint", "RunSpec", "StartError", "SteerEval", "SteerPoint", "SteerSession", "WorkerPayload",
+           "write_atomically"]
+_LAZY = {"EvalResult": "..evaluation", "MetricValue": "..evaluation", "ModelSettings": ".run", "SteerRun": ".run"}
+
+
+def __getattr__(name: str) -> Any:
+    """The engine's types, imported on first use (they pull in torch and pandas)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class StartError(ValueError):
+    """A start-up check failed; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class SteerPoint:
+    """One parametrized grid point of one test."""
+
+    spec: RunSpec
+    config: GridPoint
+    trial: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.config.label}-trial{self.trial}"
+
+
+@dataclass
+class WorkerPayload:
+    """What an xdist worker sends the controller: its rows, each run's settings and metrics, its run details."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run key -> comparable settings
+    metrics: dict[str, list[Metric]] = field(default_factory=dict)  # run key -> declarations
+    meta: dict[str, str] = field(default_factory=dict)
+    generated: int = 0
+    cached: int = 0
+    scorer_failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "rows": [dataclasses.asdict(r) for r in self.rows], "settings": self.settings,
+            "metrics": {k: [dataclasses.asdict(m) for m in ms] for k, ms in self.metrics.items()},
+            "meta": self.meta, "generated": self.generated, "cached": self.cached,
+            "scorer_failures": self.scorer_failures,
+        }, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerPayload:
+        d = json.loads(text)
+        return cls([ResultRow.from_dict(r) for r in d["rows"]], d["settings"],
+                   {k: [Metric(**m) for m in ms] for k, ms in d["metrics"].items()}, d["meta"],
+                   int(d["generated"]), int(d["cached"]), list(d["scorer_failures"]))
+
+
+def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
+    """Fail at start-up, not after generating, when a path the run will write to cannot be written."""
+    import tempfile
+
+    target = path if is_dir else path.parent
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if is_dir and path.exists() and not path.is_dir():
+        problem = "is a file, not a directory"
+    elif not is_dir and path.is_dir():
+        problem = "is a directory; give a file path"
+    elif not probe.is_dir():
+        problem = f"{probe} is not a directory"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            problem = f"cannot be written ({exc.strerror or exc})"
+    if problem:
+        raise StartError(f"{option} {path}: {problem}")
+
+
+class SteerSession:
+    """A pytest session's steering state: settings, the run (created on first use), gathered rows, the report.
+
+    `get_cli(name)` / `get_ini(name)` read one option's command-line / ini value (None when unset).
+    """
+
+    def __init__(self, get_cli: Callable[[str], Any], get_ini: Callable[[str], Any], invocation_dir: Path, *,
+                 worker: Mapping[str, Any] | None = None, on_progress: Callable[[Progress], None] | None = None,
+                 ) -> None:
+        self._get_cli, self._get_ini = get_cli, get_ini
+        self.worker = dict(worker) if worker is not None else None  # xdist's workerinput on a worker
+        self.on_progress = on_progress
+        try:
+            self.settings = resolve(get_cli, get_ini, {})
+        except MarkerError as exc:
+            raise StartError(str(exc)) from None
+        self.report_dir = Path(invocation_dir) / self.settings["report_dir"]
+        self._run: SteerRun | None = None
+        self.specs: list[RunSpec] = []
+        self.problems: dict[str, str] = {}  # test -> marker error found at collection, raised if it is selected
+        self.gathered: list[WorkerPayload] = []
+        self.summary_fragment: str | None = None
+        self.terminal_lines: list[str] = []
+        self.stored: Any = None  # baselines.StoredBaseline with --steer-compare
+        self.missing_in_stored: set[str] = set()
+        self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
+        self._report_lock: Any = None  # held from start-up to close(): one session per report dir
+        self.declarations: list[Metric] = []  # every run's metrics, merged by name, after finish()
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def started(self) -> bool:
+        return self._run is not None or bool(self.gathered)
+
+    @property
+    def run(self) -> SteerRun:
+        if self._run is None:
+            from .run import ModelSettings, SteerRun, default_cache
+
+            g = self.settings
+            device = g["device"]
+            if self.worker is not None and g["devices"]:
+                from ..models import worker_device
+
+                device = worker_device(g["devices"], int(str(self.worker["workerid"]).removeprefix("gw")))
+            cache = default_cache(g["cache"], g["cache_dir"])
+            if g["clear_cache"] and not self.is_worker:
+                cache.clear()
+            settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
+            self._run = SteerRun(settings, cache, on_progress=self.on_progress)
+        return self._run
+
+    def spec_for(self, nodeid: str, marker_kwargs: Mapping[str, Any], marker_args: tuple[Any, ...] = ()) -> RunSpec:
+        """A test's settings; a bad marker raises MarkerError naming the test."""
+        try:
+            spec = spec_from(resolve(self._get_cli, self._get_ini, marker_kwargs, marker_args))
+            spec.configs()  # labels and values checked by the methods themselves
+            return spec
+        except (MarkerError, ValueError) as exc:
+            raise MarkerError(f"{nodeid}: {exc}") from None
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    def note_partial_selection(self, selected: Mapping[RunSpec, set[str]], whole: set[RunSpec]) -> None:
+        """`-k baseline` selects some configs' tests, but a unit is every config of a trial (one set of shared
+        batches, paired on one baseline), so all of them are generated: say so rather than surprise."""
+        for spec, labels in selected.items():
+            every = [c.label for c in spec.configs()]
+            if spec not in whole and not set(every) <= labels | {"baseline"}:
+                self.notes.append(f"the selected tests read {len(labels)} of the {len(every)} configs, but every "
+                                  "config of a trial is generated together (shared batches, paired on one "
+                                  "baseline): all of them are generated, or read from the cache, and reported")
+
+    def start(self, specs: Iterable[RunSpec], say: Callable[[str], None] = lambda line: None) -> None:
+        """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and
+        prepare. Raises StartError (one line); `say` shows a warning now (it is also kept for the summary)."""
+        from ..cache import default_cache_dir
+        from ..cases import FILE_SUFFIXES
+        from ..models import ModelLoadError, check_device, check_source, split_cpu_threads
+        from ..options import BUILTIN_QUALITY
+
+        self.specs = list(dict.fromkeys(specs))
+        g = self.settings
+        if not self.is_worker:
+            _check_writable("--steer-report-dir", self.report_dir, is_dir=True)
+            self._lock_report_dir()
+            if g["save_baseline"]:
+                _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
+        cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
+        if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
+            raise StartError(f"--steer-cache-dir {cache_dir}: is a file, not a directory")
+        if self.run.cache is not None:
+            reason = self.run.cache.check_writable()
+            if reason:
+                self.notes.append(reason)
+        try:
+            check_device(g["device"])
+            # hub ids: a typo, a gated repo or a missing revision fails here, before any model loads; an
+            # unreachable hub is found once and the run goes on from the local HF cache, saying so
+            notes = [check_source(g["model"])]
+            for spec in self.specs:
+                if spec.quality not in BUILTIN_QUALITY:
+                    notes.append(check_source(spec.quality, option="--steer-quality"))
+                dataset = spec["dataset"] if "dataset" in dict(spec.options) else None
+                if dataset and Path(dataset).suffix.lower() not in FILE_SUFFIXES:  # a file: the loader checks it
+                    notes.append(check_source(dataset, option="--steer-dataset", kind="dataset"))
+        except ModelLoadError as exc:
+            raise StartError(str(exc)) from None
+        for note in filter(None, notes):
+            self.notes.append(note)
+            if not self.is_worker:
+                say(note)
+        if self.worker is not None and not str(g["device"]).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                split_cpu_threads(int(self.worker.get("workercount", 1)))
+        self._prepare()
+
+    def _lock_report_dir(self) -> None:
+        """One session per report dir: two would overwrite each other's files, the last one silently winning."""
+        from ..cache import hold_lock
+
+        try:
+            self.report_dir.mkdir(parents=True, exist_ok=True)
+            self._report_lock = hold_lock(self.report_dir / ".pytest-steer.lock")
+        except OSError as exc:
+            raise StartError(f"--steer-report-dir {self.report_dir}: cannot be written "
+                             f"({exc.strerror or exc})") from None
+        if self._report_lock is None:
+            raise StartError(f"--steer-report-dir {self.report_dir}: another pytest session is writing its report "
+                             "there; wait for it, or give this run its own --steer-report-dir")
+
+    def _prepare(self) -> None:
+        from ..baselines import BaselineMismatch, check_compatible, load_baseline
+        from ..cases import CaseLoadError
+        from ..methods import SteeringError
+        from ..metrics.quality import QualityScorerError
+        from ..models import ModelLoadError
+        from ..scores import ScorerError
+        from ..tasks import TaskError
+
+        g = self.settings
+        try:
+            if g["compare"]:
+                self.stored = load_baseline(g["compare"])
+            self.run.prepare(self.specs)
+            if self.stored is not None:
+                for spec in self.specs:
+                    check_compatible(self.stored, self.run.comparable_settings(spec), g["compare"])
+        except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
+                BaselineMismatch, ValueError) as exc:
+            raise StartError(str(exc)) from None
+
+    def close(self) -> None:
+        """Release the report dir: the next session (another process, or pytester's next run) may write."""
+        if self._report_lock is not None:
+            self._report_lock.close()
+            self._report_lock = None
+
+    # -- during the run --------------------------------------------------------------------------------
+
+    def methods(self, spec: RunSpec) -> dict[str, SteeringMethod]:
+        """Every registered method built from `spec`'s settings; the spec's own methods prepared on the model."""
+        from ..methods import build_method, method_names
+
+        prepared = self.run.methods(spec)
+        return {name: prepared.get(name) or build_method(name, spec) for name in method_names()}
+
+    def result(self, point: SteerPoint) -> EvalResult:
+        return self.run.result(point.spec, point.config, point.trial)
+
+    def regressions(self, point: SteerPoint, result: EvalResult) -> list[str]:
+        """With --steer-compare: one line per metric of this point that regressed against the stored baseline.
+
+        A config the stored file does not have is not a regression: it is noted for the summary instead."""
+        if self.stored is None:
+            return []
+        from ..baselines import regressions, stored_configs
+
+        if point.config.label not in stored_configs(self.stored):
+            self.missing_in_stored.add(point.config.label)
+            return []
+        return regressions(self.stored, result.rows, config=point.config.label, trial=point.trial,
+                           margin=self.settings["compare_margin"], metrics=result.metrics)
+
+    # -- xdist: workers send their payload, the controller gathers it ----------------------------------
+
+    def payload(self) -> WorkerPayload:
+        run = self.run
+        return WorkerPayload(
+            rows=run.all_rows(), settings={s.key(): run.comparable_settings(s) for s in self.specs},
+            metrics={s.key(): run.metrics(s) for s in self.specs}, meta=run.meta(), generated=run.generated_rows,
+            cached=run.cached_rows, scorer_failures=list(run.scorer_failures))
+
+    def gather(self, payload: WorkerPayload) -> None:
+        self.gathered.append(payload)
+
+    # -- finish and display ----------------------------------------------------------------------------
+
+    def _rows(self) -> tuple[list[ResultRow], dict[str, dict[str, Any]], dict[str, list[Metric]], dict[str, str]]:
+        rows: list[ResultRow] = []
+        settings: dict[str, dict[str, Any]] = {}
+        metrics: dict[str, list[Metric]] = {}
+        meta: dict[str, str] = {}
+        for p in self.gathered:
+            settings.update(p.settings)
+            metrics.update(p.metrics)
+        run = self._run
+        if run is not None and run.all_rows():
+            rows += run.all_rows()
+            for s in self.specs:
+                settings[s.key()] = run.comparable_settings(s)
+                metrics[s.key()] = run.metrics(s)
+            meta = run.meta()
+        rows += [r for p in self.gathered for r in p.rows]
+        if self.gathered:
+            meta = dict(self.gathered[0].meta)
+            gen, cached = sum(p.generated for p in self.gathered), sum(p.cached for p in self.gathered)
+            total = gen + cached
+            meta["cache hit rate"] = f"{cached / total:.0%} of {total} rows" if total else "n/a"
+            meta["workers"] = str(len(self.gathered))
+        unique: dict[tuple[str, str, str, int], ResultRow] = {}
+        for r in rows:
+            unique.setdefault((r.run, r.key, r.config, r.trial), r)
+        return list(unique.values()), settings, metrics, meta
+
+    def finish(self) -> None:
+        """Write results, figures, HTML and the stored baseline (each step on its own: see `finish`)."""
+        from .finish import RunInfo, report_run
+
+        rows, settings, metrics, meta = self._rows()
+        merged: dict[str, Metric] = {}
+        for ms in metrics.values():
+            for m in ms:
+                merged.setdefault(m.name, m)
+        self.declarations = list(merged.values())
+        if not rows:
+            return
+        g = self.settings
+        save = Path(g["save_baseline"]) if g["save_baseline"] else None
+        report = report_run(rows, metrics, self.report_dir, RunInfo(meta=meta, settings=settings), save_baseline=save)
+        self.summary_fragment = report.fragment
+        lines = [*report.terminal_lines, *report.problems]
+        if len(self.gathered) > 1 and not g["cache"]:
+            lines.append("--steer-cache false: xdist workers cannot share generations, so a trial whose tests ran "
+                         "on several workers was generated on each of them")
+        run = self._run
+        failures = [*(run.scorer_failures if run is not None else []),
+                    *(f for p in self.gathered for f in p.scorer_failures)]
+        if failures:
+            lines.append(f"scorers failed on {len(failures)} row(s); those scores are missing (the rows' "
+                         f"details.scorer_errors say why) and were not cached. First: {failures[0]}")
+        if run is not None and run.cache is not None and (run.cache.stats.corrupt or run.cache.stats.unwritable):
+            st = run.cache.stats
+            lines.append(f"cache: {st.corrupt} corrupt record(s) found and regenerated, {st.unwritable} record(s) "
+                         f"could not be written ({run.cache.root})")
+        self.terminal_lines = lines
+
+    def html_columns(self) -> list[tuple[str, str]]:
+        """The per-test HTML table's columns: the grid point, then every declared metric that is not a side
+        effect (the task's metrics, the headline quality, a reward, the dose), as (property, title)."""
+        if not self.declarations:
+            return []
+        return [("steer_config", "Config"), ("steer_trial", "Trial"),
+                *((m.name, m.title) for m in self.declarations if not m.side_effect)]
+
+    @staticmethod
+    def explain(op: str, left: Any, right: Any) -> list[str] | None:
+        """`assert result.strict_prompt_accuracy >= 0.5` explained: the metric, threshold and baseline."""
+        import sys
+
+        if "pytest_steer.evaluation" not in sys.modules or op not in (">=", ">", "<=", "<", "==", "!="):
+            return None  # no result was ever made: no MetricValue can be in the comparison
+        from ..evaluation import MetricValue
+
+        metric, other = (left, right) if isinstance(left, MetricValue) else (right, left)
+        if not isinstance(metric, MetricValue):
+            return None
+        lines = [f"{metric.name} {op} threshold failed" if metric is left else f"threshold {op} {metric.name} failed",
+                 metric.describe(), f"threshold: {other!r}"]
+        if isinstance(other, MetricValue):
+            lines[-1] = f"other: {other.describe()}"
+        return lines
+
+    def display(self) -> list[str]:
+        """The lines of the terminal summary's pytest-steer section."""
+        lines = [*self.notes, *self.terminal_lines]
+        if self.missing_in_stored:
+            lines.append(f"not in the stored baseline, not compared: {', '.join(sorted(self.missing_in_stored))}")
+        return lines
+
+
+class SteerEval:
+    """Evaluation entry point for tests that look at the whole sweep rather than one grid point."""
+
+    def __init__(self, run: SteerRun, spec: RunSpec) -> None:
+        self._run, self.spec = run, spec
+
+    @property
+    def configs(self) -> list[GridPoint]:
+        return self.spec.configs()
+
+    def result(self, config: str | GridPoint, trial: int | None = None) -> EvalResult:
+        """One config by label ("pasta-alpha10") or GridPoint; `trial=None` pools all trials (the unit for gates)."""
+        return self._run.result(self.spec, config, trial)
+
+    def results(self, method: str | None = None) -> list[EvalResult]:
+        """Every steered config's pooled result, optionally of one method."""
+        return [self.result(c) for c in self.configs if not c.is_baseline and method in (None, c.method)]
+
+    def rows(self) -> list[ResultRow]:
+        return [r for t in range(self.spec.trials) for r in self._run.rows(self.spec, t)]
+
+    def frame(self) -> Any:
+        """The whole sweep as a DataFrame, one row per (case, config, trial), one column per score."""
+        from ..results import to_frame
+
+        return to_frame(self.rows())
+
+    def summary(self) -> Any:
+        """One row per config with every metric, its interval, and the paired difference to the baseline."""
+        from ..reduce import summary
+
+        return summary(self.frame(), self._run.metrics(self.spec))
+
