@@ -17,7 +17,6 @@ import time
 
 import torch
 
-from pytest_steer.cases import load_cases
 from pytest_steer.dose import doses
 from pytest_steer.generation import GenerationEngine, GenerationRequest, GenerationSettings
 from pytest_steer.methods import PrepareContext, config
@@ -26,6 +25,7 @@ from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.methods.pasta import PASTA
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import load_model
+from pytest_steer.tasks import load_cases
 
 
 def main() -> None:

@@ -60,7 +60,6 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_steer.cases import Case, load_cases
 from pytest_steer.generation import (
     Generation,
     GenerationEngine,
@@ -78,6 +77,7 @@ from pytest_steer.models import (
     load_model,
     parse_dtype,
 )
+from pytest_steer.tasks import Case, load_cases
 
 GRID_ALPHAS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0)  # the grid and the mixed variant (d) add baseline rows
 HELD_OUT_PER_TYPE = 2  # cases per instruction type that fit the activation-steering vectors, never timed

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .cases import Case, CaseLoadError, CaseOffers, CaseSet
     from .evaluation import EvalResult, MetricValue
     from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings
     from .methods import MethodEntry, register_method
@@ -31,6 +30,8 @@ if TYPE_CHECKING:
     from .session.run import ModelSettings, SteerRun
     from .spec import RunSpec
     from .tasks import CaseSplit, Task, TaskError, register_task
+    from .tasks.base import Case, CaseOffers, CaseSet
+    from .tasks.ifeval import CaseLoadError
 
 _EXPORTS = {
     # writing evals: what a test annotates, reads and catches
@@ -38,12 +39,12 @@ _EXPORTS = {
     "MetricValue": "evaluation",
     "SteerEval": "session",
     "GridPoint": "methods.base",
-    "Case": "cases",
-    "CaseSet": "cases",
+    "Case": "tasks.base",
+    "CaseSet": "tasks.base",
     "SteeringError": "methods.base",
     "TaskError": "tasks",
     "ScorerError": "scores",
-    "CaseLoadError": "cases",
+    "CaseLoadError": "tasks.ifeval",
     "ModelLoadError": "models",
     "MarkerError": "options",
     "StartError": "session",
@@ -59,7 +60,7 @@ _EXPORTS = {
     "PromptEmphasis": "methods.prompt",
     "Task": "tasks",
     "CaseSplit": "tasks",
-    "CaseOffers": "cases",
+    "CaseOffers": "tasks.base",
     "register_task": "tasks",
     "Metric": "scores",
     "Sample": "scores",

@@ -139,11 +139,14 @@ class EvalResult:
     @property
     def per_type(self) -> dict[str, float]:
         """Rate per tag (IFEval: instruction type) of the first per_tag metric, else of the primary metric."""
-        metric = next((m for m in self.metrics if m.per_tag), self.metric(str(self.primary)))
+        metric = self._tag_metric()
         table = reduce.by_tag(self.frame, metric)
         if table.empty or self.label not in table.columns:
             return {}
         return {str(t): float(v) for t, v in table[self.label].dropna().items()}
+
+    def _tag_metric(self) -> Metric:
+        return next((m for m in self.metrics if m.per_tag), self.metric(str(self.primary)))
 
     def properties(self) -> list[tuple[str, float | int | str]]:
         """Primitive (name, value) pairs for `record_property` (JUnit XML; xdist sends only primitives)."""
@@ -157,7 +160,8 @@ class EvalResult:
             ("steer_primary", str(self.primary)),
         ]
         props += [(k, _rounded(v)) for k, v in self.metric_values.items()]
-        props += [(f"follow_rate[{k}]", _rounded(v)) for k, v in self.per_type.items()]
+        tagged = self._tag_metric().name  # named after the metric, whatever the task: "<metric>[<tag>]"
+        props += [(f"{tagged}[{k}]", _rounded(v)) for k, v in self.per_type.items()]
         return props
 
     # -- statistical gates (see pytest_steer.gates for when to use which) ------------------------

@@ -30,7 +30,7 @@ from .methods.base import GridPoint, SteeringError, SteeringMethod, user_turn
 from .prompts import encode, render_chat
 
 if TYPE_CHECKING:
-    from .cases import Case
+    from .tasks.base import Case
 
 log = logging.getLogger(__name__)
 

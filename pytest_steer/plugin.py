@@ -334,6 +334,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                     say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None)
     except StartError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
+    if not steer.is_worker:
+        _HTML_COLUMNS[:] = steer.html_columns()
     if steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None) \
             and hasattr(config.option, "htmlpath"):
         _start_html(config, session, steer.report_dir)
@@ -409,7 +411,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         getattr(session.config, "workeroutput", {})[WORKER_KEY] = steer.payload().to_json()
         return
     steer.finish()
-    _HTML_COLUMNS[:] = steer.html_columns()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -428,8 +429,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 # -- pytest-html ------------------------------------------------------------------------------------
 
-#: the per-test table's columns, (property name, title), set from the finished session's metric declarations
-#: (pytest-html's table hooks get no config): empty where no steering test ran, so no column is added
+#: the per-test table's columns, (property name, title), from the session's metric declarations once it has
+#: started (pytest-html's table hooks get no config): empty where no steering test ran, so none is added
 _HTML_COLUMNS: list[tuple[str, str]] = []
 
 
@@ -448,6 +449,8 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
     props = dict(getattr(report, "user_properties", ()))
     for i, (name, _) in enumerate(_HTML_COLUMNS):
         v = props.get(name, "")
+        if name == "steer_primary" and v:  # an xdist controller's table: each row names its primary metric
+            v = f"{v} {props[v]:.3f}" if isinstance(props.get(v), float) else v
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
         cells.insert(2 + i, f"<td>{html.escape(text)}</td>")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .cases import Case
     from .methods.base import GridPoint
+    from .tasks.base import Case
 
 Kind = Literal["binary", "real"]
 Scale = Literal["linear", "log"]

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_steer.cases import Case, load_cases
+from pytest_steer.tasks import Case, load_cases
 
 DATA = Path(__file__).parent / "data"
 ANSWERS = DATA / "coherent_responses.jsonl"

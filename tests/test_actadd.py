@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from pytest_steer.cache import ResultCache
-from pytest_steer.cases import load_cases
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
     ActivationSteering,
@@ -25,6 +24,7 @@ from pytest_steer.methods.actadd import (
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
+from pytest_steer.tasks import load_cases
 
 from .tiny_models import tiny_model
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_steer.cases import (
+from pytest_steer.tasks import (
     SEED_INSTRUCTION_TYPES,
     Case,
     CaseLoadError,
-    CaseSet,
+    load_case_set,
     load_cases,
     select_cases,
 )
@@ -303,7 +303,7 @@ def test_multi_instruction_case_counts_once_for_its_first_requested_type():
 
 
 def test_case_set():
-    cases = CaseSet.load(None, instruction_types=SEED_INSTRUCTION_TYPES, per_type=3, seed=1)
+    cases = load_case_set(None, instruction_types=SEED_INSTRUCTION_TYPES, per_type=3, seed=1)
     assert len(cases) == 12 and len(list(cases)) == 12
     assert cases.types == SEED_INSTRUCTION_TYPES
     assert cases.by_key(cases[5].key) is cases[5]

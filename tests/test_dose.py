@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from pytest_steer.cases import load_cases
 from pytest_steer.dose import doses
 from pytest_steer.generation import GenerationEngine, GenerationRequest
 from pytest_steer.methods import PrepareContext, config
@@ -17,6 +16,7 @@ from pytest_steer.methods.pasta import PASTA
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
+from pytest_steer.tasks import load_cases
 
 RESPONSE = "Here is a short answer, with a comma and three more words."
 

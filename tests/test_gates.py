@@ -245,7 +245,7 @@ def test_result_properties_are_primitives() -> None:
     props = dict(_results(0.0).properties())
     assert props["steer_config"] == STEERED and props["steer_method"] == "pasta" and props["steer_value"] == 10.0
     assert props["steer_trial"] == "" and props["steer_n"] == 40 and props["steer_primary"] == STRICT.name
-    assert props["strict_prompt_accuracy"] == 0.5 and props["follow_rate[a:x]"] == 0.75
+    assert props["strict_prompt_accuracy"] == 0.5 and props["strict_instruction_accuracy[a:x]"] == 0.75
     assert {type(v) for v in props.values()} <= {str, int, float}
     assert {m.name for m in METRICS} <= set(props)
 

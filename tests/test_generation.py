@@ -12,7 +12,6 @@ import math
 import pytest
 import torch
 
-from pytest_steer.cases import Case
 from pytest_steer.generation import (
     GenerationEngine,
     GenerationRequest,
@@ -29,6 +28,7 @@ from pytest_steer.methods.pasta import PASTA
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import load_model
 from pytest_steer.prompts import render_chat
+from pytest_steer.tasks import Case
 
 FW, END, HL = "keywords:forbidden_words", "startend:end_checker", "detectable_format:number_highlighted_sections"
 

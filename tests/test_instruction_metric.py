@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_steer.cases import Case, load_cases
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.metrics import (
     IFEvalScorer,
@@ -24,6 +23,7 @@ from pytest_steer.metrics import (
 )
 from pytest_steer.metrics.instruction import VERSION, english_punkt_tokenizer
 from pytest_steer.scores import Sample, Scorer, metrics_of
+from pytest_steer.tasks import Case, load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -383,7 +383,7 @@ _SCRIPT = textwrap.dedent(
     nltk.download = refuse
     nltk.data.path[:] = []  # whatever NLTK data the machine has, scoring must not need it
 
-    from pytest_steer.cases import load_cases
+    from pytest_steer.tasks import load_cases
     from pytest_steer.metrics import IFEvalScorer, score_response
     from pytest_steer.scores import Sample
 

@@ -44,14 +44,15 @@ RANKS: dict[str, int] = {
     # 1: leaves: data, options, records and the steering methods
     "methods.*": 1,
     "steering": 1,  # PASTA's old home, moving into methods/
-    "cases": 1,
+    "tasks.base": 1,  # the generic Case, Task and split
+    "tasks.ifeval": 1,  # IFEval's loader, seed types and options
     "models": 1,
     "cache": 1,
     "options": 1,
     "results": 1,
     "scores": 1,
     "prompts": 1,
-    "tasks": 2,  # the built-in IFEval task names its scorer (metrics.instruction)
+    "tasks": 2,  # the registry: the built-in IFEval task names its scorer (metrics.instruction)
 }
 LAYER_NAMES = {5: "plugin", 4: "session", 3: "reporting", 2: "engine/metrics/stats", 1: "leaves"}
 

@@ -6,7 +6,6 @@ import argparse
 
 import pytest
 
-from pytest_steer.cases import SEED_INSTRUCTION_TYPES
 from pytest_steer.methods import SteeringError
 from pytest_steer.methods.actadd import ActivationSteering
 from pytest_steer.methods.pasta import PASTA
@@ -21,7 +20,7 @@ from pytest_steer.options import (
     parse_quality,
 )
 from pytest_steer.spec import RunSpec, resolve, spec_from
-from pytest_steer.tasks import parse_types
+from pytest_steer.tasks import SEED_INSTRUCTION_TYPES, parse_types
 
 parse_alphas, parse_coefficients, parse_variants = (m.grid.parse for m in (PASTA, ActivationSteering, PromptEmphasis))
 

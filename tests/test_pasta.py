@@ -12,12 +12,12 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from pytest_steer.cases import Case
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config, user_turn
 from pytest_steer.methods.pasta import PASTA, middle_layers
 from pytest_steer.models import load_model
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
+from pytest_steer.tasks import Case
 
 from .tiny_models import tiny_model
 
@@ -356,7 +356,7 @@ def test_prepare_resolves_middle_and_switches_to_the_steerable_kernel(chat_lm):
 
 def test_shared_split_ifeval_rows_are_located_in_the_chat_prompt(chat_lm):
     """Real Split-IFEval rows: every instruction substring maps to highlighted tokens of the chat prompt."""
-    from pytest_steer.cases import load_cases
+    from pytest_steer.tasks import load_cases
 
     path = SHARED_DATA / "split_ifeval_dev.jsonl"
     if not path.is_file():

@@ -144,7 +144,7 @@ def test_end_to_end_ids_properties_and_report(first_run: tuple[Path, Path, str])
         assert 0 <= float(props[name]) <= 1
     for name in ("quality", "fluency", "diversity", "repetition", "coherence", "length_ratio"):
         assert name in props
-    assert any(k.startswith("follow_rate[") for k in props)
+    assert any(k.startswith("strict_instruction_accuracy[") for k in props)  # per tag, named after the metric
 
     report = project / "report"
     page = (report / "report.html").read_text()

@@ -6,10 +6,10 @@ import contextlib
 
 import pytest
 
-from pytest_steer.cases import Case
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.spec import RunSpec
+from pytest_steer.tasks import Case
 
 CASE = Case("k", "Write a poem about rain. Do not use the word wet. End with 'Bye'.",
             ("Do not use the word wet.", "End with 'Bye'."), ("keywords:forbidden_words", "startend:end_checker"),

@@ -20,7 +20,6 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pytest_steer.cases import Case
 from pytest_steer.methods.base import GridPoint
 from pytest_steer.metrics.instruction import IFEvalScorer
 from pytest_steer.metrics.quality import (
@@ -36,6 +35,7 @@ from pytest_steer.metrics.quality import (
     quality_scorers,
 )
 from pytest_steer.scores import Sample, Scorer, ScorerError, metrics_of
+from pytest_steer.tasks import Case
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",

@@ -6,10 +6,10 @@ import importlib.util
 from pathlib import Path
 
 from pytest_steer.cache import ResultCache
-from pytest_steer.cases import Case
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.scores import FunctionScorer, Sample
 from pytest_steer.session import SteerRun
+from pytest_steer.tasks import Case
 
 
 def _scorer_from(path: Path, body: str) -> FunctionScorer:

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from pytest_steer.cases import Case
 from pytest_steer.metrics.side_effects import (
     FULL_CONTENT_WORDS,
     OFF_TOPIC_FACTOR,
@@ -22,7 +21,6 @@ from pytest_steer.metrics.side_effects import (
     degeneration_tags,
     detect_language,
     diversity,
-    expected_language,
     headline_quality,
     is_refusal,
     length_ratio,
@@ -33,6 +31,7 @@ from pytest_steer.metrics.side_effects import (
     strip_markup,
     text_tokens,
 )
+from pytest_steer.tasks import Case
 
 # --------------------------------------------------------------------------------------- unit checks
 
@@ -82,6 +81,9 @@ def test_response_language() -> None:
 
 
 def test_expected_language_comes_from_the_ifeval_argument() -> None:
+    from pytest_steer.tasks import INSTRUCTIONS
+
+    expected_language = INSTRUCTIONS.language
     asks_german = Case("k", "Write in German.", None, ("punctuation:no_comma", "language:response_language"),
                        ({}, {"language": "de"}))
     assert expected_language(asks_german) == "de"

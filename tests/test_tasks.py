@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_steer.cases import Case
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.scores import Metric, Sample, ScorerError, scorer
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import HELD_OUT_PER_TYPE, CaseSplit, Task, TaskError, get_task, register_task
+from pytest_steer.tasks import HELD_OUT_PER_TYPE, Case, CaseSplit, Task, TaskError, get_task, register_task
 
 
 def test_ifeval_split_is_disjoint_and_balanced():
@@ -25,7 +24,7 @@ def test_ifeval_split_is_disjoint_and_balanced():
 
 
 def test_a_split_refuses_overlap():
-    from pytest_steer.cases import CaseSet
+    from pytest_steer.tasks import CaseSet
 
     a, b = Case("a", "Say hi."), Case("b", "Say bye.")
     with pytest.raises(TaskError, match="also evaluated"):

@@ -176,3 +176,20 @@ def test_a_task_without_ifeval_fields_is_steered_by_every_built_in_method(
     rows = [json.loads(line) for line in (pytester.path / "report" / "results.jsonl").read_text().splitlines()]
     assert {r["config"] for r in rows} == {"baseline", "pasta-alpha5", "actadd-c2", "prompt-restate",
                                            "prompt-marked"}
+
+
+def test_pasta_only_fixtures_and_the_old_grid_point_name_are_deprecated(
+        pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytester.makepyfile("def test_old(alpha, pasta):\n    assert alpha is None or alpha == 5.0\n")
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-alphas", "5", "--steer-trials", "1",
+                                "--steer-per-type", "1", "--steer-report-dir", "report", "--steer-cache-dir",
+                                str(tmp_path / "cache"), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, warnings=4)  # baseline and alpha5, each warned for both fixtures
+    result.stdout.fnmatch_lines(["*fixture 'alpha' is deprecated*use steer_config.value*",
+                                 "*fixture 'pasta' is deprecated*steer_methods*"])
+
+    import pytest_steer
+    from pytest_steer.methods.base import GridPoint
+
+    with pytest.warns(DeprecationWarning, match="use pytest_steer.GridPoint"):
+        assert pytest_steer.Config is GridPoint

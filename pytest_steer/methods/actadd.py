@@ -26,8 +26,8 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..cases import InstructionOffers
 from ..options import Option, grid_parser, parse_choice, parse_layer
+from ..tasks.base import InstructionOffers
 from .base import (
     INSTRUCTIONS,
     CaseOffers,
@@ -42,8 +42,8 @@ from .base import (
 if TYPE_CHECKING:
     import torch
 
-    from ..cases import Case
     from ..prompts import EncodedBatch
+    from ..tasks.base import Case
 
 # A removed instruction followed by one of these leaves no space before it ("cats ." -> "cats.").
 _CLOSING_PUNCTUATION = ".,;:!?)]}"

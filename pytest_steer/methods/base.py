@@ -22,11 +22,11 @@ from ..options import nearest
 
 __all__ = ["INSTRUCTIONS", "CaseOffers", "nearest"]  # re-exported: the "did you mean" hint of every method's errors
 
-from ..cases import INSTRUCTIONS, CaseOffers
+from ..tasks.base import INSTRUCTIONS, CaseOffers
 
 if TYPE_CHECKING:
-    from ..cases import Case
     from ..prompts import EncodedBatch
+    from ..tasks.base import Case
 
 BASELINE = "baseline"
 

@@ -44,8 +44,8 @@ from .base import (
 if TYPE_CHECKING:
     import torch
 
-    from ..cases import Case
     from ..prompts import EncodedBatch
+    from ..tasks.base import Case
 
 SCALE_POSITIONS = ("include", "exclude", "generation")
 _PREFIX = "pasta_"

@@ -24,8 +24,8 @@ from ..options import Option, grid_parser, nearest
 from .base import INSTRUCTIONS, CaseOffers, PrepareContext, SteeringError, Value, no_highlights, user_turn
 
 if TYPE_CHECKING:
-    from ..cases import Case
     from ..prompts import EncodedBatch
+    from ..tasks.base import Case
 
 VARIANTS = ("restate", "system", "both", "marked")
 NOOP = "none"

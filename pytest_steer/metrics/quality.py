@@ -37,7 +37,7 @@ what went wrong: empty, repetition, copied, refusal, scrambled, wrong language, 
   "Neural Text Generation with Unlikelihood Training".
 - `content` (+1), `copied` (−1), `refusal` (−1, binary), `word_order` (+1): the headline's parts.
 - `wrong_language` (−1, binary): the response's language (langdetect, seeded) is not the one asked
-  for: IFEval's `language:response_language` argument, else the prompt's. None under 5 words.
+  for: what the task says (IFEval: its `language:response_language` argument), else the prompt's. None under 5 words.
 - `truncated` (−1, binary): generation stopped at max_new_tokens (finish_reason "length").
 - `length_ratio` (0): response tokens / the unsteered response's tokens for the same case and trial;
   None for the baseline itself or without a baseline. Silence and rambling show here first.
@@ -67,7 +67,6 @@ from pytest_steer.metrics.side_effects import (
     degeneration_tags,
     detect_language,
     diversity,
-    expected_language,
     headline_quality,
     is_refusal,
     length_ratio,
@@ -81,6 +80,7 @@ from pytest_steer.metrics.side_effects import (
 from pytest_steer.models import default_device, parse_dtype
 from pytest_steer.prompts import render_chat
 from pytest_steer.scores import QUALITY_ROLE, Metric, Sample, Score, Scorer, ScorerError
+from pytest_steer.tasks.base import INSTRUCTIONS, CaseOffers
 
 #: bump when a change here changes any score (the score cache keys on the scorers' identity)
 VERSION = "2"
@@ -133,17 +133,18 @@ class QualityScorerError(ScorerError):
 
 
 def quality_scorers(quality: str, loaded_model: Any, *, batch_size: int = 8, max_length: int = 1024,
-                    tf32: bool = False) -> list[Scorer]:
+                    tf32: bool = False, offers: CaseOffers = INSTRUCTIONS) -> list[Scorer]:
     """The scorers for `--steer-quality`: side effects always, the headline `quality` from one of them.
 
     "offline": `quality` is the degeneration-aware formula over the side effects. "fluency": `quality`
     is the fluency score (legacy; gameable by loops). Anything else names a reward model (hub id or
     directory): `reward` and `quality` = reward come from it. `loaded_model` is the model under test
-    (`.model`, `.tokenizer`, `.identity`, `.device`); `max_length` and `tf32` apply to reward models.
+    (`.model`, `.tokenizer`, `.identity`, `.device`); `max_length` and `tf32` apply to reward models;
+    `offers` is the task, which says what language a case asks for.
     """
     if quality in (OFFLINE, FLUENCY):
-        return [SideEffectScorer(loaded_model, headline=quality, batch_size=batch_size)]
-    return [SideEffectScorer(loaded_model, headline=None, batch_size=batch_size),
+        return [SideEffectScorer(loaded_model, headline=quality, batch_size=batch_size, offers=offers)]
+    return [SideEffectScorer(loaded_model, headline=None, batch_size=batch_size, offers=offers),
             RewardScore(quality, batch_size=batch_size, max_length=max_length, tf32=tf32)]
 
 
@@ -161,12 +162,13 @@ class SideEffectScorer:
     name = "side_effects"
 
     def __init__(self, loaded_model: Any, *, headline: str | None = OFFLINE, batch_size: int = 8,
-                 with_fluency: bool = True) -> None:
+                 with_fluency: bool = True, offers: CaseOffers = INSTRUCTIONS) -> None:
         if headline not in (OFFLINE, FLUENCY, None):
             raise ValueError(f"headline must be {OFFLINE!r}, {FLUENCY!r} or None, not {headline!r}")
         if headline == FLUENCY and not with_fluency:
             raise ValueError("the fluency headline needs the fluency score: keep with_fluency=True")
         self.headline = headline
+        self.offers = offers  # the task: which language a case asks for (IFEval: its response_language argument)
         # fluency is the costliest score and not part of the offline headline; skipping it leaves it None
         self.with_fluency = with_fluency
         self.model_identity = str(loaded_model.identity)
@@ -181,8 +183,8 @@ class SideEffectScorer:
 
     def check(self) -> None:
         """Load the encoder and score one pair end to end, so a broken setup fails before generation."""
-        from pytest_steer.cases import Case
         from pytest_steer.methods.base import BASELINE_CONFIG
+        from pytest_steer.tasks.base import Case
 
         self.coherence.load()
         prompt, response = _CHECK_PAIR
@@ -200,7 +202,7 @@ class SideEffectScorer:
 
     def _one(self, sample: Sample, fluency: float, cosine: float, order_gain: float | None) -> Score:
         tokens = text_tokens(strip_markup(sample.response))
-        language_ok = response_language_ok(sample.prompt, sample.response, expected_language(sample.case))
+        language_ok = response_language_ok(sample.prompt, sample.response, self.offers.language(sample.case))
         truncated = sample.finish_reason == LENGTH_FINISH
         coherence = cosine if tokens else None  # no text: nothing to compare
         # MiniLM is an English encoder: correct answers in other languages get low cosines, so only

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pytest_steer.cases import Case
     from pytest_steer.models import LoadedModel
+    from pytest_steer.tasks.base import Case
 
 FINISH_REASONS = ("stop", "length")
 
@@ -57,11 +57,11 @@ def score_responses(
     """
     import pandas as pd
 
-    from pytest_steer.cases import Case
     from pytest_steer.methods.base import BASELINE_CONFIG
     from pytest_steer.metrics.quality import FLUENCY, SideEffectScorer, quality_scorers
     from pytest_steer.models import load_model
     from pytest_steer.scores import Sample, metrics_of
+    from pytest_steer.tasks.base import Case
 
     n = len(responses)
     _check("responses", responses, n, str)

@@ -9,7 +9,7 @@ and what it can and cannot see. Each function here cites where its measure comes
   the share of the response's n-grams that repeat an earlier one; `rep_n(tokens, 4)` is seq-rep-4.
 - `diversity`: Π_{n=2..4} (1 − rep-n), from Su et al. 2022 ("A Contrastive Framework for Neural
   Text Generation"); 1 for text without repeated n-grams, near 0 for a loop.
-- `detect_language`, `expected_language`, `response_language_ok`: is the response in the language
+- `detect_language`, `response_language_ok`: is the response in the language
   that was asked for (langdetect, seeded).
 - `length_ratio`: response length against the unsteered response to the same prompt.
 - `strip_markup`, `content_words`, `novel_words`, `copied_share`: the answer's own words, with markdown
@@ -28,7 +28,6 @@ import random
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
 
 #: below this many letter words (or characters, in scripts written without spaces) langdetect is
 #: unreliable: it calls "Have fun!" Danish and "No problem at all." Catalan
@@ -154,17 +153,6 @@ def detect_language(text: str) -> str | None:
 def _mostly_capitals(text: str) -> bool:
     cased = [c for c in text if c.isupper() or c.islower()]
     return bool(cased) and sum(c.isupper() for c in cased) > len(cased) / 2
-
-
-def expected_language(case: Any) -> str | None:
-    """The language a case asks for: IFEval's `language:response_language` argument, else None (the
-    prompt's own language is expected)."""
-    ids = getattr(case, "instruction_id_list", None) or ()
-    kwargs = getattr(case, "kwargs", None) or ()
-    for iid, kw in zip(ids, kwargs, strict=False):  # a user task's cases may have tags without kwargs
-        if iid == "language:response_language" and kw and kw.get("language"):
-            return str(kw["language"])
-    return None
 
 
 def response_language_ok(prompt: str, response: str, expected: str | None = None) -> bool | None:

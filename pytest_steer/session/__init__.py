@@ -25,12 +25,12 @@ from ..scores import Metric
 from ..spec import RunSpec, resolve, spec_from
 
 if TYPE_CHECKING:  # also what the plugin's fixtures are typed with
-    from ..cases import CaseSet as CaseSet
     from ..evaluation import EvalResult
     from ..generation import Progress
     from ..methods import SteeringMethod
     from ..methods.pasta import PASTA as PASTA
     from ..models import LoadedModel as LoadedModel
+    from ..tasks.base import CaseSet as CaseSet
     from .run import SteerRun
 
 __all__ = ["GridPoint", "RunSpec", "StartError", "SteerEval", "SteerPoint", "SteerSession", "WorkerPayload",
@@ -144,7 +144,6 @@ class SteerSession:
         self.missing_in_stored: set[str] = set()
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
         self._report_lock: Any = None  # held from start-up to close(): one session per report dir
-        self.declarations: list[Metric] = []  # every run's metrics, merged by name, after finish()
 
     @property
     def is_worker(self) -> bool:
@@ -197,9 +196,9 @@ class SteerSession:
         """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and
         prepare. Raises StartError (one line); `say` shows a warning now (it is also kept for the summary)."""
         from ..cache import default_cache_dir
-        from ..cases import FILE_SUFFIXES
         from ..models import ModelLoadError, check_device, check_source, split_cpu_threads
         from ..options import BUILTIN_QUALITY
+        from ..tasks.ifeval import FILE_SUFFIXES
 
         self.specs = list(dict.fromkeys(specs))
         g = self.settings
@@ -255,12 +254,12 @@ class SteerSession:
 
     def _prepare(self) -> None:
         from ..baselines import BaselineMismatch, check_compatible, load_baseline
-        from ..cases import CaseLoadError
         from ..methods import SteeringError
         from ..metrics.quality import QualityScorerError
         from ..models import ModelLoadError
         from ..scores import ScorerError
         from ..tasks import TaskError
+        from ..tasks.ifeval import CaseLoadError
 
         g = self.settings
         try:
@@ -352,11 +351,6 @@ class SteerSession:
         from .finish import RunInfo, report_run
 
         rows, settings, metrics, meta = self._rows()
-        merged: dict[str, Metric] = {}
-        for ms in metrics.values():
-            for m in ms:
-                merged.setdefault(m.name, m)
-        self.declarations = list(merged.values())
         if not rows:
             return
         g = self.settings
@@ -381,11 +375,19 @@ class SteerSession:
 
     def html_columns(self) -> list[tuple[str, str]]:
         """The per-test HTML table's columns: the grid point, then every declared metric that is not a side
-        effect (the task's metrics, the headline quality, a reward, the dose), as (property, title)."""
-        if not self.declarations:
-            return []
-        return [("steer_config", "Config"), ("steer_trial", "Trial"),
-                *((m.name, m.title) for m in self.declarations if not m.side_effect)]
+        effect (the task's metrics, the headline quality, a reward, the dose), as (property, title). Known
+        once the session has started (pytest-html draws its header then); an xdist controller learns the
+        declarations only from its workers, so its table names each row's primary metric instead."""
+        declared: dict[str, Metric] = {}
+        run = self._run
+        if run is not None:
+            for spec in self.specs:
+                for m in run.metrics(spec):
+                    declared.setdefault(m.name, m)
+        columns = [("steer_config", "Config"), ("steer_trial", "Trial")]
+        if not declared:
+            return [*columns, ("steer_primary", "Primary metric")]
+        return [*columns, *((m.name, m.title) for m in declared.values() if not m.side_effect)]
 
     @staticmethod
     def explain(op: str, left: Any, right: Any) -> list[str] | None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
-from ..cases import CaseSet
 from ..dose import DOSE
 from ..evaluation import EvalResult, check_metric_names
 from ..generation import (
@@ -43,6 +42,7 @@ from ..results import ResultRow
 from ..scores import QUALITY_ROLE, Metric, Sample, Score, Scorer, metrics_of, registered_scorers
 from ..spec import RunSpec
 from ..tasks import CaseSplit, Task, get_task, task_options
+from ..tasks.base import CaseSet
 
 #: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
 DOSE_FORMAT = 1
@@ -189,7 +189,7 @@ class SteerRun:
 
             self._scorers[k] = [*self.task(spec).scorers, *registered_scorers(), *quality_scorers(
                 spec.quality, self.model, batch_size=spec.quality_batch_size, max_length=spec.reward_max_length,
-                tf32=spec.reward_tf32)]
+                tf32=spec.reward_tf32, offers=self.task(spec))]
             check_metric_names(metrics_of(self._scorers[k]))  # a name declared twice or taken fails here
         return self._scorers[k]
 

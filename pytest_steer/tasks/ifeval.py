@@ -1,4 +1,5 @@
-"""Evaluation cases: load them (embedded set, local file or Hugging Face dataset), check, select.
+"""The IFEval task's data: load its cases (embedded set, local file or Hugging Face dataset), check,
+select; its seed types and its selection options (`IFEVAL_OPTIONS`).
 
 A case is one IFEval prompt plus, in the Split-IFEval layout, the instruction sentences PASTA
 highlights. Loading normalises the quirks of the different copies (the Hugging Face copy pads
@@ -12,11 +13,13 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from ..options import Option, Settings, parse_int, parse_list, parse_positive_int
+from .base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
 
 EMBEDDED = "embedded"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -34,145 +37,28 @@ _SOURCE_HINT = (
 )
 
 
-class CaseLoadError(ValueError):
-    """Cases could not be loaded; the message names the source (and row) and says what to do."""
+#: held-out IFEval cases per instruction type for fitting (activation-steering vectors)
+HELD_OUT_PER_TYPE = 8
 
 
-@dataclass(frozen=True)
-class Case:
-    """One prompt with its IFEval instructions; `kwargs[i]` parametrises `instruction_id_list[i]`.
-
-    `instructions` holds the instruction sentences (exact substrings of `prompt`) that steering
-    emphasises; it is None for rows in the original IFEval layout, which cannot be steered.
-    The kwargs dicts are shared, treat them as read-only.
-    """
-
-    key: str
-    prompt: str
-    instructions: tuple[str, ...] | None = None
-    instruction_id_list: tuple[str, ...] = ()  # also the case's tags in per-tag views (a user task's categories)
-    kwargs: tuple[dict[str, Any], ...] = ()
-    target: Any = None  # a user task's reference answer, for its scorer; not used by IFEval
-
-    def __hash__(self) -> int:
-        # The generated hash would fail on the kwargs dicts; equal cases share these fields.
-        return hash((self.key, self.prompt, self.instruction_id_list))
-
-    @property
-    def steerable(self) -> bool:
-        """Whether there are instruction spans for PASTA to highlight."""
-        return bool(self.instructions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row in Split-IFEval layout (IFEval layout, no `instructions`, when it is None)."""
-        row: dict[str, Any] = {"key": self.key, "prompt": self.prompt}
-        if self.instructions is not None:
-            row["instructions"] = list(self.instructions)
-        row["instruction_id_list"] = list(self.instruction_id_list)
-        row["kwargs"] = [dict(kw) for kw in self.kwargs]
-        if self.target is not None:
-            row["target"] = self.target
-        return row
-
-    def content_hash(self) -> str:
-        """sha256 of a canonical JSON of all fields: a cache key that changes with the case."""
-        canonical = json.dumps(
-            self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-class CaseOffers(Protocol):
-    """What a task tells steering methods about its cases; methods ask it instead of reading fields.
-
-    `highlights`: the exact substrings of the prompt to steer towards (PASTA highlights them, prompt
-    emphasis restates or marks them, activation steering cuts them out for its paired prompt); empty
-    when the case has none. `vector_keys`: the groups a case's activation vectors are fitted and
-    looked up by, as (finest key, the coarser key it falls back to) pairs; empty when it has none.
-    """
-
-    def highlights(self, case: Case) -> tuple[str, ...]: ...
-
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]: ...
-
-
-@dataclass(frozen=True)
-class InstructionOffers:
-    """Cases in the Split-IFEval layout (the default): highlight the instruction sentences; one vector group
-    per instruction type, and per target language for `language:response_language`, as the reference
-    keeps one vector per language."""
-
-    def highlights(self, case: Case) -> tuple[str, ...]:
-        return tuple(case.instructions or ())
-
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
-        out = []
-        for i, kind in enumerate(case.instruction_id_list):
-            kwargs = case.kwargs[i] if i < len(case.kwargs) else None
-            language = (kwargs or {}).get("language") if kind == "language:response_language" else None
-            out.append(((f"{kind}={language}" if language else kind), kind))
-        return out
-
-
-#: what a case offers when no task says otherwise
-INSTRUCTIONS = InstructionOffers()
-
-
-@dataclass(frozen=True)
-class CaseSet:
-    """The selected cases, as a fixture hands them to tests."""
-
-    cases: tuple[Case, ...]
-    source: str = EMBEDDED
-    _index: dict[str, Case] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cases", tuple(self.cases))
-        object.__setattr__(self, "_index", _index_by_key(self.cases, self.source))
-
-    @classmethod
-    def load(
-        cls,
-        source: str | Path | None = None,
-        *,
-        split: str = "train",
-        instruction_types: Sequence[str] | None = None,
-        per_type: int | None = None,
-        seed: int = 123,
-        single_instruction: bool = True,
-    ) -> CaseSet:
-        """`load_cases` then `select_cases`, remembering where the cases came from."""
-        selected = select_cases(
-            load_cases(source, split=split),
-            instruction_types=instruction_types,
-            per_type=per_type,
-            seed=seed,
-            single_instruction=single_instruction,
-        )
-        return cls(tuple(selected), source=EMBEDDED if source is None else str(source))
-
-    def __iter__(self) -> Iterator[Case]:
-        return iter(self.cases)
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-    def __getitem__(self, index: int) -> Case:
-        return self.cases[index]
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        """Instruction types present, in order of first appearance."""
-        return tuple(dict.fromkeys(t for c in self.cases for t in c.instruction_id_list))
-
-    def by_key(self, key: str) -> Case:
-        try:
-            return self._index[str(key)]
-        except KeyError:
-            raise KeyError(f"no case with key {key!r} in {self.source}") from None
-
-    def of_type(self, instruction_type: str) -> tuple[Case, ...]:
-        return tuple(c for c in self.cases if instruction_type in c.instruction_id_list)
+def load_case_set(
+    source: str | Path | None = None,
+    *,
+    split: str = "train",
+    instruction_types: Sequence[str] | None = None,
+    per_type: int | None = None,
+    seed: int = 123,
+    single_instruction: bool = True,
+) -> CaseSet:
+    """`load_cases` then `select_cases`, remembering where the cases came from."""
+    selected = select_cases(
+        load_cases(source, split=split),
+        instruction_types=instruction_types,
+        per_type=per_type,
+        seed=seed,
+        single_instruction=single_instruction,
+    )
+    return CaseSet(tuple(selected), source=EMBEDDED if source is None else str(source))
 
 
 def load_cases(source: str | Path | None = None, split: str = "train") -> list[Case]:
@@ -264,17 +150,8 @@ def _draw_order(seed: int, instruction_type: str, key: str) -> str:
     return hashlib.sha256(f"{seed}\x00{instruction_type}\x00{key}".encode()).hexdigest()
 
 
-def _index_by_key(cases: Iterable[Case], source: str) -> dict[str, Case]:
-    index: dict[str, Case] = {}
-    for c in cases:
-        if c.key in index:
-            raise CaseLoadError(f"{source}: duplicate case key {c.key!r}; keys must be unique.")
-        index[c.key] = c
-    return index
-
-
 def _check_unique(cases: list[Case], origin: str) -> list[Case]:
-    _index_by_key(cases, origin)
+    index_by_key(cases, origin)
     return cases
 
 
@@ -354,7 +231,7 @@ def _rows_to_cases(rows: Iterable[Any], origin: str) -> list[Case]:
 
 
 def _load_hf(dataset_id: str, split: str) -> list[Case]:
-    from .models import split_revision
+    from ..models import split_revision
 
     name, revision = split_revision(dataset_id)  # `org/name@rev` pins a branch, tag or commit
     try:
@@ -439,3 +316,40 @@ def _row_to_case(row: Any, where: str) -> Case:
         instruction_id_list=tuple(ids),
         kwargs=kwargs,
     )
+
+
+def parse_types(value: object) -> tuple[str, ...]:
+    """Comma-separated instruction ids; "seed" = the seed study's four, "all" = no filter."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value).strip()
+    if text == "seed":
+        return SEED_INSTRUCTION_TYPES
+    if text == "all":
+        return ()
+    return parse_list(text)
+
+
+#: IFEval's own settings: where its cases come from and which are selected
+IFEVAL_OPTIONS = (
+    Option("dataset", str, "embedded",
+           "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"),
+    Option("split", str, "train", "dataset split for Hugging Face datasets"),
+    Option("types", parse_types, SEED_INSTRUCTION_TYPES,
+           "instruction types to keep, comma-separated; 'seed' (the four of the seed study) or 'all'"),
+    Option("per_type", parse_positive_int, 4, "cases sampled per instruction type"),
+    Option("case_seed", parse_int, 123, "seed of the balanced case sampling"),
+)
+
+
+def ifeval_split(settings: Settings) -> CaseSplit:
+    dataset = settings["dataset"]
+    every = load_cases(None if dataset == "embedded" else dataset, split=settings["split"])
+    types = settings["types"] or None
+    evaluated = CaseSet(tuple(select_cases(every, instruction_types=types, per_type=settings["per_type"],
+                                           seed=settings["case_seed"])), source=dataset)
+    chosen = {c.key for c in evaluated}
+    held: list[Case] = []
+    for t in evaluated.types:
+        pool = [c for c in select_cases(every, instruction_types=[t], seed=settings["case_seed"])
+                if c.key not in chosen]
+        held += pool[:HELD_OUT_PER_TYPE]
+    return CaseSplit(evaluated, tuple(held))

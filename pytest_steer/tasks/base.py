@@ -1,0 +1,251 @@
+"""The generic side of a task: a `Case`, the cases' set, what a case offers the steering methods, the
+evaluated/held-out split, and `Task` itself (cases, options, scorers, offers).
+
+A task (in the spirit of inspect_ai) is a dataset plus scorers. IFEval is built in (`tasks.ifeval`); a
+user defines their own in a conftest.py or test module and runs it through the same fixtures, marker
+and report:
+
+    register_task(Task.from_cases("json", cases, [valid_json], primary="valid_json", held_out=spare))
+
+Held-out cases are what a steering method may fit on (activation steering's vectors). They are
+disjoint from the evaluated cases, checked here, so no evaluated case can leak into a steering vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..options import Option, Settings
+from ..scores import Scorer, metrics_of
+
+
+class CaseLoadError(ValueError):
+    """Cases could not be loaded; the message names the source (and row) and says what to do."""
+
+
+class TaskError(ValueError):
+    """A task is unknown or inconsistent; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One prompt with its IFEval instructions; `kwargs[i]` parametrises `instruction_id_list[i]`.
+
+    `instructions` holds the instruction sentences (exact substrings of `prompt`) that steering
+    emphasises; it is None for rows in the original IFEval layout, which cannot be steered.
+    The kwargs dicts are shared, treat them as read-only.
+    """
+
+    key: str
+    prompt: str
+    instructions: tuple[str, ...] | None = None
+    instruction_id_list: tuple[str, ...] = ()  # also the case's tags in per-tag views (a user task's categories)
+    kwargs: tuple[dict[str, Any], ...] = ()
+    target: Any = None  # a user task's reference answer, for its scorer; not used by IFEval
+
+    def __hash__(self) -> int:
+        # The generated hash would fail on the kwargs dicts; equal cases share these fields.
+        return hash((self.key, self.prompt, self.instruction_id_list))
+
+    @property
+    def steerable(self) -> bool:
+        """Whether there are instruction spans for PASTA to highlight."""
+        return bool(self.instructions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row in Split-IFEval layout (IFEval layout, no `instructions`, when it is None)."""
+        row: dict[str, Any] = {"key": self.key, "prompt": self.prompt}
+        if self.instructions is not None:
+            row["instructions"] = list(self.instructions)
+        row["instruction_id_list"] = list(self.instruction_id_list)
+        row["kwargs"] = [dict(kw) for kw in self.kwargs]
+        if self.target is not None:
+            row["target"] = self.target
+        return row
+
+    def content_hash(self) -> str:
+        """sha256 of a canonical JSON of all fields: a cache key that changes with the case."""
+        canonical = json.dumps(
+            self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CaseOffers(Protocol):
+    """What a task tells steering methods about its cases; methods ask it instead of reading fields.
+
+    `highlights`: the exact substrings of the prompt to steer towards (PASTA highlights them, prompt
+    emphasis restates or marks them, activation steering cuts them out for its paired prompt); empty
+    when the case has none. `vector_keys`: the groups a case's activation vectors are fitted and
+    looked up by, as (finest key, the coarser key it falls back to) pairs; empty when it has none.
+    """
+
+    def highlights(self, case: Case) -> tuple[str, ...]: ...
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]: ...
+
+    def language(self, case: Case) -> str | None:
+        """The language the case asks the response to be in (None: the prompt's own), for `wrong_language`."""
+        ...
+
+
+@dataclass(frozen=True)
+class InstructionOffers:
+    """Cases in the Split-IFEval layout (the default): highlight the instruction sentences; one vector group
+    per instruction type, and per target language for `language:response_language`, as the reference
+    keeps one vector per language."""
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(case.instructions or ())
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        out = []
+        for i, kind in enumerate(case.instruction_id_list):
+            kwargs = case.kwargs[i] if i < len(case.kwargs) else None
+            language = (kwargs or {}).get("language") if kind == "language:response_language" else None
+            out.append(((f"{kind}={language}" if language else kind), kind))
+        return out
+
+    def language(self, case: Case) -> str | None:
+        """IFEval's `language:response_language` argument, else None."""
+        for kind, kw in zip(case.instruction_id_list, case.kwargs, strict=False):  # tags may come without kwargs
+            if kind == "language:response_language" and kw and kw.get("language"):
+                return str(kw["language"])
+        return None
+
+
+#: what a case offers when no task says otherwise
+INSTRUCTIONS = InstructionOffers()
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """The selected cases, as a fixture hands them to tests."""
+
+    cases: tuple[Case, ...]
+    source: str = "embedded"
+    _index: dict[str, Case] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", tuple(self.cases))
+        object.__setattr__(self, "_index", index_by_key(self.cases, self.source))
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> Case:
+        return self.cases[index]
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """Instruction types present, in order of first appearance."""
+        return tuple(dict.fromkeys(t for c in self.cases for t in c.instruction_id_list))
+
+    def by_key(self, key: str) -> Case:
+        try:
+            return self._index[str(key)]
+        except KeyError:
+            raise KeyError(f"no case with key {key!r} in {self.source}") from None
+
+    def of_type(self, instruction_type: str) -> tuple[Case, ...]:
+        return tuple(c for c in self.cases if instruction_type in c.instruction_id_list)
+
+
+def index_by_key(cases: Iterable[Case], source: str) -> dict[str, Case]:
+    index: dict[str, Case] = {}
+    for c in cases:
+        if c.key in index:
+            raise CaseLoadError(f"{source}: duplicate case key {c.key!r}; keys must be unique.")
+        index[c.key] = c
+    return index
+
+
+@dataclass(frozen=True)
+class CaseSplit:
+    """The evaluated cases and the held-out ones, which never overlap (by key or by prompt)."""
+
+    evaluated: CaseSet
+    held_out: tuple[Case, ...] = ()
+
+    def __post_init__(self) -> None:
+        keys = {c.key for c in self.evaluated}
+        prompts = {c.prompt for c in self.evaluated}
+        leaked = [c.key for c in self.held_out if c.key in keys or c.prompt in prompts]
+        if leaked:
+            raise TaskError(f"held-out case(s) {leaked[:3]} are also evaluated; a steering method must not "
+                            "fit on the cases it is judged on")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Cases (as a function of the run's settings), scorers, the metric that means "it worked", and what
+    each case offers the steering methods (`cases.CaseOffers`: text to highlight, keys that group
+    activation vectors). The default offers read the Split-IFEval layout (`instructions`,
+    `instruction_id_list`); a task whose cases carry other data passes its own."""
+
+    name: str
+    scorers: tuple[Scorer, ...]
+    primary: str
+    load: Callable[[Settings], CaseSplit] = field(repr=False)
+    #: the task's own settings (e.g. IFEval's dataset and selection), read by `load` as settings[name]
+    options: tuple[Option, ...] = ()
+    offers: CaseOffers = field(default=INSTRUCTIONS, repr=False)
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(self.offers.highlights(case))
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        return list(self.offers.vector_keys(case))
+
+    def language(self, case: Case) -> str | None:
+        return self.offers.language(case)
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in metrics_of(self.scorers)]
+        if self.primary not in names:
+            raise TaskError(f"task {self.name!r}: primary metric {self.primary!r} is not one its scorers declare "
+                            f"({', '.join(names)})")
+
+    @classmethod
+    def from_cases(cls, name: str, cases: Sequence[Case], scorers: Sequence[Scorer], *, primary: str | None = None,
+                   held_out: Sequence[Case] = (), options: Sequence[Option] = (),
+                   highlights: Callable[[Case], Sequence[str]] | None = None,
+                   vector_keys: Callable[[Case], Sequence[str]] | None = None) -> Task:
+        """A task over a fixed list of cases; `primary` defaults to the first declared metric.
+
+        `highlights(case)`: the substrings of the prompt the methods steer towards; `vector_keys(case)`: the
+        names that group its activation vectors. Both default to the Split-IFEval fields."""
+        scorers = tuple(scorers)
+        if not cases:
+            raise TaskError(f"task {name!r} has no cases")
+        split = CaseSplit(CaseSet(tuple(cases), source=name), tuple(held_out))
+        first = metrics_of(scorers)[0].name if scorers and metrics_of(scorers) else ""
+        offers = INSTRUCTIONS if highlights is None and vector_keys is None else \
+            FunctionOffers(highlights or INSTRUCTIONS.highlights, vector_keys)
+        return cls(name, scorers, primary or first, lambda settings: split, tuple(options), offers)
+
+
+@dataclass(frozen=True)
+class FunctionOffers:
+    """Case offers from two plain functions; a vector key without a coarser group falls back to itself."""
+
+    highlight: Callable[[Case], Sequence[str]]
+    keys: Callable[[Case], Sequence[str]] | None = None
+
+    def highlights(self, case: Case) -> tuple[str, ...]:
+        return tuple(self.highlight(case))
+
+    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+        if self.keys is None:
+            return INSTRUCTIONS.vector_keys(case)
+        return [(k, k) for k in self.keys(case)]
+
+    def language(self, case: Case) -> str | None:
+        return INSTRUCTIONS.language(case)
