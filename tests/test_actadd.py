@@ -15,12 +15,14 @@ from pytest_steer.cases import load_cases
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
     ActivationSteering,
+    VectorKey,
     add_to_residual,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
     middle_layer,
     prompt_without_instructions,
+    vector_keys,
 )
 from pytest_steer.models import LoadedModel
 from pytest_steer.options import RunSpec
@@ -312,6 +314,7 @@ def test_instruction_vectors_name_the_case_they_cannot_pair():
 # --- ActivationSteering: the method behind the SteeringMethod protocol ----------------------------
 
 FW, END = "keywords:forbidden_words", "startend:end_checker"
+HL = "detectable_format:number_highlighted_sections"  # a format type: the clamp steers it
 
 
 @pytest.fixture(scope="module")
@@ -470,8 +473,8 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
     residual output: adjust_vectors(activation.squeeze(), u, z). Our batched, left-padded hook must give
     the same logits on every real token, at weight 1 (the paper's setting)."""
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    held = [*by_type[FW][:2], *by_type[END][:2]]
-    cases = [by_type[FW][2], by_type[END][2], by_type[END][3]]
+    held = [*by_type[HL][:2], *by_type[END][:2]]
+    cases = [by_type[HL][2], by_type[END][2], by_type[END][3]]
     method = _prepared(tiny_lm, cases, held)
     values = [1.0, 1.0, None]
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
@@ -506,10 +509,10 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
 
 def test_project_rule_weight_zero_is_exact_and_weights_scale_the_clamp(tiny_lm, by_type):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    cases = [by_type[FW][2], by_type[FW][3]]
-    method = _prepared(tiny_lm, cases, by_type[FW][:2])
+    cases = [by_type[HL][2], by_type[HL][3]]
+    method = _prepared(tiny_lm, cases, by_type[HL][:2])
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
-    u, z = method.vectors[FW] / method.vectors[FW].norm(), method.targets[FW]
+    u, z = method.vectors[HL] / method.vectors[HL].norm(), method.targets[HL]
     seen = []  # the residual stream as the next layer reads it: after steering
     handle = model.model.layers[LAYER + 1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
     try:
@@ -539,8 +542,100 @@ def test_directions_are_keyed_per_language_with_a_noted_fallback(tiny_lm, by_typ
     assert {f"{lang}=de", f"{lang}=fr", lang} <= set(method.vectors)
     assert method.fallbacks == {f"{lang}=ko": lang}
     assert any(f"{lang}=ko (steered with {lang})" in n for n in method.notes())
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [f"{lang}=de"]
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [lang]
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [[(lang, 1.0)]]
     with pytest.raises(SteeringError, match="rule 'clamp' must be one of project, add"):
         ActivationSteering(rule="clamp")
     assert build_method("actadd", RunSpec(actadd_rule="add")).rule == "add"  # type: ignore[attr-defined]
+
+
+# --- keyword instructions: one direction per word, forbidden words by their inclusion direction ------
+
+EX = "keywords:existence"
+
+
+def _includes(base, key: str, words: list[str]):
+    """A held-out `keywords:existence` case asking for `words`, made from an embedded case's prompt."""
+    ask = "Include the keywords " + " and ".join(words) + "."
+    return dataclasses.replace(base, key=key, prompt=f"{base.prompt.split('.')[0]}. {ask}", instructions=(ask,),
+                               instruction_id_list=(EX,), kwargs=({"keywords": words},))
+
+
+def test_vector_keys_follow_the_reference():
+    lang = "language:response_language"
+    assert vector_keys(lang, {"language": "de"}) == [VectorKey(f"{lang}=de", f"{lang}=de", lang)]
+    assert vector_keys(END, {"end_phrase": "Bye."}) == [VectorKey(END, END, END)]
+    assert vector_keys(EX, {"keywords": ["Cat", "dog", "cat"]}) == [
+        VectorKey(f"{EX}=cat", f"{EX}=cat", EX, 1.0, 0.5, True),
+        VectorKey(f"{EX}=dog", f"{EX}=dog", EX, 1.0, 0.5, True)]
+    # a forbidden word is steered away from by its *inclusion* direction: same key as existence, sign -1
+    assert vector_keys(FW, {"forbidden_words": ["water"]}) == [
+        VectorKey(f"{FW}=water", f"{EX}=water", FW, -1.0, 1.0, True)]
+    assert vector_keys(FW, {}) == [VectorKey(FW, FW, FW, 1.0, 1.0, True)]
+
+
+def test_forbidden_words_fit_no_inclusion_direction_and_fall_back_to_their_type(tiny_lm, by_type):
+    fw = by_type[FW][0]  # forbids broken, urgent, water
+    held = [*by_type[FW][1:3], _includes(by_type[END][5], "inc-1", ["water", "broken"]),
+            _includes(by_type[END][6], "inc-2", ["water"])]
+    method = _prepared(tiny_lm, [fw], held)
+    assert {FW, EX, f"{EX}=water", f"{EX}=broken"} <= set(method.vectors)
+    assert not any(k.startswith(f"{FW}=") for k in method.vectors)  # forbidding a word is no example of including it
+    assert method.fallbacks == {f"{FW}=urgent": FW}
+    assert any(f"{FW}=urgent (steered with {FW})" in n for n in method.notes())
+    third, minus = pytest.approx(1 / 3), pytest.approx(-1 / 3)
+    assert method._keys(fw) == [[(f"{EX}=broken", minus), (FW, third), (f"{EX}=water", minus)]]
+    # the inclusion direction of "water" is the mean difference of the two cases that include it
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    inc = held[2:]
+    acts = last_token_activations(model, tok, [c.prompt for c in inc], LAYER) - last_token_activations(
+        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in inc], LAYER)
+    torch.testing.assert_close(method.vectors[f"{EX}=water"], acts.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(method.vectors[f"{EX}=broken"], acts[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("rule", ["project", "add"])
+def test_keyword_rows_match_a_reimplementation_of_the_reference_keyword_hooks(tiny_lm, by_type, rule):
+    """The reference steers keywords with one hook per word adding (W / words) * u_word to the layer's
+    residual output (`direction_ablation_hook`), W < 0 for forbidden words and their inclusion directions;
+    our W is value * |d_word| (fallback: the type's direction, sign +). Under both rules."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    fw, ex = by_type[FW][0], _includes(by_type[END][7], "inc-steered", ["water", "tap"])
+    held = [*by_type[FW][1:3], _includes(by_type[END][5], "inc-1", ["water", "broken", "tap"])]
+    cases, values = [fw, ex], [2.0, 1.5]
+    method = _prepared(tiny_lm, cases, held, rule=rule)
+    assert method.fallbacks == {f"{FW}=urgent": FW}
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    v = method.vectors
+    per_row = [[(f"{EX}=broken", -1), (FW, +1), (f"{EX}=water", -1)], [(f"{EX}=water", +1), (f"{EX}=tap", +1)]]
+    seen = []
+    probe = model.model.layers[LAYER + 1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad():
+            plain = model(**kw).logits
+            with method.steer(model, batch, cases, values):
+                got = model(**kw).logits
+            for i, (words, value) in enumerate(zip(per_row, values, strict=True)):
+                real = batch.attention_mask[i].bool()
+                hooks = []
+                for key, sign in words:  # the reference: one hook per word, weight W / len(words)
+                    u, weight = v[key] / v[key].norm(), sign * value * float(v[key].norm()) / len(words)
+                    hooks.append(model.model.layers[LAYER].register_forward_hook(
+                        lambda mod, args, out, u=u, w=weight: out + (u * w)))
+                try:
+                    expected = model(input_ids=batch.input_ids[i][real][None]).logits[0]
+                finally:
+                    for h in hooks:
+                        h.remove()
+                assert (expected - plain[i][real]).abs().max() > 1e-2
+                assert (got[i][real] - expected).abs().max() < 1e-5
+    finally:
+        probe.remove()
+    # the sign: steering the forbidding row lowers its residual's projection on "water"'s inclusion direction
+    u_water = v[f"{EX}=water"] / v[f"{EX}=water"].norm()
+    before, after = seen[0][0] @ u_water, seen[1][0] @ u_water
+    real = batch.attention_mask[0].bool()
+    assert (after - before)[real].max() < 0
+    assert ((seen[1][1] - seen[0][1]) @ u_water)[batch.attention_mask[1].bool()].min() > 0

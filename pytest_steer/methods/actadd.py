@@ -8,9 +8,13 @@ projection on u of the with-instruction last-token activations: h += (z - h.u) u
 every decode step. The weight on that change is the method's value (1: the paper's rule, 0: no-op).
 The `add` rule adds value x d instead, a constant push at every position.
 
-Directions are keyed per target language for `language:response_language`, as the reference keys
-them; other instructions per type. A key without a held-out example falls back to its instruction
-type's direction (`fallbacks` lists them, the report shows them).
+Directions are keyed as the reference keys them (`vector_keys`): per target language for
+`language:response_language`, per word for `keywords:existence`, and a forbidden word is steered away
+from by its inclusion direction; other instructions per type. Keyword instructions follow the
+reference's keyword rule under both rules: each word's direction d_w is added at weight
+sign x value / (number of words), i.e. the reference's weight W = value x |d_w| on the unit direction.
+A key without a held-out example falls back to its instruction type's direction (`fallbacks` lists
+them, the report shows them).
 
 The residual stream is read and written at the same place, the output of decoder layer `layer`
 (what `output_hidden_states` reports as `hidden_states[layer + 1]`, except for the last layer,
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .base import PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
@@ -149,20 +154,66 @@ def last_token_activations(
     return torch.cat(captured)
 
 
-def vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(the finest direction key for one instruction, the type key it falls back to).
+@dataclass(frozen=True)
+class VectorKey:
+    """Which direction steers one instruction (or one of its words), and how.
 
-    `language:response_language` is keyed per language ("language:response_language=de"), as the
-    reference keeps one vector per target language; other types are keyed by type.
+    `key` is the direction used when the held-out cases have it, `fallback` the type direction used
+    otherwise; `name` names the pair in the report's fallback notes. Keyword instructions follow the
+    reference's keyword rule (`per_word`): each word's direction is added at weight sign x value / words,
+    with sign -1 for a forbidden word, steered away from by its *inclusion* direction.
     """
-    language = (kwargs or {}).get("language") if kind == "language:response_language" else None
-    return (f"{kind}={language}" if language else kind), kind
+
+    name: str
+    key: str
+    fallback: str
+    sign: float = 1.0
+    share: float = 1.0
+    per_word: bool = False
 
 
-def _case_keys(case: InstructionCase) -> list[tuple[str, str]]:
+#: keyword types the reference keys per word: kwargs field of the words, the key prefix of their
+#: (inclusion) directions, and the sign those directions are added with
+_PER_WORD = {
+    "keywords:existence": ("keywords", "keywords:existence", 1.0),
+    "keywords:forbidden_words": ("forbidden_words", "keywords:existence", -1.0),
+}
+
+
+def vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> list[VectorKey]:
+    """The directions that steer one instruction of type `kind` with arguments `kwargs`.
+
+    As the reference keys them: `language:response_language` per target language
+    ("language:response_language=de"); `keywords:existence` per keyword ("keywords:existence=cat"),
+    and `keywords:forbidden_words` by each forbidden word's inclusion direction, negated; other types
+    by type. Words are lower-cased. Each falls back to the type's own direction.
+    """
+    kwargs = kwargs or {}
+    if kind == "language:response_language" and kwargs.get("language"):
+        return [VectorKey(f"{kind}={kwargs['language']}", f"{kind}={kwargs['language']}", kind)]
+    if kind in _PER_WORD:
+        field_name, prefix, sign = _PER_WORD[kind]
+        raw = kwargs.get(field_name)
+        words = list(dict.fromkeys(str(w).strip().lower() for w in raw if str(w).strip())) \
+            if isinstance(raw, (list, tuple)) else []
+        if words:
+            return [VectorKey(f"{kind}={w}", f"{prefix}={w}", kind, sign, 1 / len(words), True) for w in words]
+        return [VectorKey(kind, kind, kind, 1.0, 1.0, True)]
+    return [VectorKey(kind, kind, kind)]
+
+
+def _case_keys(case: InstructionCase) -> list[list[VectorKey]]:
+    """Per instruction of `case`, the `vector_keys` that steer it."""
     kwargs = list(case.kwargs) if getattr(case, "kwargs", None) else []
-    kinds = case.instruction_id_list
-    return [vector_keys(kind, kwargs[i] if i < len(kwargs) else None) for i, kind in enumerate(kinds)]
+    return [vector_keys(kind, kwargs[i] if i < len(kwargs) else None)
+            for i, kind in enumerate(case.instruction_id_list)]
+
+
+def _fit_keys(case: InstructionCase) -> list[str]:
+    """The directions a held-out case's activation difference counts for: each instruction's type, and
+    its fine keys that point *towards* what the case asks (a forbidden-words case is no inclusion example)."""
+    keys = [k for ks in _case_keys(case) for vk in ks for k in ((vk.key,) if vk.sign > 0 else ()) + (vk.fallback,)]
+    return list(dict.fromkeys(keys))
 
 
 def fit_instruction_vectors(
@@ -172,9 +223,9 @@ def fit_instruction_vectors(
 
     For each case: activation(prompt) - activation(prompt without its instruction texts), at the
     last token of `layer`'s output; d is the mean over the cases of a key and z the mean projection
-    of their with-instruction activations on d / |d|. A case counts for each of its keys, the fine
-    one (`vector_keys`) and its type's. Returns float32 CPU tensors [hidden] and floats, keyed in
-    order of first appearance.
+    of their with-instruction activations on d / |d|. A case counts for each of its keys (`_fit_keys`):
+    its types', and its fine ones (a language, each included keyword). Returns float32 CPU tensors
+    [hidden] and floats, keyed in order of first appearance.
     """
     cases = list(cases)
     if not cases:
@@ -194,7 +245,7 @@ def fit_instruction_vectors(
     diffs = with_instruction - acts[len(cases):]
     rows: dict[str, list[int]] = {}
     for i, case in enumerate(cases):
-        for key in dict.fromkeys(k for pair in _case_keys(case) for k in pair):
+        for key in _fit_keys(case):
             rows.setdefault(key, []).append(i)
     vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
     targets = {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key])) for key, idx in rows.items()}
@@ -250,16 +301,19 @@ def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch
         raise ValueError(f"units [k, batch, hidden], targets [k, batch] and weights [batch] do not fit: "
                          f"{tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
 
-    def clamp(hidden: torch.Tensor) -> torch.Tensor:
-        dtype, device = hidden.dtype, hidden.device
-        w = weights.to(device=device, dtype=dtype)[:, None, None]
-        for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
-            u = u[:, None, :]
-            hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
-        return hidden
-
     return _edit_output(model, layer, units.shape[1], units.shape[2],
-                        f"steering directions of shape {tuple(units.shape)}", clamp)
+                        f"steering directions of shape {tuple(units.shape)}",
+                        lambda hidden: _clamp(hidden, units, targets, weights))
+
+
+def _clamp(hidden: torch.Tensor, units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`clamp_projection`'s edit of one layer output [batch, positions, hidden]."""
+    dtype, device = hidden.dtype, hidden.device
+    w = weights.to(device=device, dtype=dtype)[:, None, None]
+    for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
+        u = u[:, None, :]
+        hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
+    return hidden
 
 
 def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
@@ -281,7 +335,7 @@ def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib
 # The method
 
 #: bump when the cached vector record or its computation changes
-VECTORS_FORMAT = 2
+VECTORS_FORMAT = 3
 #: the steering rules: the paper's projection clamp, and a constant push along the raw difference
 RULES = ("project", "add")
 
@@ -291,6 +345,7 @@ class ActivationSteering:
 
     `project` (the default, the paper's rule): h += value x (z - h.u) u per instruction direction,
     value 1 the paper's setting. `add`: h += value x d, d the mean of the case's raw differences.
+    Keyword instructions add their words' directions under both (see the module docstring).
     The directions are fitted in `prepare` from the held-out cases only (never from the cases being
     evaluated, which would leak their prompts into the steering). Value 0 is exactly unsteered.
     """
@@ -377,7 +432,7 @@ class ActivationSteering:
             )
         key = {
             "format": VECTORS_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "layer": layer, "held_out": hashes, "keys": "language",
+            "layer": layer, "held_out": hashes, "keys": "language+keywords",
             "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
             "versions": numerics_versions(),
         }
@@ -394,15 +449,15 @@ class ActivationSteering:
                     ctx.store.put("vectors", key, {"vectors": {t: v.tolist() for t, v in fitted[0].items()},
                                                    "targets": fitted[1]})
         self._layer, (self._vectors, self._targets), self._held_out = layer, fitted, held_hash
-        self._fallbacks = {fine: kind for c in ctx.steered for fine, kind in _case_keys(c)
-                           if fine not in self._vectors}
+        self._fallbacks = {vk.name: vk.fallback for c in ctx.steered for vks in _case_keys(c) for vk in vks
+                           if vk.key not in self._vectors}
 
     def identity(self) -> dict[str, Any]:
         """Method, rule, resolved layer and a hash of the held-out cases the vectors come from (after `prepare`)."""
         if self._layer is None:
             raise SteeringError("activation steering's identity depends on its fitted vectors; call prepare() first")
         return {"method": self.name, "rule": self.rule, "layer": self._layer, "held_out": self._held_out,
-                "keys": "language"}
+                "keys": "language+keywords"}
 
     def notes(self) -> list[str]:
         """What the report should say about the fitted method: its layer, and keys that fell back to a type."""
@@ -415,13 +470,44 @@ class ActivationSteering:
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
         return user_turn(case)
 
-    def _keys(self, case: Case) -> list[str]:
-        keys = list(dict.fromkeys(fine if fine in self._vectors else kind for fine, kind in _case_keys(case)))
-        absent = [k for k in keys if k not in self._vectors]
-        if absent or not keys:
-            raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
-                                f"{', '.join(absent) or '(none)'}; prepare() was not given held-out cases of them")
-        return keys
+    def _keys(self, case: Case) -> list[list[tuple[str, float]]]:
+        """Per instruction of `case`, its (direction key, signed weight share) pairs, fallbacks applied."""
+        out: list[list[tuple[str, float]]] = []
+        for vks in _case_keys(case):
+            pairs = [(vk.key, vk.sign * vk.share) if vk.key in self._vectors else (vk.fallback, vk.share)
+                     for vk in vks]
+            absent = [k for k, _ in pairs if k not in self._vectors]
+            if absent:
+                raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
+                                    f"{', '.join(absent)}; prepare() was not given held-out cases of them")
+            out.append(pairs)
+        if not out:
+            raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) (none); "
+                                "prepare() was not given held-out cases of them")
+        return out
+
+    def _row(self, case: Case, weight: float, hidden: int) -> tuple[list[tuple[torch.Tensor, float]], torch.Tensor]:
+        """One row's steering at `weight`: the (unit, target) clamps and the vector added after them.
+
+        `project`: each non-keyword instruction is a clamp; keyword instructions add
+        weight x sum(sign x share x d) over their words (the reference's keyword rule). `add`: the mean
+        over the instructions of each one's vector (d, or that keyword sum), times weight.
+        """
+        import torch
+
+        clamps: list[tuple[torch.Tensor, float]] = []
+        pushes: list[torch.Tensor] = []
+        for vks, pairs in zip(_case_keys(case), self._keys(case), strict=True):
+            if vks[0].per_word:
+                pushes.append(sum((share * self._vectors[k] for k, share in pairs), torch.zeros(hidden)))
+            elif self.rule == "project":
+                clamps.extend((_unit(self._vectors[k]), self._targets[k]) for k, _ in pairs)
+            else:
+                pushes.append(self._vectors[pairs[0][0]])
+        if not pushes:
+            return clamps, torch.zeros(hidden)
+        total = torch.stack(pushes).sum(0)
+        return clamps, weight * (total / len(pushes) if self.rule == "add" else total)
 
     def steer(self, model: Any, batch: EncodedBatch, cases: Sequence[Case],
               values: Sequence[Value | None]) -> contextlib.AbstractContextManager[None]:
@@ -437,21 +523,26 @@ class ActivationSteering:
             raise SteeringError("activation steering has no vectors; call prepare() before steering")
         hidden = model.config.get_text_config().hidden_size
         param = next(model.parameters())
-        keys = [self._keys(c) if v is not None else [] for c, v in zip(cases, values, strict=True)]
         weights = torch.tensor([0.0 if v is None else self.check(v) for v in values])
-        if self.rule == "add":
-            rows = torch.zeros(len(values), hidden, dtype=torch.float32)
-            for i, ks in enumerate(keys):
-                if ks:
-                    rows[i] = weights[i] * torch.stack([self._vectors[k] for k in ks]).mean(0)
-            return add_to_residual(model, self._layer, rows.to(device=param.device, dtype=param.dtype))
-        depth = max(len(ks) for ks in keys)
+        rows = [self._row(c, float(w), hidden) if v is not None else ([], torch.zeros(hidden))
+                for c, v, w in zip(cases, values, weights, strict=True)]
+        depth = max(len(clamps) for clamps, _ in rows)
         units = torch.zeros(depth, len(values), hidden, dtype=torch.float32)
         targets = torch.zeros(depth, len(values), dtype=torch.float32)
-        for i, ks in enumerate(keys):
-            for j, k in enumerate(ks):
-                units[j, i], targets[j, i] = _unit(self._vectors[k]), self._targets[k]
-        return clamp_projection(model, self._layer, units, targets, weights)
+        for i, (clamps, _) in enumerate(rows):
+            for j, (u, z) in enumerate(clamps):
+                units[j, i], targets[j, i] = u, z
+        pushes = torch.stack([push for _, push in rows]).to(device=param.device, dtype=param.dtype)
+        if not depth:
+            return add_to_residual(model, self._layer, pushes)
+        if not pushes.any():
+            return clamp_projection(model, self._layer, units, targets, weights)
+
+        def edit(h: torch.Tensor) -> torch.Tensor:
+            return _clamp(h, units, targets, weights) + pushes.to(dtype=h.dtype, device=h.device)[:, None, :]
+
+        return _edit_output(model, self._layer, len(values), hidden, f"steering directions of shape "
+                            f"{tuple(units.shape)}", edit)
 
 
 def _layer_count(model: Any) -> int:
