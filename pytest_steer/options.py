@@ -169,12 +169,12 @@ def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[i
 
 
 def parse_layer(value: Any) -> str | int:
-    """One layer index, or "middle"."""
-    if str(value).strip() == "middle":
-        return "middle"
+    """One layer index, "middle", or "auto" (activation steering picks one per instruction type)."""
+    if str(value).strip() in ("middle", "auto"):
+        return str(value).strip()
     n = parse_int(value)
     if n < 0:
-        raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, or middle")
+        raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, middle or auto")
     return n
 
 
@@ -360,7 +360,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("scale_position", parse_choice("include", "exclude", "generation"), "include", "PASTA scale position"),
     Option("actadd_coefs", parse_coefficients, (1.0, 2.0, 4.0), "activation-steering coefficients to sweep"),
-    Option("actadd_layer", parse_layer, "middle", "layer whose output activation steering adds to: middle or an index"),
+    Option("actadd_layer", parse_layer, "middle",
+           "layer whose output activation steering edits: middle, an index, or auto (a held-out sweep per type)"),
     Option("actadd_rule", parse_choice("project", "add"), "project",
            "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
     Option(

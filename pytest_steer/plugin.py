@@ -473,6 +473,8 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
         if g["compare"]:
             plugin.stored = load_baseline(g["compare"])
         plugin.run.prepare(plugin.specs)
+        if not plugin.is_worker:  # the terminal says which layer(s) activation steering uses, and its fallbacks
+            plugin.notes.extend(plugin.run.method_notes())
         if plugin.stored is not None:
             for spec in plugin.specs:
                 check_compatible(plugin.stored, plugin.run.comparable_settings(spec), g["compare"])

@@ -137,7 +137,8 @@ class SteerRun:
         k = _methods_key(spec)
         if k not in self._methods:
             split = self.split(spec)
-            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing)
+            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing,
+                                 _layer_sweep_tools(self.model) if spec.actadd_layer == "auto" else {})
             built = {name: build_method(name, spec) for name in spec.methods}
             for name, m in built.items():
                 try:
@@ -403,6 +404,12 @@ class SteerRun:
         """Every row this process produced, in generation order."""
         return [r for rows in self._units.values() for r in rows]
 
+    def method_notes(self) -> list[str]:
+        """What the prepared methods say about themselves (actadd's layer(s) and fallbacks), once each."""
+        notes = [line for built in self._methods.values() for m in built.values()
+                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        return list(dict.fromkeys(notes))
+
     def meta(self) -> dict[str, str]:
         """What can move the numbers, for the report."""
         import torch
@@ -426,10 +433,9 @@ class SteerRun:
                          if isinstance(s, RewardScore)}
         if reward_models:
             out["reward model identity"] = ", ".join(sorted(reward_models))
-        notes = [line for built in self._methods.values() for m in built.values()
-                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        notes = self.method_notes()
         if notes:
-            out["method notes"] = "; ".join(dict.fromkeys(notes))
+            out["method notes"] = "; ".join(notes)
         if self._batch_sizes:
             out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:
@@ -442,6 +448,16 @@ class SteerRun:
             st = self.cache.stats
             out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"
         return out
+
+
+def _layer_sweep_tools(model: LoadedModel) -> dict[str, Any]:
+    """What activation steering's `auto` layer sweep scores held-out responses with: IFEval's strict check,
+    and the unsteered model's per-token log-likelihood (for the reference's degeneration filter)."""
+    from .metrics.instruction import score_response
+    from .metrics.quality import Fluency
+
+    return {"follows": lambda case, response: score_response(case, response).follow_all_instructions,
+            "log_likelihoods": Fluency(model.model, model.tokenizer).log_likelihoods, "scorer": "ifeval-strict"}
 
 
 def default_cache(enabled: bool = True, directory: str | Path | None = None) -> ResultCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ from pytest_steer.cases import load_cases
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
     ActivationSteering,
+    LayerTrial,
     VectorKey,
     add_to_residual,
+    auto_layers,
+    choose_layers,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
@@ -348,7 +352,7 @@ def test_method_values_labels_and_strength():
     assert m.strength(-3.0) == 3.0 and m.strength(0.0) == 0.0
     assert config(m, 2, [1, 2]).label == "actadd-c2"
     for bad_layer in (-1, True, "top", 2.0):
-        with pytest.raises(SteeringError, match="must be 'middle' or a layer index"):
+        with pytest.raises(SteeringError, match="must be .middle., .auto. or a layer index"):
             ActivationSteering(layer=bad_layer)  # type: ignore[arg-type]
     assert build_method("actadd", RunSpec(actadd_layer=2)).layer == 2  # type: ignore[attr-defined]
 
@@ -407,7 +411,7 @@ def test_vectors_cache_round_trip(tiny_lm, by_type, tmp_path, monkeypatch):
     def no_fitting(*args, **kwargs):
         raise AssertionError("vectors were fitted again instead of read from the cache")
 
-    monkeypatch.setattr("pytest_steer.methods.actadd.fit_instruction_vectors", no_fitting)
+    monkeypatch.setattr("pytest_steer.methods.actadd.fit_layers", no_fitting)
     loaded = _prepared(tiny_lm, [], held, store=store)
     assert store.stats.hits == 1 and loaded.identity() == fitted.identity()
     assert all(torch.equal(loaded.vectors[k], v) for k, v in fitted.vectors.items())  # float32 -> JSON -> float32
@@ -639,3 +643,102 @@ def test_keyword_rows_match_a_reimplementation_of_the_reference_keyword_hooks(ti
     real = batch.attention_mask[0].bool()
     assert (after - before)[real].max() < 0
     assert ((seen[1][1] - seen[0][1]) @ u_water)[batch.attention_mask[1].bool()].min() > 0
+
+
+# --- layer auto: a sweep over held-out cases per instruction type -----------------------------------
+
+
+def _trials(kind: str, layer: int | None, follows: list[bool], perplexities: list[float]) -> list[LayerTrial]:
+    return [LayerTrial(kind, layer, f, p) for f, p in zip(follows, perplexities, strict=True)]
+
+
+def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
+    fine = [5.0, 6.0, 4.0]
+    trials = [
+        *_trials(HL, None, [False, False, False], fine),
+        *_trials(HL, 1, [True, False, False], fine),
+        *_trials(HL, 2, [True, True, True], [5.0, 1.3, 4.0]),  # the most accurate, but one response loops
+        *_trials(END, None, [True, False, False], [1.5, 6.0, 4.0]),  # unsteered already has one loop
+        *_trials(END, 0, [True, True, False], [1.2, 6.0, 4.0]),  # as many loops as unsteered: kept
+        *_trials(END, 1, [True, True, False], fine),  # ties with 0: the lower layer
+        *_trials(FW, None, [True, False, False], fine),
+        *_trials(FW, 0, [True, False, False], fine),  # no better than unsteered: not steered
+        *_trials(FW, 2, [True, True, True], [5.0, math.nan, 4.0]),  # an empty response counts as degenerate
+    ]
+    assert choose_layers(trials) == {HL: 1, END: 0, FW: None}
+    assert auto_layers(30) == [6, 11, 16, 21] and auto_layers(3) == [0, 1, 2] and auto_layers(1) == [0]
+
+
+def _sweep_tools(calls: list[int]) -> dict:
+    """Stand-ins for the session's scorers: a response follows when it has a digit; perplexity from length."""
+
+    def log_likelihoods(prompts, responses):
+        calls.append(len(responses))
+        return [-math.log(2.0 + len(r) % 7) if r else math.nan for r in responses]
+
+    return {"follows": lambda case, response: any(ch.isdigit() for ch in response),
+            "log_likelihoods": log_likelihoods, "scorer": "test"}
+
+
+def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_lm, by_type, tmp_path, monkeypatch):
+    held = [*by_type[HL][:2], *by_type[END][:2]]
+    steered = [by_type[HL][2], by_type[END][2]]
+    store, calls = ResultCache(tmp_path), []
+    method = ActivationSteering(layer="auto")
+    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls))
+    method.prepare(ctx)
+    assert calls == [4] * 4  # unsteered + 3 layers, the 4 held-out cases each
+    assert set(method.layers) == {HL, END} and all(v in (None, 0, 1, 2) for v in method.layers.values())
+    assert method.identity()["layer"] == {"auto": method.layers}
+    assert any(n.startswith("actadd: rule project, layer auto over [0, 1, 2]: ") for n in method.notes())
+    assert method.vectors == {}  # no single layer
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the sweep ran again instead of being read from the cache")
+
+    monkeypatch.setattr(ActivationSteering, "_greedy", no_generation)
+    again = ActivationSteering(layer="auto")
+    again.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store,
+                                 options=_sweep_tools(calls)))
+    assert again.layers == method.layers and len(calls) == 4
+    with pytest.raises(SteeringError, match="layer auto scores a sweep .* needs options 'follows'"):
+        ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
+
+
+def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_partners(tiny_lm, by_type):
+    """Under auto, a row's instructions are steered at their types' layers: the hook at each layer leaves
+    rows of other layers bit for bit alone, so a row's logits are those of the row steered alone."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    held = [*by_type[HL][:2], *by_type[END][:2], *by_type[FW][:2]]
+    cases = [by_type[HL][2], by_type[END][2], by_type[FW][2], by_type[HL][3]]
+    method = ActivationSteering(layer="auto")
+    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([])))
+    method._type_layers = {HL: 0, END: 2, FW: None}  # a choice the sweep could make
+    values = [1.0, 1.0, 3.0, None]
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        plain = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+        with method.steer(model, batch, cases, values):
+            got = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+        for i, (case, value) in enumerate(zip(cases, values, strict=True)):
+            real = batch.attention_mask[i].bool()
+            one = encode(tok, [batch.texts[i]])
+            with method.steer(model, one, [case], [value]):
+                alone = model(input_ids=one.input_ids).logits[0]
+            assert (got[i][real] - alone).abs().max() < 1e-5
+            kind = case.instruction_id_list[0]
+            layer = method.layers[kind]
+            if value is None or layer is None:  # unsteered: by its value, or by auto's choice for its type
+                assert torch.equal(got[i][real], plain[i][real])
+                continue
+            vectors, targets = method._fits[layer]
+            u, z = vectors[kind] / vectors[kind].norm(), targets[kind]
+            handle = model.model.layers[layer].register_forward_hook(
+                lambda mod, args, out, u=u, z=z: _adjust_vectors(out.squeeze(0), u, z).unsqueeze(0))
+            try:
+                expected = model(input_ids=one.input_ids).logits[0]
+            finally:
+                handle.remove()
+            assert (expected - plain[i][real]).abs().max() > 1e-3
+            assert (got[i][real] - expected).abs().max() < 1e-5
