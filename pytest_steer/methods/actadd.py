@@ -636,9 +636,13 @@ class ActivationSteering:
             chosen = sorted(self._type_layers.items())
             out = [f"actadd: rule {self.rule}, layer auto over {sorted(self._fits)}: " + ", ".join(
                 f"{kind} {'unsteered' if layer is None else layer}" for kind, layer in chosen)]
-        if self._fallbacks:
-            out.append("actadd: no held-out case for " + ", ".join(
-                f"{fine} (steered with {kind})" for fine, kind in sorted(self._fallbacks.items())))
+        by_type: dict[str, list[str]] = {}
+        for fine, kind in sorted(self._fallbacks.items()):
+            by_type.setdefault(kind, []).append(fine)
+        if by_type:  # "language:response_language=ko, =pl (steered with language:response_language)"
+            out.append("actadd: no held-out case for " + "; ".join(
+                fines[0] + "".join(", =" + f.partition("=")[2] for f in fines[1:]) + f" (steered with {kind})"
+                for kind, fines in by_type.items()))
         return out
 
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
