@@ -309,47 +309,53 @@ def _edit_output(model: Any, layer: int, rows: int, hidden_size: int, what: str,
         handle.remove()
 
 
-def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor,
-                     weights: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-    """The paper's rule: at every position of batch row b, h += weights[b] (targets[j, b] - h.u) u with
-    u = units[j, b], for each direction j in turn (a row steered by several instructions gets each
-    clamp; a zero u leaves the row alone, so rows may have fewer directions).
+def edit_residual(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                  pushes: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """Steer decoder layer `layer`'s output at every position of each batch row b: first the paper's
+    clamp, h += weights[b] (targets[j, b] - h.u) u with u = units[j, b], for each direction j in turn
+    (a row steered by several instructions gets each clamp; a zero u leaves the row alone, so rows may
+    have fewer directions), then h += pushes[b] (the reference's keyword rule, and the `add` rule).
 
-    `units` [k, batch, hidden], `targets` [k, batch], `weights` [batch]; weight 1 is the paper's
-    setting, 0 changes nothing. Computed in the hidden states' dtype, like the reference hook.
+    `units` [k, batch, hidden] (k may be 0), `targets` [k, batch], `weights` [batch], `pushes`
+    [batch, hidden]; weight 1 is the paper's setting, weight 0 and a zero push change nothing, bit for
+    bit. Computed in the hidden states' dtype, like the reference hooks.
     """
-    if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != units.shape[1:2]:
-        raise ValueError(f"units [k, batch, hidden], targets [k, batch] and weights [batch] do not fit: "
-                         f"{tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
+    if pushes.dim() != 2:
+        raise ValueError(f"vectors must be [batch, hidden], one vector per batch row, got shape {tuple(pushes.shape)}")
+    if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != pushes.shape[:1] \
+            or units.shape[1:] != pushes.shape:
+        raise ValueError(f"units [k, batch, hidden], targets [k, batch], weights [batch] and pushes [batch, hidden] "
+                         f"do not fit: {tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}, "
+                         f"{tuple(pushes.shape)}")
+    has_push = bool(pushes.any())
 
-    return _edit_output(model, layer, units.shape[1], units.shape[2],
-                        f"steering directions of shape {tuple(units.shape)}",
-                        lambda hidden: _clamp(hidden, units, targets, weights))
+    def edit(hidden: torch.Tensor) -> torch.Tensor:
+        dtype, device = hidden.dtype, hidden.device
+        w = weights.to(device=device, dtype=dtype)[:, None, None]
+        for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
+            u = u[:, None, :]
+            hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
+        return hidden + pushes.to(dtype=dtype, device=device)[:, None, :] if has_push else hidden
 
-
-def _clamp(hidden: torch.Tensor, units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """`clamp_projection`'s edit of one layer output [batch, positions, hidden]."""
-    dtype, device = hidden.dtype, hidden.device
-    w = weights.to(device=device, dtype=dtype)[:, None, None]
-    for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
-        u = u[:, None, :]
-        hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
-    return hidden
+    return _edit_output(model, layer, pushes.shape[0], pushes.shape[1],
+                        f"steering vectors of shape {tuple(pushes.shape)}", edit)
 
 
 def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-    """Add `vectors[row]` to decoder layer `layer`'s output at every position of batch row `row`.
+    """Add `vectors[row]` to decoder layer `layer`'s output at every position of batch row `row`
+    (`edit_residual` without clamps).
 
     Active for every forward pass inside the block, so `generate` is steered at prefill and at each
     cached decode step. One vector per row lets a batch mix strengths; a zero row leaves its row
     exactly unchanged. The vector is cast to the hidden states' dtype and device. Beam search and
     num_return_sequences > 1 change the batch size and raise ValueError.
     """
+    import torch
+
     if vectors.dim() != 2:
         raise ValueError(f"vectors must be [batch, hidden], one vector per batch row, got shape {tuple(vectors.shape)}")
-    return _edit_output(model, layer, vectors.shape[0], vectors.shape[1],
-                        f"steering vectors of shape {tuple(vectors.shape)}",
-                        lambda hidden: hidden + vectors.to(dtype=hidden.dtype, device=hidden.device)[:, None, :])
+    rows = vectors.shape[0]
+    return edit_residual(model, layer, torch.zeros(0, *vectors.shape), torch.zeros(0, rows), torch.zeros(rows), vectors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,9 +730,7 @@ class ActivationSteering:
                 for j, (u, z) in enumerate(clamps):
                     units[j, i], targets[j, i] = u, z
             pushes = torch.stack([push for _, push in rows]).to(device=param.device, dtype=param.dtype)
-            edits.append(_edit_output(model, layer, len(values), hidden,
-                                      f"steering directions of shape {tuple(units.shape)}",
-                                      _steering_edit(units, targets, weights, pushes)))
+            edits.append(edit_residual(model, layer, units, targets, weights, pushes))
         return _all(edits)
 
 
@@ -737,19 +741,6 @@ def _all(contexts: Sequence[contextlib.AbstractContextManager[None]]) -> Iterato
         for context in contexts:
             stack.enter_context(context)
         yield
-
-
-def _steering_edit(units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                   pushes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One layer's edit: the clamps (if any), then the pushes (if any); a row with neither is left bit for bit."""
-    has_push = bool(pushes.any())
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:
-        if units.shape[0]:
-            hidden = _clamp(hidden, units, targets, weights)
-        return hidden + pushes.to(dtype=hidden.dtype, device=hidden.device)[:, None, :] if has_push else hidden
-
-    return edit
 
 
 def _layer_count(model: Any) -> int:
