@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .cache import RecordingStore, ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
+from .cache import (
+    RecordingStore,
+    ResultCache,
+    default_cache_dir,
+    generation_key,
+    key_hash,
+    score_key,
+    tokenizer_fingerprint,
+)
 from .cases import CaseSet
 from .dose import DOSE
 from .evaluation import EvalResult, check_metric_names

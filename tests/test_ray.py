@@ -121,6 +121,27 @@ def test_an_unreachable_cluster_is_one_line_before_any_model_loads(tmp_path: Pat
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     backend = RayBackend(RaySettings("127.0.0.1:1", replicas=1))
     run = SteerRun(ModelSettings("no-such-model-is-loaded"), ResultCache(tmp_path / "cache"), backend=backend)
-    with pytest.raises(RayBackendError, match=r"^--steer-ray 127\.0\.0\.1:1: cannot reach a Ray cluster at 127\.0\.0\.1:1 "):
+    with pytest.raises(RayBackendError, match=r"^--steer-ray 127\.0\.0\.1:1: cannot reach a Ray cluster at "
+                                              r"127\.0\.0\.1:1 \(Connection refused\); start it, or check the address$"):
         backend.start(run)
     assert run._model is None
+
+
+def test_a_cluster_too_small_is_one_line_before_any_replica_starts(two_nodes: Any, tmp_path: Path) -> None:
+    backend = RayBackend(RaySettings(two_nodes.address, replicas=3, cpus_per_replica=1))
+    run = SteerRun(ModelSettings("no-such-model-is-loaded"), ResultCache(tmp_path / "cache"), backend=backend)
+    try:
+        with pytest.raises(RayBackendError, match=r"has room for 2 replica\(s\) of 1 CPU\(s\) and 0 GPU\(s\) each, "
+                                                  r"not the 3 asked; lower --steer-ray-replicas"):
+            backend.start(run)
+        assert backend.members == [] and run._model is None
+    finally:
+        backend.close()
+
+
+def test_ray_with_xdist_is_refused_in_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(steer_eval):\n    pass\n")
+    result = pytester.runpytest_subprocess("--steer-ray", "local", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-steer: --steer-ray and -n both spread generation over processes; "
+                                 "use one (Ray replicas take the place of xdist workers)"])
