@@ -122,7 +122,7 @@ def test_an_unreachable_cluster_is_one_line_before_any_model_loads(tmp_path: Pat
     backend = RayBackend(RaySettings("127.0.0.1:1", replicas=1))
     run = SteerRun(ModelSettings("no-such-model-is-loaded"), ResultCache(tmp_path / "cache"), backend=backend)
     with pytest.raises(RayBackendError, match=r"^--steer-ray 127\.0\.0\.1:1: cannot reach a Ray cluster at "
-                                              r"127\.0\.0\.1:1 \(Connection refused\); start it, or check the address$"):
+                                              r"127\.0\.0\.1:1 \(Connection refused\); start it, or check the address"):
         backend.start(run)
     assert run._model is None
 
