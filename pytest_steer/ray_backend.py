@@ -66,7 +66,8 @@ class Replica:
         import ray
 
         m = self.run.model
-        return {"identity": m.identity, "node": ray.get_runtime_context().get_node_id(), "device": str(m.device)}
+        return {"identity": m.identity, "node": ray.get_runtime_context().get_node_id(),
+                "numerics": _numerics(m)}
 
     def generate(self, spec: RunSpec, split: Any, records: dict[str, Any],
                  shard: list[tuple[int, GenerationRequest]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
@@ -147,6 +148,10 @@ class RayBackend:
             if info["identity"] != want:
                 raise RayBackendError(f"{where}: {m.name} on node {m.node} loaded a different model ({info['identity']}"
                                       f" vs {want} here); replicas must see the same model files (README \"Ray\")")
+            if info["numerics"] != _numerics(run.model):  # rows are cached under this process's device and dtype
+                raise RayBackendError(f"{where}: {m.name} runs the model as {info['numerics']}, this process as "
+                                      f"{_numerics(run.model)}; run pytest on a node of the replicas' kind, or set "
+                                      "--steer-device/--steer-dtype so that both agree (README \"Ray\")")
 
     def close(self) -> None:
         """End the replicas, and the Ray connection if start() made it."""
@@ -237,6 +242,10 @@ def shards(requests: Sequence[GenerationRequest], n: int) -> list[list[int]]:
     groups = list(by_case.values())
     size = math.ceil(len(groups) / max(1, min(n, len(groups)))) if groups else 1
     return [[i for g in groups[k:k + size] for i in g] for k in range(0, len(groups), size)]
+
+
+def _numerics(model: Any) -> str:
+    return f"{model.device.type}/{str(model.dtype).removeprefix('torch.')}"
 
 
 def _room(nodes: Sequence[dict[str, Any]], cpus: float, gpus: float) -> int:
