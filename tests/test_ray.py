@@ -145,3 +145,15 @@ def test_ray_with_xdist_is_refused_in_one_line(pytester: pytest.Pytester) -> Non
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: pytest-steer: --steer-ray and -n both spread generation over processes; "
                                  "use one (Ray replicas take the place of xdist workers)"])
+
+
+def test_the_plugin_generates_on_the_cluster_and_reports_rows_per_replica(two_nodes: Any, pytester: pytest.Pytester,
+                                                                         tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytester.makepyfile(test_grid="def test_point(steer_result):\n    assert len(steer_result.rows) == 4\n")
+    result = pytester.runpytest_subprocess(
+        "--steer-model", str(tiny_model_dir), "--steer-methods", "pasta", "--steer-alphas", "10", "--steer-trials",
+        "1", "--steer-per-type", "1", "--steer-max-new-tokens", "4", "--steer-cache-dir", str(tmp_path / "cache"),
+        "--steer-ray", two_nodes.address, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["steer: generated 8/8 rows, *(replica-0@* *, replica-1@* *)"])
+    assert _generation_records(tmp_path / "cache") == 8
