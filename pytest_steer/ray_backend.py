@@ -85,6 +85,7 @@ class Replica:
         for start in range(0, len(ordered), engine.batch_size):
             chunk = ordered[start:start + engine.batch_size]
             gens = engine.generate([r for _, r in chunk])
+            run._batch_sizes[spec] = engine.batch_size  # an out-of-memory halving sticks for the next shards
             yield [(i, generation_to_record(g)) for (i, _), g in zip(chunk, gens, strict=True)]
 
 
