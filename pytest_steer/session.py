@@ -9,7 +9,8 @@ the plugin does:
 
 Work is done per unit = (run spec, trial): every config of that trial (the baseline and every
 method's values) for every case, generated together in mixed batches. Units are the same under
-pytest-xdist as in a serial run, so the numbers are too.
+pytest-xdist as in a serial run, so the numbers are too. With a backend (`ray_backend`, `--steer-ray`) the
+missing rows of every trial of a setting go to it at once, and it hands them back to be cached and scored here.
 """
 
 from __future__ import annotations
