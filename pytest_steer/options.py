@@ -239,6 +239,22 @@ def parse_fraction(value: Any) -> float:
     return x
 
 
+def parse_positive_number(value: Any) -> float:
+    x = _number(value, "value")
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return x
+
+
+def parse_ray_address(value: Any) -> str:
+    """ "local" (start a Ray instance here), "auto" (the running cluster) or an address (host:port, ray://...)."""
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{value!r} is not local, auto or a Ray cluster address (host:port or "
+                                         "ray://host:10001)")
+    return text
+
+
 def parse_types(value: Any) -> tuple[str, ...]:
     """Comma-separated instruction ids; "seed" = the seed study's four, "all" = no filter."""
     text = _text(value).strip()
@@ -454,6 +470,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "compare_margin", parse_fraction, 0.05, "allowed regression when comparing with a saved baseline", marker=False
     ),
+    Option(
+        "ray",
+        parse_ray_address,
+        None,
+        "generate on a Ray cluster, sharded by case: local (start one here), auto (the running cluster) or its "
+        "address; needs pip install 'pytest-steer[ray]'",
+        marker=False,
+    ),
+    Option("ray_replicas", parse_positive_int, 2, "Ray replicas, each loading the model once", marker=False),
+    Option("ray_gpus_per_replica", parse_fraction, 0.0, "GPUs each Ray replica reserves", marker=False),
+    Option("ray_cpus_per_replica", parse_positive_number, 1.0, "CPUs each Ray replica reserves", marker=False),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 #: which option holds each built-in method's grid values

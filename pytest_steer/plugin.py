@@ -79,6 +79,9 @@ class SteerPlugin:
             self.global_settings = resolve(self._cli, self._ini, {})
         except MarkerError as exc:
             raise pytest.UsageError(f"pytest-steer: {exc}") from None
+        if self.global_settings["ray"] and (self.is_worker or getattr(config.option, "numprocesses", None)):
+            raise pytest.UsageError("pytest-steer: --steer-ray and -n both spread generation over processes; use one "
+                                    "(Ray replicas take the place of xdist workers)")
         self.report_dir = Path(config.invocation_params.dir) / self.global_settings["report_dir"]
         self._run: SteerRun | None = None
         self.specs: list[RunSpec] = []
@@ -117,7 +120,13 @@ class SteerPlugin:
             if g["clear_cache"] and not self.is_worker:
                 cache.clear()
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
-            self._run = SteerRun(settings, cache, on_progress=self._progress)
+            backend = None
+            if g["ray"]:
+                from .ray_backend import RayBackend, RaySettings
+
+                backend = RayBackend(RaySettings(g["ray"], g["ray_replicas"], g["ray_cpus_per_replica"],
+                                                 g["ray_gpus_per_replica"]))
+            self._run = SteerRun(settings, cache, on_progress=self._progress, backend=backend)
         return self._run
 
     def spec_for(self, node: Any) -> RunSpec:
@@ -141,6 +150,8 @@ class SteerPlugin:
         finished = p.done == p.total
         eta = f"{p.eta_s:.0f}s" if p.eta_s == p.eta_s else "?"
         line = f"steer: generated {p.done}/{p.total} rows, {p.tokens_per_s:.1f} tokens/s, ETA {eta}"
+        if p.per_replica is not None:
+            line += " (" + ", ".join(f"{name} {n}" for name, n in p.per_replica.items()) + ")"
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         tty = tr is not None and tr.isatty() and not self.is_worker
         if not tty and not finished and now - self._progress_last < 10:
@@ -478,6 +489,8 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
         if plugin.stored is not None:
             for spec in plugin.specs:
                 check_compatible(plugin.stored, plugin.run.comparable_settings(spec), g["compare"])
+        if g["ray"]:
+            _start_ray(plugin)
     except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
             BaselineMismatch, ValueError) as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
@@ -486,6 +499,19 @@ def _start(plugin: SteerPlugin, session: pytest.Session) -> None:
         _start_html(config, session, plugin.report_dir)
     if not plugin.is_worker:
         _guard_html(plugin)
+
+
+def _start_ray(plugin: SteerPlugin) -> None:
+    """Reach the cluster and load the replicas now: an unreachable or too small cluster is one line here."""
+    from .ray_backend import RayBackend, RayBackendError
+
+    backend = plugin.run.backend
+    assert isinstance(backend, RayBackend)
+    try:
+        backend.start(plugin.run)
+    except RayBackendError as exc:
+        backend.close()
+        raise pytest.UsageError(f"pytest-steer: {exc}") from None
 
 
 def _guard_html(plugin: SteerPlugin) -> None:
@@ -585,6 +611,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(_PLUGIN, None)
+    if plugin is not None and plugin._run is not None and plugin._run.backend is not None:
+        from .ray_backend import RayBackend
+
+        if isinstance(plugin._run.backend, RayBackend):
+            plugin._run.backend.close()
     if plugin is not None and plugin.report_lock is not None:
         plugin.report_lock.close()  # the next session (another process, or pytester's next run) may write
         plugin.report_lock = None

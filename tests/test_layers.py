@@ -29,6 +29,7 @@ RANKS: dict[str, int] = {
     # 4: one run: orchestration, and its session-end half that hands rows to the report
     "session": 4,
     "finish": 4,
+    "ray_backend": 4,  # a backend of the run: replicas hold a SteerRun each
     # 3: reporting
     "reporting": 3,
     "report.*": 3,
