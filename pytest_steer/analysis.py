@@ -311,6 +311,78 @@ def power(frame: pd.DataFrame, metric: Metric, *, baseline: str = BASELINE, delt
                f"(or {more} x {2 * p.trials})")
 
 
+@dataclass(frozen=True)
+class MatchedDose:
+    """Methods compared at one common dose (`matched_dose`): per method the config nearest it."""
+
+    reference: float  # the common dose (mean per-token KL, nats)
+    tolerance: float  # a config is matched when its dose is within this factor of `reference`
+    table: pd.DataFrame  # per method: config, dose, primary and quality with intervals, primary_diff, matched
+    text: str  # one sentence for the recommendation
+
+    @property
+    def matched(self) -> list[str]:
+        """The configs within `tolerance` of the reference dose."""
+        return [str(c) for c in self.table.loc[self.table["matched"], "config"]]
+
+
+def matched_dose(summary: pd.DataFrame, *, primary: str, quality: str = "quality", dose: str = "dose",
+                 baseline: str = BASELINE, tolerance: float = 2.0,
+                 metrics: Sequence[Metric] = ()) -> MatchedDose | None:
+    """Compare methods at matched dose: each method's config nearest (in log dose) one common dose.
+
+    The common dose is the config dose that every method gets closest to in the worst case (it
+    minimises, over candidate doses, the largest log-distance from any method to its nearest config),
+    so no method is compared far outside the range it was run at. A method is *matched* when its
+    nearest config is within a factor `tolerance` of it; the others are listed with their distance,
+    not compared. Among matched configs the best by primary metric is named, with whether its
+    interval of the change from the baseline separates it from the next one's. None with fewer than
+    two methods that have a positive dose.
+    """
+    if dose not in summary or primary not in summary:
+        return None
+    steered = summary[(summary["config"] != baseline) & (summary[dose] > 0)]
+    steered = steered[np.isfinite(steered[dose].to_numpy(float))]
+    methods = list(dict.fromkeys(steered["method"]))
+    if len(methods) < 2:
+        return None
+    logs = {m: np.log(steered.loc[steered["method"] == m, dose].to_numpy(float)) for m in methods}
+    candidates = np.unique(np.concatenate(list(logs.values())))
+    worst = [max(float(np.abs(v - c).min()) for v in logs.values()) for c in candidates]
+    ref = float(candidates[int(np.argmin(worst))])
+    rows = []
+    for m in methods:
+        group = steered[steered["method"] == m]
+        at = int(np.abs(logs[m] - ref).argmin())
+        r = group.iloc[at]
+        shown = [f"{n}{suffix}" for n in dict.fromkeys((dose, primary, quality))
+                 for suffix in ("", "_low", "_high", "_diff", "_diff_low", "_diff_high")]
+        rows.append({"method": m, "config": r["config"], **{c: float(r.get(c, math.nan)) for c in shown},
+                     "ratio": math.exp(abs(logs[m][at] - ref)),
+                     "matched": bool(abs(logs[m][at] - ref) <= math.log(tolerance) + _TOL)})
+    table = pd.DataFrame(rows)
+    sign = -1.0 if _directions(metrics).get(primary) == -1 else 1.0
+    on = table[table["matched"]].sort_values(primary, key=lambda v: -sign * v, kind="stable")
+    reference = math.exp(ref)
+    off = table[~table["matched"]]
+    away = "; not at matched dose: " + ", ".join(f"{r.config} ({r.ratio:.1f}x away)" for r in off.itertuples()) \
+        if len(off) else ""
+    if len(on) < 2:
+        text = (f"at matched dose (~{reference:.3g} nats/token, within {tolerance:g}x) fewer than two methods have a "
+                f"config, so none are compared there{away}")
+    else:
+        best, second = on.iloc[0], on.iloc[1]
+        apart = (best[f"{primary}_diff_low"] > second[f"{primary}_diff_high"] if sign > 0
+                 else best[f"{primary}_diff_high"] < second[f"{primary}_diff_low"])
+        text = (f"at matched dose (~{reference:.3g} nats/token, within {tolerance:g}x): "
+                + ", ".join(f"{r.config} {getattr(r, primary):.3f}" for r in on.itertuples(index=False))
+                + f" in {primary}; {best['config']} is highest"
+                + (", its interval of the change from the baseline apart from the next one's" if apart else
+                   ", but the intervals of the change from the baseline overlap: no method is better at this dose")
+                + away)
+    return MatchedDose(reference, tolerance, table, text)
+
+
 def fixed_and_broken(frame: pd.DataFrame, config: str, *, follow: str, show: Sequence[str] = ("quality",),
                      baseline: str = BASELINE) -> pd.DataFrame:
     """Cases, paired with the baseline on (key, trial), that `config` fixed (the baseline failed the

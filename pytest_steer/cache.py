@@ -237,6 +237,37 @@ class ResultCache:
             log.warning("pytest-steer cache: corrupt record %s: %s; %s", path, problem, outcome)
 
 
+class RecordingStore:
+    """What steering methods fit once (e.g. activation vectors), kept as JSON records so that the same
+    state can be shipped to another process (a Ray replica) and served there from memory.
+
+    Reads and writes go through to `backing` (the run's ResultCache) when there is one; every record read
+    or written is also kept, by kind and key hash, in `records`, which is plain JSON data.
+    """
+
+    def __init__(self, backing: ResultCache | None = None, records: Mapping[str, Any] | None = None) -> None:
+        self.backing = backing
+        self.records: dict[str, Any] = dict(records or {})
+
+    @staticmethod
+    def _address(kind: str, key: Mapping[str, Any]) -> str:
+        return f"{kind}/{key_hash(key)}"
+
+    def get(self, kind: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        address = self._address(kind, key)
+        if address in self.records:
+            return json.loads(canonical_json(self.records[address], allow_nan=True))  # a copy, as a read gives
+        value = self.backing.get(kind, key) if self.backing is not None else None
+        if value is not None:
+            self.records[address] = value
+        return value
+
+    def put(self, kind: str, key: Mapping[str, Any], value: Mapping[str, Any]) -> None:
+        self.records[self._address(kind, key)] = json.loads(canonical_json(dict(value), allow_nan=True))
+        if self.backing is not None:
+            self.backing.put(kind, key, value)
+
+
 def hold_lock(path: Path) -> Any:
     """Take the lock file `path` without waiting: its open file (keep it open to hold the lock), or None
     when another process holds it. Without `fcntl`, or on a filesystem that refuses locks, every caller

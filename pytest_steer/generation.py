@@ -188,6 +188,7 @@ class Progress:
     total: int
     new_tokens: int
     elapsed_s: float
+    per_replica: Mapping[str, int] | None = None  # rows each Ray replica delivered (`ray_backend`)
 
     @property
     def tokens_per_s(self) -> float:

@@ -175,12 +175,12 @@ def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[i
 
 
 def parse_layer(value: Any) -> str | int:
-    """One layer index, or "middle"."""
-    if str(value).strip() == "middle":
-        return "middle"
+    """One layer index, "middle", or "auto" (activation steering picks one per instruction type)."""
+    if str(value).strip() in ("middle", "auto"):
+        return str(value).strip()
     n = parse_int(value)
     if n < 0:
-        raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, or middle")
+        raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, middle or auto")
     return n
 
 
@@ -248,6 +248,22 @@ def parse_fraction(value: Any) -> float:
 def parse_list(value: Any) -> tuple[str, ...]:
     """A comma-separated list of names (or a list), no repeats; may be empty."""
     return _no_repeats("value", [t.strip() for t in _text(value).split(",") if t.strip()])
+
+
+def parse_positive_number(value: Any) -> float:
+    x = _number(value, "value")
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return x
+
+
+def parse_ray_address(value: Any) -> str:
+    """ "local" (start a Ray instance here), "auto" (the running cluster) or an address (host:port, ray://...)."""
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{value!r} is not local, auto or a Ray cluster address (host:port or "
+                                         "ray://host:10001)")
+    return text
 
 
 BUILTIN_QUALITY = ("offline", "fluency")

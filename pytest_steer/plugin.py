@@ -97,6 +97,8 @@ def _progress(config: pytest.Config) -> Any:
         finished = p.done == p.total
         eta = f"{p.eta_s:.0f}s" if p.eta_s == p.eta_s else "?"
         line = f"steer: generated {p.done}/{p.total} rows, {p.tokens_per_s:.1f} tokens/s, ETA {eta}"
+        if p.per_replica is not None:
+            line += " (" + ", ".join(f"{name} {n}" for name, n in p.per_replica.items()) + ")"
         tr = config.pluginmanager.get_plugin("terminalreporter")
         tty = tr is not None and tr.isatty() and not is_worker
         if not tty and not finished and now - last[0] < 10:
@@ -154,6 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[_SESSION] = SteerSession(get_cli, get_ini, Path(config.invocation_params.dir),
                                               worker=getattr(config, "workerinput", None),
+                                              xdist=bool(getattr(config.option, "numprocesses", None)),
                                               on_progress=_progress(config))
     except StartError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None

@@ -25,7 +25,9 @@ from .options import (
     parse_int,
     parse_methods,
     parse_positive_int,
+    parse_positive_number,
     parse_quality,
+    parse_ray_address,
     parse_temperature,
     parse_top_k,
     parse_top_p,
@@ -164,6 +166,18 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "compare_margin", parse_fraction, 0.05, "allowed regression when comparing with a saved baseline", marker=False
     ),
+    # the Ray backend's (ray_backend.py imports torch, so its options are declared here, where --help reads them)
+    Option(
+        "ray",
+        parse_ray_address,
+        None,
+        "generate on a Ray cluster, sharded by case: local (start one here), auto (the running cluster) or its "
+        "address; needs pip install 'pytest-steer[ray]'",
+        marker=False,
+    ),
+    Option("ray_replicas", parse_positive_int, 2, "Ray replicas, each loading the model once", marker=False),
+    Option("ray_gpus_per_replica", parse_fraction, 0.0, "GPUs each Ray replica reserves", marker=False),
+    Option("ray_cpus_per_replica", parse_positive_number, 1.0, "CPUs each Ray replica reserves", marker=False),
 )
 #: keywords only the marker has
 MARKER_ONLY = {"include_baseline": parse_bool}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,10 @@ from pytest_steer.cache import ResultCache
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
     ActivationSteering,
+    LayerTrial,
     add_to_residual,
+    auto_layers,
+    choose_layers,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
@@ -25,6 +29,8 @@ from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import load_cases
+from pytest_steer.tasks.base import VectorKey
+from pytest_steer.tasks.base import ifeval_vector_keys as vector_keys
 
 from .tiny_models import tiny_model
 
@@ -312,6 +318,7 @@ def test_instruction_vectors_name_the_case_they_cannot_pair():
 # --- ActivationSteering: the method behind the SteeringMethod protocol ----------------------------
 
 FW, END = "keywords:forbidden_words", "startend:end_checker"
+HL = "detectable_format:number_highlighted_sections"  # a format type: the clamp steers it
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +352,7 @@ def test_method_values_labels_and_strength():
     assert m.strength(-3.0) == 3.0 and m.strength(0.0) == 0.0
     assert config(m, 2, [1, 2]).label == "actadd-c2"
     for bad_layer in (-1, True, "top", 2.0):
-        with pytest.raises(SteeringError, match="must be 'middle' or a layer index"):
+        with pytest.raises(SteeringError, match="must be .middle., .auto. or a layer index"):
             ActivationSteering(layer=bad_layer)  # type: ignore[arg-type]
     assert build_method("actadd", RunSpec(actadd_layer=2)).layer == 2  # type: ignore[attr-defined]
 
@@ -404,7 +411,7 @@ def test_vectors_cache_round_trip(tiny_lm, by_type, tmp_path, monkeypatch):
     def no_fitting(*args, **kwargs):
         raise AssertionError("vectors were fitted again instead of read from the cache")
 
-    monkeypatch.setattr("pytest_steer.methods.actadd.fit_instruction_vectors", no_fitting)
+    monkeypatch.setattr("pytest_steer.methods.actadd.fit_layers", no_fitting)
     loaded = _prepared(tiny_lm, [], held, store=store)
     assert store.stats.hits == 1 and loaded.identity() == fitted.identity()
     assert all(torch.equal(loaded.vectors[k], v) for k, v in fitted.vectors.items())  # float32 -> JSON -> float32
@@ -470,8 +477,8 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
     residual output: adjust_vectors(activation.squeeze(), u, z). Our batched, left-padded hook must give
     the same logits on every real token, at weight 1 (the paper's setting)."""
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    held = [*by_type[FW][:2], *by_type[END][:2]]
-    cases = [by_type[FW][2], by_type[END][2], by_type[END][3]]
+    held = [*by_type[HL][:2], *by_type[END][:2]]
+    cases = [by_type[HL][2], by_type[END][2], by_type[END][3]]
     method = _prepared(tiny_lm, cases, held)
     values = [1.0, 1.0, None]
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
@@ -506,10 +513,10 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
 
 def test_project_rule_weight_zero_is_exact_and_weights_scale_the_clamp(tiny_lm, by_type):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    cases = [by_type[FW][2], by_type[FW][3]]
-    method = _prepared(tiny_lm, cases, by_type[FW][:2])
+    cases = [by_type[HL][2], by_type[HL][3]]
+    method = _prepared(tiny_lm, cases, by_type[HL][:2])
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
-    u, z = method.vectors[FW] / method.vectors[FW].norm(), method.targets[FW]
+    u, z = method.vectors[HL] / method.vectors[HL].norm(), method.targets[HL]
     seen = []  # the residual stream as the next layer reads it: after steering
     handle = model.model.layers[LAYER + 1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
     try:
@@ -539,8 +546,199 @@ def test_directions_are_keyed_per_language_with_a_noted_fallback(tiny_lm, by_typ
     assert {f"{lang}=de", f"{lang}=fr", lang} <= set(method.vectors)
     assert method.fallbacks == {f"{lang}=ko": lang}
     assert any(f"{lang}=ko (steered with {lang})" in n for n in method.notes())
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [f"{lang}=de"]
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [lang]
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
+    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [[(lang, 1.0)]]
     with pytest.raises(SteeringError, match="rule 'clamp' must be one of project, add"):
         ActivationSteering(rule="clamp")
     assert build_method("actadd", RunSpec(actadd_rule="add")).rule == "add"  # type: ignore[attr-defined]
+
+
+# --- keyword instructions: one direction per word, forbidden words by their inclusion direction ------
+
+EX = "keywords:existence"
+
+
+def _includes(base, key: str, words: list[str]):
+    """A held-out `keywords:existence` case asking for `words`, made from an embedded case's prompt."""
+    ask = "Include the keywords " + " and ".join(words) + "."
+    return dataclasses.replace(base, key=key, prompt=f"{base.prompt.split('.')[0]}. {ask}", instructions=(ask,),
+                               instruction_id_list=(EX,), kwargs=({"keywords": words},))
+
+
+def test_vector_keys_follow_the_reference():
+    lang = "language:response_language"
+    assert vector_keys(lang, {"language": "de"}) == [VectorKey(f"{lang}=de", f"{lang}=de", lang)]
+    assert vector_keys(END, {"end_phrase": "Bye."}) == [VectorKey(END, END, END)]
+    assert vector_keys(EX, {"keywords": ["Cat", "dog", "cat"]}) == [
+        VectorKey(f"{EX}=cat", f"{EX}=cat", EX, 1.0, 0.5, True),
+        VectorKey(f"{EX}=dog", f"{EX}=dog", EX, 1.0, 0.5, True)]
+    # a forbidden word is steered away from by its *inclusion* direction: same key as existence, sign -1
+    assert vector_keys(FW, {"forbidden_words": ["water"]}) == [
+        VectorKey(f"{FW}=water", f"{EX}=water", FW, -1.0, 1.0, True)]
+    assert vector_keys(FW, {}) == [VectorKey(FW, FW, FW, 1.0, 1.0, True)]
+
+
+def test_forbidden_words_fit_no_inclusion_direction_and_fall_back_to_their_type(tiny_lm, by_type):
+    fw = by_type[FW][0]  # forbids broken, urgent, water
+    held = [*by_type[FW][1:3], _includes(by_type[END][5], "inc-1", ["water", "broken"]),
+            _includes(by_type[END][6], "inc-2", ["water"])]
+    method = _prepared(tiny_lm, [fw], held)
+    assert {FW, EX, f"{EX}=water", f"{EX}=broken"} <= set(method.vectors)
+    assert not any(k.startswith(f"{FW}=") for k in method.vectors)  # forbidding a word is no example of including it
+    assert method.fallbacks == {f"{FW}=urgent": FW}
+    assert any(f"{FW}=urgent (steered with {FW})" in n for n in method.notes())
+    third, minus = pytest.approx(1 / 3), pytest.approx(-1 / 3)
+    assert method._keys(fw) == [[(f"{EX}=broken", minus), (FW, third), (f"{EX}=water", minus)]]
+    # the inclusion direction of "water" is the mean difference of the two cases that include it
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    inc = held[2:]
+    acts = last_token_activations(model, tok, [c.prompt for c in inc], LAYER) - last_token_activations(
+        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in inc], LAYER)
+    torch.testing.assert_close(method.vectors[f"{EX}=water"], acts.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(method.vectors[f"{EX}=broken"], acts[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("rule", ["project", "add"])
+def test_keyword_rows_match_a_reimplementation_of_the_reference_keyword_hooks(tiny_lm, by_type, rule):
+    """The reference steers keywords with one hook per word adding (W / words) * u_word to the layer's
+    residual output (`direction_ablation_hook`), W < 0 for forbidden words and their inclusion directions;
+    our W is value * |d_word| (fallback: the type's direction, sign +). Under both rules."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    fw, ex = by_type[FW][0], _includes(by_type[END][7], "inc-steered", ["water", "tap"])
+    held = [*by_type[FW][1:3], _includes(by_type[END][5], "inc-1", ["water", "broken", "tap"])]
+    cases, values = [fw, ex], [2.0, 1.5]
+    method = _prepared(tiny_lm, cases, held, rule=rule)
+    assert method.fallbacks == {f"{FW}=urgent": FW}
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    v = method.vectors
+    per_row = [[(f"{EX}=broken", -1), (FW, +1), (f"{EX}=water", -1)], [(f"{EX}=water", +1), (f"{EX}=tap", +1)]]
+    seen = []
+    probe = model.model.layers[LAYER + 1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad():
+            plain = model(**kw).logits
+            with method.steer(model, batch, cases, values):
+                got = model(**kw).logits
+            for i, (words, value) in enumerate(zip(per_row, values, strict=True)):
+                real = batch.attention_mask[i].bool()
+                hooks = []
+                for key, sign in words:  # the reference: one hook per word, weight W / len(words)
+                    u, weight = v[key] / v[key].norm(), sign * value * float(v[key].norm()) / len(words)
+                    hooks.append(model.model.layers[LAYER].register_forward_hook(
+                        lambda mod, args, out, u=u, w=weight: out + (u * w)))
+                try:
+                    expected = model(input_ids=batch.input_ids[i][real][None]).logits[0]
+                finally:
+                    for h in hooks:
+                        h.remove()
+                assert (expected - plain[i][real]).abs().max() > 1e-2
+                assert (got[i][real] - expected).abs().max() < 1e-5
+    finally:
+        probe.remove()
+    # the sign: steering the forbidding row lowers its residual's projection on "water"'s inclusion direction
+    u_water = v[f"{EX}=water"] / v[f"{EX}=water"].norm()
+    before, after = seen[0][0] @ u_water, seen[1][0] @ u_water
+    real = batch.attention_mask[0].bool()
+    assert (after - before)[real].max() < 0
+    assert ((seen[1][1] - seen[0][1]) @ u_water)[batch.attention_mask[1].bool()].min() > 0
+
+
+# --- layer auto: a sweep over held-out cases per instruction type -----------------------------------
+
+
+def _trials(kind: str, layer: int | None, follows: list[bool], perplexities: list[float]) -> list[LayerTrial]:
+    return [LayerTrial(kind, layer, f, p) for f, p in zip(follows, perplexities, strict=True)]
+
+
+def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
+    fine = [5.0, 6.0, 4.0]
+    trials = [
+        *_trials(HL, None, [False, False, False], fine),
+        *_trials(HL, 1, [True, False, False], fine),
+        *_trials(HL, 2, [True, True, True], [5.0, 1.3, 4.0]),  # the most accurate, but one response loops
+        *_trials(END, None, [True, False, False], [1.5, 6.0, 4.0]),  # unsteered already has one loop
+        *_trials(END, 0, [True, True, False], [1.2, 6.0, 4.0]),  # as many loops as unsteered: kept
+        *_trials(END, 1, [True, True, False], fine),  # ties with 0: the lower layer
+        *_trials(FW, None, [True, False, False], fine),
+        *_trials(FW, 0, [True, False, False], fine),  # no better than unsteered: not steered
+        *_trials(FW, 2, [True, True, True], [5.0, math.nan, 4.0]),  # an empty response counts as degenerate
+    ]
+    assert choose_layers(trials) == {HL: 1, END: 0, FW: None}
+    assert auto_layers(30) == [6, 11, 16, 21] and auto_layers(3) == [0, 1, 2] and auto_layers(1) == [0]
+
+
+def _sweep_tools(calls: list[int]) -> dict:
+    """Stand-ins for the session's scorers: a response follows when it has a digit; perplexity from length."""
+
+    def log_likelihoods(prompts, responses):
+        calls.append(len(responses))
+        return [-math.log(2.0 + len(r) % 7) if r else math.nan for r in responses]
+
+    return {"follows": lambda case, response: any(ch.isdigit() for ch in response),
+            "log_likelihoods": log_likelihoods, "scorer": "test"}
+
+
+def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_lm, by_type, tmp_path, monkeypatch):
+    held = [*by_type[HL][:2], *by_type[END][:2]]
+    steered = [by_type[HL][2], by_type[END][2]]
+    store, calls = ResultCache(tmp_path), []
+    method = ActivationSteering(layer="auto")
+    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls))
+    method.prepare(ctx)
+    assert calls == [4] * 4  # unsteered + 3 layers, the 4 held-out cases each
+    assert set(method.layers) == {HL, END} and all(v in (None, 0, 1, 2) for v in method.layers.values())
+    assert method.identity()["layer"] == {"auto": method.layers}
+    assert any(n.startswith("actadd: rule project, layer auto over [0, 1, 2]: ") for n in method.notes())
+    assert method.vectors == {}  # no single layer
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the sweep ran again instead of being read from the cache")
+
+    monkeypatch.setattr(ActivationSteering, "_greedy", no_generation)
+    again = ActivationSteering(layer="auto")
+    again.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store,
+                                 options=_sweep_tools(calls)))
+    assert again.layers == method.layers and len(calls) == 4
+    with pytest.raises(SteeringError, match="layer auto scores a sweep .* needs options 'follows'"):
+        ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
+
+
+def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_partners(tiny_lm, by_type):
+    """Under auto, a row's instructions are steered at their types' layers: the hook at each layer leaves
+    rows of other layers bit for bit alone, so a row's logits are those of the row steered alone."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    held = [*by_type[HL][:2], *by_type[END][:2], *by_type[FW][:2]]
+    cases = [by_type[HL][2], by_type[END][2], by_type[FW][2], by_type[HL][3]]
+    method = ActivationSteering(layer="auto")
+    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([])))
+    method._type_layers = {HL: 0, END: 2, FW: None}  # a choice the sweep could make
+    values = [1.0, 1.0, 3.0, None]
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        plain = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+        with method.steer(model, batch, cases, values):
+            got = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+        for i, (case, value) in enumerate(zip(cases, values, strict=True)):
+            real = batch.attention_mask[i].bool()
+            one = encode(tok, [batch.texts[i]])
+            with method.steer(model, one, [case], [value]):
+                alone = model(input_ids=one.input_ids).logits[0]
+            assert (got[i][real] - alone).abs().max() < 1e-5
+            kind = case.instruction_id_list[0]
+            layer = method.layers[kind]
+            if value is None or layer is None:  # unsteered: by its value, or by auto's choice for its type
+                assert torch.equal(got[i][real], plain[i][real])
+                continue
+            vectors, targets = method._fits[layer]
+            u, z = vectors[kind] / vectors[kind].norm(), targets[kind]
+            handle = model.model.layers[layer].register_forward_hook(
+                lambda mod, args, out, u=u, z=z: _adjust_vectors(out.squeeze(0), u, z).unsqueeze(0))
+            try:
+                expected = model(input_ids=one.input_ids).logits[0]
+            finally:
+                handle.remove()
+            assert (expected - plain[i][real]).abs().max() > 1e-3
+            assert (got[i][real] - expected).abs().max() < 1e-5

@@ -15,6 +15,7 @@ from pytest_steer.analysis import (
     fixed_and_broken,
     halves,
     load_results,
+    matched_dose,
     pareto_front,
     power,
     recommend,
@@ -250,3 +251,47 @@ def test_one_budget_per_phenomenon() -> None:
     for headline in ("OpenAssistant/reward-model-deberta-v3-large-v2", "fluency"):
         assert budgets(with_budgets(declared, RunSpec(**settings, quality=headline))) == {
             "quality": 0.1, "repetition": 0.2}
+
+
+def _dosed(points: dict[str, tuple[str, float, float, float, float]]) -> pd.DataFrame:
+    """A summary from {config: (method, dose, accuracy, its change's low, its change's high)}; baseline 0.5."""
+    rows = []
+    for c, (m, dose, acc, lo, hi) in points.items():
+        rows.append({"method": m, "value": None, "config": c, "strength": dose, "dose": dose,
+                     "dose_low": dose * 0.9, "dose_high": dose * 1.1, "strict_prompt_accuracy": acc,
+                     "strict_prompt_accuracy_low": acc - 0.1, "strict_prompt_accuracy_high": acc + 0.1,
+                     "strict_prompt_accuracy_diff": acc - 0.5, "strict_prompt_accuracy_diff_low": lo,
+                     "strict_prompt_accuracy_diff_high": hi, "quality": 1.0 - dose})
+    return pd.DataFrame(rows)
+
+
+def test_matched_dose_compares_each_method_at_the_config_nearest_one_common_dose() -> None:
+    s = _dosed({
+        "baseline": ("baseline", 0.0, 0.5, math.nan, math.nan),
+        "pasta-a2": ("pasta", 0.01, 0.55, -0.1, 0.2),
+        "pasta-a10": ("pasta", 0.2, 0.90, 0.25, 0.55),  # the best overall, but at over 3x the others' dose
+        "actadd-c1": ("actadd", 0.05, 0.70, 0.05, 0.35),
+        "actadd-c4": ("actadd", 0.8, 0.80, 0.1, 0.5),
+        "prompt-restate": ("prompt", 0.06, 0.60, -0.05, 0.25),
+        "prompt-system": ("prompt", 3.0, 0.95, 0.3, 0.6),
+    })
+    m = matched_dose(s, primary="strict_prompt_accuracy", metrics=METRICS)
+    assert m is not None
+    # the common dose whose farthest method is nearest: 0.06 (pasta's nearest config, 0.2, is 3.3x away;
+    # at 0.05 it would be 4x, at 0.2 actadd would be 4x)
+    assert m.reference == pytest.approx(0.06)
+    assert m.table.set_index("method")["config"].to_dict() == {
+        "pasta": "pasta-a10", "actadd": "actadd-c1", "prompt": "prompt-restate"}
+    assert m.matched == ["actadd-c1", "prompt-restate"]  # pasta's nearest is over 2x away: not compared
+    assert "actadd-c1 0.700, prompt-restate 0.600" in m.text and "actadd-c1 is highest" in m.text
+    assert "intervals of the change from the baseline overlap" in m.text  # 0.05..0.35 vs -0.05..0.25
+    assert "pasta-a10 (3.3x away)" in m.text
+    assert m.table.set_index("config").at["actadd-c1", "dose_high"] == pytest.approx(0.055)
+
+    # apart: the best matched config's change interval lies above the next one's
+    s.loc[s["config"] == "actadd-c1", ["strict_prompt_accuracy_diff_low", "strict_prompt_accuracy_diff_high"]] = \
+        [0.3, 0.5]
+    assert "apart from the next one's" in matched_dose(s, primary="strict_prompt_accuracy").text
+    # fewer than two methods with a dose: nothing to match
+    assert matched_dose(s[s["method"].isin(["baseline", "pasta"])], primary="strict_prompt_accuracy") is None
+    assert matched_dose(s.drop(columns="dose"), primary="strict_prompt_accuracy") is None

@@ -618,3 +618,21 @@ def test_hold_lock_refuses_a_second_holder_and_goes_on_where_locks_are_refused(t
     unlocked = cache_mod.hold_lock(tmp_path / "x.lock")
     assert unlocked is not None
     unlocked.close()
+
+
+def test_a_recording_store_keeps_what_prepare_read_or_wrote_and_serves_it_without_a_cache(tmp_path: Path) -> None:
+    """What a Ray replica gets instead of the driver's cache: the same records, by value."""
+    from pytest_steer.cache import RecordingStore
+
+    cache = ResultCache(tmp_path / "cache")
+    cache.put("vectors", {"layer": 1}, {"v": [0.1, 0.2]})
+    driver = RecordingStore(cache)
+    assert driver.get("vectors", {"layer": 1}) == {"v": [0.1, 0.2]}  # read through, and kept
+    driver.put("vectors", {"layer": 2}, {"v": [1.5]})  # written through, and kept
+    assert ResultCache(tmp_path / "cache").get("vectors", {"layer": 2}) == {"v": [1.5]}
+    assert driver.get("vectors", {"layer": 3}) is None and len(driver.records) == 2
+    replica = RecordingStore(None, json.loads(json.dumps(driver.records)))  # shipped as JSON
+    assert replica.get("vectors", {"layer": 1}) == {"v": [0.1, 0.2]}
+    replica.get("vectors", {"layer": 1})["v"].append(9.0)  # a caller editing its copy changes nothing stored
+    assert replica.get("vectors", {"layer": 1}) == {"v": [0.1, 0.2]}
+    assert replica.get("vectors", {"layer": 2}) == {"v": [1.5]} and replica.get("scores", {"layer": 1}) is None

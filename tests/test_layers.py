@@ -29,6 +29,7 @@ RANKS: dict[str, int] = {
     # 4: one session: start, the run's rows, the worker payload, finish and display
     "session.*": 4,
     # 3: reporting, and the run's settings (every method's and task's options)
+    "ray_backend": 4,  # a backend of the run: replicas hold a SteerRun each
     "report.*": 3,
     "spec": 3,
     # 2: engine, metrics and statistics

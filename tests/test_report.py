@@ -288,3 +288,20 @@ def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) 
     assert summary.loc[summary["config"] == "baseline", "dose"].iloc[0] == 0.0
     with pytest.raises(ValueError, match="dose_figure needs 'dose'"):
         dose_figure(summary.drop(columns="dose"), METRICS, tmp_path, primary="strict_prompt_accuracy")
+
+
+def test_report_run_compares_methods_at_matched_dose(tmp_path: Path) -> None:
+    from pytest_steer.dose import DOSE
+
+    rows = sweep_rows(n_keys=6)
+    assert len({r.method for r in rows if r.config != "baseline"}) >= 2
+    for r in rows:
+        r.scores[DOSE.name] = 0.0 if r.config == "baseline" else 0.05 * r.strength + 0.01 * (r.trial + 1)
+    report = report_run(rows, [*METRICS, DOSE], tmp_path / "out", _info())
+    assert report.problems == []
+    assert "<h3>Methods at matched dose</h3>" in report.fragment and "nats/token" in report.fragment
+    line = next(x for x in report.terminal_lines if x.startswith("matched dose: "))
+    assert "at matched dose (~" in line
+    # without a dose there is no such comparison, and no failure
+    plain = report_run(sweep_rows(n_keys=6), METRICS, tmp_path / "plain", _info())
+    assert "Methods at matched dose" not in plain.fragment and plain.problems == []

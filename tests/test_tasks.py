@@ -83,3 +83,16 @@ def test_scorer_values_are_checked_not_passed_on(returned, message):
     case = Case("c1", "x")
     with pytest.raises(ScorerError, match=message):
         bad.score([Sample(case, BASELINE_CONFIG, "x", "y", 1, "stop")])
+
+
+def test_the_task_judges_responses_for_actadds_layer_sweep() -> None:
+    """`auto` scores its sweep with the task's judge: IFEval's strict check, and nothing for a task without one."""
+    from pytest_steer.session.run import _layer_sweep_tools
+
+    ifeval = get_task("ifeval")
+    case = Case("k", "Write about cats. Do not use any commas.", ("Do not use any commas.",),
+                ("punctuation:no_comma",), ({},))
+    assert ifeval.judge is not None and ifeval.judge_name == "ifeval-strict"
+    assert ifeval.judge(case, "Cats purr.") and not ifeval.judge(case, "Cats, dogs.")
+    plain = Task.from_cases("plain", [Case("c1", "Say hi.")], [scorer("ok")(lambda sample: True)])
+    assert plain.judge is None and _layer_sweep_tools(None, plain) == {}  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "pandas", "matplotlib", "scipy")
+HEAVY = ("torch", "transformers", "pandas", "matplotlib", "scipy", "ray")
 OUT_ENV = "PYTEST_STEER_ZERO_COST_OUT"
 
 CONFTEST = f"""

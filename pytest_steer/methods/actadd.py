@@ -8,9 +8,13 @@ projection on u of the with-instruction last-token activations: h += (z - h.u) u
 every decode step. The weight on that change is the method's value (1: the paper's rule, 0: no-op).
 The `add` rule adds value x d instead, a constant push at every position.
 
-Directions are keyed per target language for `language:response_language`, as the reference keys
-them; other instructions per type. A key without a held-out example falls back to its instruction
-type's direction (`fallbacks` lists them, the report shows them).
+Directions are keyed as the reference keys them (`vector_keys`): per target language for
+`language:response_language`, per word for `keywords:existence`, and a forbidden word is steered away
+from by its inclusion direction; other instructions per type. Keyword instructions follow the
+reference's keyword rule under both rules: each word's direction d_w is added at weight
+sign x value / (number of words), i.e. the reference's weight W = value x |d_w| on the unit direction.
+A key without a held-out example falls back to its instruction type's direction (`fallbacks` lists
+them, the report shows them).
 
 The residual stream is read and written at the same place, the output of decoder layer `layer`
 (what `output_hidden_states` reports as `hidden_states[layer + 1]`, except for the last layer,
@@ -24,20 +28,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..options import Option, grid_parser, parse_choice, parse_layer
 from ..tasks.base import InstructionOffers
-from .base import (
-    INSTRUCTIONS,
-    CaseOffers,
-    PrepareContext,
-    SteeringError,
-    Value,
-    finite_number,
-    number_label,
-    user_turn,
-)
+from .base import INSTRUCTIONS, CaseOffers, PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
 
 if TYPE_CHECKING:
     import torch
@@ -108,22 +104,33 @@ def last_token_activations(
     `render_chat` and left padded, so the last position is every row's last token; position ids
     follow the attention mask, as in `generate`, so a row's activation does not depend on its batch.
     """
+    return layers_last_token_activations(model, tokenizer, prompts, [layer], batch_size=batch_size)[layer]
+
+
+def layers_last_token_activations(
+    model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], *, batch_size: int = 16
+) -> dict[int, torch.Tensor]:
+    """`last_token_activations` at several layers from one forward pass per batch (for `auto`'s sweep)."""
     import torch
 
     from ..prompts import render_chat
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    module = _decoder_layer(model, layer)
+    wanted = sorted(set(layers))
+    modules = {layer: _decoder_layer(model, layer) for layer in wanted}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out anyway
-    captured: list[torch.Tensor] = []
+    captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in wanted}
 
-    def capture(mod: torch.nn.Module, args: Any, output: Any) -> None:
-        hidden = output[0] if isinstance(output, tuple) else output
-        captured.append(hidden[:, -1].float().cpu())
-        raise _Captured
+    def capture(layer: int) -> Callable[..., None]:
+        def hook(mod: torch.nn.Module, args: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[layer].append(hidden[:, -1].float().cpu())
+            if layer == wanted[-1]:
+                raise _Captured
+        return hook
 
-    handle = module.register_forward_hook(capture)
+    handles = [module.register_forward_hook(capture(layer)) for layer, module in modules.items()]
     try:
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
@@ -138,10 +145,24 @@ def last_token_activations(
                 except _Captured:
                     pass
     finally:
-        handle.remove()
-    if not captured:
-        return torch.empty(0, model.config.get_text_config().hidden_size)
-    return torch.cat(captured)
+        for handle in handles:
+            handle.remove()
+    hidden_size = model.config.get_text_config().hidden_size
+    return {layer: torch.cat(rows) if rows else torch.empty(0, hidden_size) for layer, rows in captured.items()}
+
+
+def _kinds(offers: CaseOffers, case: Case) -> list[str]:
+    """Per instruction of `case`, the group its directions fall back to (IFEval: its instruction type); `auto`
+    chooses one layer per group."""
+    return [vks[0].fallback if vks else "" for vks in offers.vector_keys(case)]
+
+
+def _fit_keys(case: Case, offers: CaseOffers = INSTRUCTIONS) -> list[str]:
+    """The directions a held-out case's activation difference counts for: each instruction's type, and
+    its fine keys that point *towards* what the case asks (a forbidden-words case is no inclusion example)."""
+    keys = [k for ks in offers.vector_keys(case) for vk in ks
+            for k in ((vk.key,) if vk.sign > 0 else ()) + (vk.fallback,)]
+    return list(dict.fromkeys(keys))
 
 
 def fit_instruction_vectors(
@@ -152,11 +173,18 @@ def fit_instruction_vectors(
 
     For each case: activation(prompt) - activation(prompt without its instruction texts), at the
     last token of `layer`'s output; d is the mean over the cases of a key and z the mean projection
-    of their with-instruction activations on d / |d|. The instruction texts are the case's highlights
-    and its keys its vector keys, as the task (`offers`) gives them; a case counts for each of its
-    keys, the fine one and the one it falls back to. Returns float32 CPU tensors [hidden] and floats, keyed in
-    order of first appearance.
+    of their with-instruction activations on d / |d|. A case counts for each of its keys (`_fit_keys`):
+    its types', and its fine ones (a language, each included keyword). Returns float32 CPU tensors
+    [hidden] and floats, keyed in order of first appearance.
     """
+    return fit_layers(model, tokenizer, cases, [layer], batch_size=batch_size, offers=offers)[layer]
+
+
+def fit_layers(
+    model: Any, tokenizer: Any, cases: Sequence[Case], layers: Sequence[int], *, batch_size: int = 16,
+    offers: CaseOffers = INSTRUCTIONS,
+) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, float]]]:
+    """`fit_instruction_vectors` at each of `layers`, from one forward pass per batch."""
     cases = list(cases)
     if not cases:
         raise ValueError("no cases to compute instruction vectors from")
@@ -169,18 +197,21 @@ def fit_instruction_vectors(
             stripped.append(prompt_without_instructions(case.prompt, offers.highlights(case)))
         except ValueError as e:
             raise ValueError(f"case {case.key!r}: {e}") from None
-    acts = last_token_activations(
-        model, tokenizer, [c.prompt for c in cases] + stripped, layer, batch_size=batch_size
+    at = layers_last_token_activations(
+        model, tokenizer, [c.prompt for c in cases] + stripped, layers, batch_size=batch_size
     )
-    with_instruction = acts[: len(cases)]
-    diffs = with_instruction - acts[len(cases):]
     rows: dict[str, list[int]] = {}
     for i, case in enumerate(cases):
-        for key in dict.fromkeys(k for pair in offers.vector_keys(case) for k in pair):
+        for key in _fit_keys(case, offers):
             rows.setdefault(key, []).append(i)
-    vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
-    targets = {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key])) for key, idx in rows.items()}
-    return vectors, targets
+    out = {}
+    for layer, acts in at.items():
+        with_instruction = acts[: len(cases)]
+        diffs = with_instruction - acts[len(cases):]
+        vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
+        out[layer] = vectors, {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key]))
+                               for key, idx in rows.items()}
+    return out
 
 
 def instruction_vectors(
@@ -220,53 +251,117 @@ def _edit_output(model: Any, layer: int, rows: int, hidden_size: int, what: str,
         handle.remove()
 
 
-def clamp_projection(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor,
-                     weights: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-    """The paper's rule: at every position of batch row b, h += weights[b] (targets[j, b] - h.u) u with
-    u = units[j, b], for each direction j in turn (a row steered by several instructions gets each
-    clamp; a zero u leaves the row alone, so rows may have fewer directions).
+def edit_residual(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                  pushes: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """Steer decoder layer `layer`'s output at every position of each batch row b: first the paper's
+    clamp, h += weights[b] (targets[j, b] - h.u) u with u = units[j, b], for each direction j in turn
+    (a row steered by several instructions gets each clamp; a zero u leaves the row alone, so rows may
+    have fewer directions), then h += pushes[b] (the reference's keyword rule, and the `add` rule).
 
-    `units` [k, batch, hidden], `targets` [k, batch], `weights` [batch]; weight 1 is the paper's
-    setting, 0 changes nothing. Computed in the hidden states' dtype, like the reference hook.
+    `units` [k, batch, hidden] (k may be 0), `targets` [k, batch], `weights` [batch], `pushes`
+    [batch, hidden]; weight 1 is the paper's setting, weight 0 and a zero push change nothing, bit for
+    bit. Computed in the hidden states' dtype, like the reference hooks.
     """
-    if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != units.shape[1:2]:
-        raise ValueError(f"units [k, batch, hidden], targets [k, batch] and weights [batch] do not fit: "
-                         f"{tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
+    if pushes.dim() != 2:
+        raise ValueError(f"vectors must be [batch, hidden], one vector per batch row, got shape {tuple(pushes.shape)}")
+    if units.dim() != 3 or targets.shape != units.shape[:2] or weights.shape != pushes.shape[:1] \
+            or units.shape[1:] != pushes.shape:
+        raise ValueError(f"units [k, batch, hidden], targets [k, batch], weights [batch] and pushes [batch, hidden] "
+                         f"do not fit: {tuple(units.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}, "
+                         f"{tuple(pushes.shape)}")
+    has_push = bool(pushes.any())
 
-    def clamp(hidden: torch.Tensor) -> torch.Tensor:
+    def edit(hidden: torch.Tensor) -> torch.Tensor:
         dtype, device = hidden.dtype, hidden.device
         w = weights.to(device=device, dtype=dtype)[:, None, None]
         for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
             u = u[:, None, :]
             hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
-        return hidden
+        return hidden + pushes.to(dtype=dtype, device=device)[:, None, :] if has_push else hidden
 
-    return _edit_output(model, layer, units.shape[1], units.shape[2],
-                        f"steering directions of shape {tuple(units.shape)}", clamp)
+    return _edit_output(model, layer, pushes.shape[0], pushes.shape[1],
+                        f"steering vectors of shape {tuple(pushes.shape)}", edit)
 
 
 def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-    """Add `vectors[row]` to decoder layer `layer`'s output at every position of batch row `row`.
+    """Add `vectors[row]` to decoder layer `layer`'s output at every position of batch row `row`
+    (`edit_residual` without clamps).
 
     Active for every forward pass inside the block, so `generate` is steered at prefill and at each
     cached decode step. One vector per row lets a batch mix strengths; a zero row leaves its row
     exactly unchanged. The vector is cast to the hidden states' dtype and device. Beam search and
     num_return_sequences > 1 change the batch size and raise ValueError.
     """
+    import torch
+
     if vectors.dim() != 2:
         raise ValueError(f"vectors must be [batch, hidden], one vector per batch row, got shape {tuple(vectors.shape)}")
-    return _edit_output(model, layer, vectors.shape[0], vectors.shape[1],
-                        f"steering vectors of shape {tuple(vectors.shape)}",
-                        lambda hidden: hidden + vectors.to(dtype=hidden.dtype, device=hidden.device)[:, None, :])
+    rows = vectors.shape[0]
+    return edit_residual(model, layer, torch.zeros(0, *vectors.shape), torch.zeros(0, rows), torch.zeros(rows), vectors)
 
 
 # ---------------------------------------------------------------------------------------------
 # The method
 
 #: bump when the cached vector record or its computation changes
-VECTORS_FORMAT = 2
+VECTORS_FORMAT = 3
 #: the steering rules: the paper's projection clamp, and a constant push along the raw difference
 RULES = ("project", "add")
+#: `auto`'s budget: at most this many layers, evenly spaced in the middle band [n/5, n - n/5) (the
+#: reference sweeps every 2nd layer from n/5 to the top), held-out cases per instruction type, and
+#: new tokens per sweep response (the reference generates up to 1024)
+AUTO_LAYERS, AUTO_CASES, AUTO_TOKENS = 4, 3, 64
+#: the reference's degeneration mark: a response the unsteered model finds this predictable is a loop
+LOW_PERPLEXITY = 2.5
+#: bump when the cached sweep record or its computation changes
+SWEEP_FORMAT = 1
+
+Layers = dict[int, tuple[dict[str, "torch.Tensor"], dict[str, float]]]
+
+
+def auto_layers(num_layers: int) -> list[int]:
+    """The layers `auto` tries: up to AUTO_LAYERS evenly spaced over the middle band [n/5, n - n/5)."""
+    band = list(range(num_layers // 5, max(num_layers - num_layers // 5, num_layers // 5 + 1)))
+    step = -(-len(band) // AUTO_LAYERS)
+    return band[::step]
+
+
+@dataclass(frozen=True)
+class LayerTrial:
+    """One response of `auto`'s sweep: an instruction type's held-out case, generated unsteered
+    (layer None) or steered at `layer` with value 1; whether it follows the instruction, and its
+    perplexity under the unsteered model (NaN for an empty response)."""
+
+    kind: str
+    layer: int | None
+    follows: bool
+    perplexity: float
+
+
+def choose_layers(trials: Sequence[LayerTrial]) -> dict[str, int | None]:
+    """Per instruction type, the layer `auto` steers it at (None: not steered), as the reference picks it.
+
+    A response is degenerate when its perplexity is below LOW_PERPLEXITY (or it is empty). A layer
+    whose share of degenerate responses exceeds the unsteered one's is dropped; of the rest (and
+    "unsteered"), the highest held-out accuracy wins, ties going to unsteered, then the lower layer.
+    """
+    import math
+
+    out: dict[str, int | None] = {}
+    for kind in dict.fromkeys(t.kind for t in trials):
+        by_layer: dict[int | None, list[LayerTrial]] = {}
+        for t in trials:
+            if t.kind == kind:
+                by_layer.setdefault(t.layer, []).append(t)
+
+        def share(rows: list[LayerTrial]) -> float:
+            return sum(math.isnan(r.perplexity) or r.perplexity < LOW_PERPLEXITY for r in rows) / len(rows)
+
+        floor = share(by_layer.get(None, []) or [LayerTrial(kind, None, False, math.inf)])
+        kept = [layer for layer, rows in by_layer.items() if layer is None or share(rows) <= floor]
+        accuracy = {layer: sum(r.follows for r in by_layer[layer]) / len(by_layer[layer]) for layer in kept}
+        out[kind] = min(kept, key=lambda layer: (-accuracy[layer], layer is not None, layer or 0))
+    return out
 
 
 def check_coefficient(value: Any) -> float:
@@ -279,8 +374,14 @@ class ActivationSteering:
 
     `project` (the default, the paper's rule): h += value x (z - h.u) u per instruction direction,
     value 1 the paper's setting. `add`: h += value x d, d the mean of the case's raw differences.
+    Keyword instructions add their words' directions under both (see the module docstring).
     The directions are fitted in `prepare` from the held-out cases only (never from the cases being
     evaluated, which would leak their prompts into the steering). Value 0 is exactly unsteered.
+
+    `layer`: an index, "middle", or "auto": per instruction type, the layer of `auto_layers` that
+    `choose_layers` picks from a sweep over held-out cases (which needs `ctx.options["follows"]`,
+    (case, response) -> bool, and `ctx.options["log_likelihoods"]`, (prompts, responses) -> mean
+    per-token log-likelihoods under the unsteered model; the session passes both).
     """
 
     name: ClassVar[str] = "actadd"
@@ -290,25 +391,25 @@ class ActivationSteering:
                                     (1.0, 2.0, 4.0), "activation-steering coefficients to sweep")
     options: ClassVar[tuple[Option, ...]] = (
         Option("actadd_layer", parse_layer, "middle",
-               "layer whose output activation steering adds to: middle or an index"),
+               "layer whose output activation steering edits: middle, an index, or auto (a held-out sweep per type)"),
         Option("actadd_rule", parse_choice(*RULES), "project",
                "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
     )
 
     def __init__(self, layer: int | str = "middle", rule: str = "project") -> None:
-        if layer != "middle" and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-            raise SteeringError(f"activation-steering layer {layer!r} must be 'middle' or a layer index >= 0")
+        if layer not in ("middle", "auto") and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+            raise SteeringError(f"activation-steering layer {layer!r} must be 'middle', 'auto' or a layer index >= 0")
         if rule not in RULES:
             raise SteeringError(f"activation-steering rule {rule!r} must be one of {', '.join(RULES)}")
         self.layer = layer
         self.rule = rule
-        self._layer: int | None = None  # resolved in prepare
-        self._vectors: dict[str, torch.Tensor] = {}
-        self._targets: dict[str, float] = {}
+        self._layer: int | None = None  # the resolved fixed layer (None under auto)
+        self._fits: Layers = {}  # layer -> (directions, targets), fitted in prepare
+        self._type_layers: dict[str, int | None] = {}  # auto's choice per instruction type (None: not steered)
         self._fallbacks: dict[str, str] = {}  # fine key without held-out cases -> the type key used instead
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
-        self.offers: CaseOffers = INSTRUCTIONS  # which key groups each case's vectors: the run's task, from prepare
-        self._keys_id = "language"
+        self.offers: CaseOffers = INSTRUCTIONS  # which keys group each case's vectors: the run's task, from prepare
+        self._keys_id = "language+keywords"
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> ActivationSteering:
@@ -329,13 +430,18 @@ class ActivationSteering:
 
     @property
     def vectors(self) -> dict[str, torch.Tensor]:
-        """The fitted directions d per key (float32, CPU); empty before `prepare`."""
-        return dict(self._vectors)
+        """The fitted directions d per key (float32, CPU) at the fixed layer; empty before `prepare` and under auto."""
+        return dict(self._fits[self._layer][0]) if self._layer in self._fits else {}
 
     @property
     def targets(self) -> dict[str, float]:
         """The projection targets z per key: the mean projection of with-instruction activations on d / |d|."""
-        return dict(self._targets)
+        return dict(self._fits[self._layer][1]) if self._layer in self._fits else {}
+
+    @property
+    def layers(self) -> dict[str, int | None]:
+        """Under auto, the chosen layer per instruction type (None: `auto` leaves it unsteered); else empty."""
+        return dict(self._type_layers)
 
     @property
     def fallbacks(self) -> dict[str, str]:
@@ -343,14 +449,12 @@ class ActivationSteering:
         return dict(self._fallbacks)
 
     def prepare(self, ctx: PrepareContext) -> None:
-        """Resolve the layer; fit (or load from `ctx.store`) the directions and targets of the held-out cases."""
-        from ..cache import numerics_versions, tokenizer_fingerprint
-
-        model, tokenizer = ctx.model.model, ctx.model.tokenizer
-        param = next(model.parameters())
+        """Resolve the layer(s); fit (or load from `ctx.store`) the directions and targets of the held-out
+        cases; under auto, run (or load) the layer sweep and choose a layer per instruction type."""
+        model = ctx.model.model
         layers = _layer_count(model)
-        layer = middle_layer(layers) if self.layer == "middle" else int(self.layer)
-        if not 0 <= layer < layers:
+        layer = middle_layer(layers) if self.layer == "middle" else None if self.layer == "auto" else int(self.layer)
+        if layer is not None and not 0 <= layer < layers:
             raise SteeringError(f"activation-steering layer {layer} is outside the model, which has layers "
                                 f"0..{layers - 1}")
         held_out = list({c.key: c for c in ctx.held_out}.values())
@@ -360,83 +464,218 @@ class ActivationSteering:
         if leaked:
             raise SteeringError(f"case {leaked[0]!r} is both held out (fitting the vectors) and evaluated; "
                                 "held-out cases must not be evaluated")
-        held_hash = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
         self.offers = offers = ctx.task
+        self._keys_id = self._keying(held_out)
         untagged = [c.key for c in ctx.steered if not offers.vector_keys(c)]
         if untagged:  # a row's vector is the mean of its case's key vectors: no key, no vector
             raise SteeringError(f"activation steering needs each case's vector keys (IFEval: its instruction types, "
                                 f"instruction_id_list) to choose its vector; case(s) "
                                 f"{', '.join(map(repr, untagged[:3]))} have none: tag them, or leave actadd out of "
                                 "--steer-methods")
-        types = {kind for c in held_out for _, kind in offers.vector_keys(c)}
-        missing = sorted({kind for c in ctx.steered for _, kind in offers.vector_keys(c)} - types)
+        types = {t for c in held_out for t in _kinds(offers, c)}
+        missing = sorted({t for c in ctx.steered for t in _kinds(offers, c)} - types)
         if missing:
             raise SteeringError(
                 f"activation steering has no held-out case for instruction type(s) {', '.join(missing)}, so it has "
                 "no vector to steer them with; add held-out cases of those types (held-out cases fit the vectors "
                 "and are never evaluated)"
             )
-        key = {
-            "format": VECTORS_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "layer": layer, "held_out": hashes, "keys": self._keying(held_out),
-            "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
-            "versions": numerics_versions(),
-        }
-        record = ctx.store.get("vectors", key) if ctx.store is not None and held_out else None
-        fitted = _vectors_from_record(record) if record is not None else None
-        if fitted is None:
-            fitted = {}, {}
-            if held_out:
-                try:
-                    fitted = fit_instruction_vectors(model, tokenizer, held_out, layer, offers=offers)
-                except ValueError as e:
-                    raise SteeringError(f"activation steering cannot fit its vectors: {e}") from None
+        if layer is None and ctx.steered and not all(callable(ctx.options.get(k)) for k in ("follows",
+                                                                                           "log_likelihoods")):
+            raise SteeringError("activation-steering layer auto scores a sweep over held-out cases, which needs "
+                                "options 'follows' and 'log_likelihoods' in its PrepareContext (the session gives "
+                                "them when the task has a judge: Task(judge=...)); pass a layer index or 'middle' "
+                                "instead")
+        self._fits = self._fitted(ctx, held_out, hashes, [layer] if layer is not None else auto_layers(layers))
+        self._layer, self._held_out = layer, hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+        keys = set(next(iter(self._fits.values()))[0]) if self._fits else set()
+        self._fallbacks = {vk.name: vk.fallback for c in ctx.steered for vks in offers.vector_keys(c) for vk in vks
+                           if vk.key not in keys}
+        self._type_layers = {}
+        if layer is None and ctx.steered:
+            self._type_layers = choose_layers(self._sweep(ctx, held_out, hashes))
+
+    def _fitted(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str], layers: list[int]) -> Layers:
+        """Directions and targets at each of `layers`: from the store where it has them, else fitted (and stored)."""
+        from ..cache import numerics_versions, tokenizer_fingerprint
+
+        model, tokenizer = ctx.model.model, ctx.model.tokenizer
+        if not held_out:
+            return {layer: ({}, {}) for layer in layers}
+        param = next(model.parameters())
+
+        def key(layer: int) -> dict[str, Any]:
+            return {"format": VECTORS_FORMAT, "model": ctx.model.identity,
+                    "tokenizer": tokenizer_fingerprint(tokenizer), "layer": layer, "held_out": hashes,
+                    "keys": self._keys_id,
+                    "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
+                    "versions": numerics_versions()}
+
+        fits: Layers = {}
+        for layer in layers:
+            record = ctx.store.get("vectors", key(layer)) if ctx.store is not None else None
+            loaded = _vectors_from_record(record) if record is not None else None
+            if loaded is not None:
+                fits[layer] = loaded
+        todo = [layer for layer in layers if layer not in fits]
+        if todo:
+            try:
+                fresh = fit_layers(model, tokenizer, held_out, todo, offers=self.offers)
+            except ValueError as e:
+                raise SteeringError(f"activation steering cannot fit its vectors: {e}") from None
+            for layer, (vectors, targets) in fresh.items():
+                fits[layer] = vectors, targets
                 if ctx.store is not None:
-                    ctx.store.put("vectors", key, {"vectors": {t: v.tolist() for t, v in fitted[0].items()},
-                                                   "targets": fitted[1]})
-        self._layer, (self._vectors, self._targets), self._held_out = layer, fitted, held_hash
-        self._keys_id = self._keying(held_out)
-        self._fallbacks = {fine: kind for c in ctx.steered for fine, kind in offers.vector_keys(c)
-                           if fine not in self._vectors}
+                    ctx.store.put("vectors", key(layer), {"vectors": {t: v.tolist() for t, v in vectors.items()},
+                                                          "targets": targets})
+        return {layer: fits[layer] for layer in layers}
+
+    def _sweep(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str]) -> list[LayerTrial]:
+        """`auto`'s sweep: AUTO_CASES held-out cases per steered instruction type (single-instruction ones
+        first, as the reference uses), greedy AUTO_TOKENS responses unsteered and at each layer at value 1,
+        scored; read from the store when the same sweep ran before."""
+        import math
+
+        from ..cache import numerics_versions, tokenizer_fingerprint
+
+        model, tokenizer = ctx.model.model, ctx.model.tokenizer
+        kinds = sorted({t for c in ctx.steered for t in _kinds(self.offers, c)})
+        picked: list[tuple[str, Case]] = []
+        for kind in kinds:
+            having = sorted((c for c in held_out if kind in _kinds(self.offers, c)),
+                            key=lambda c: (len(_kinds(self.offers, c)) > 1, c.key))
+            picked.extend((kind, c) for c in having[:AUTO_CASES])
+        grid = sorted(self._fits)
+        param = next(model.parameters())
+        key = {"format": SWEEP_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
+               "rule": self.rule, "grid": grid, "held_out": hashes, "tokens": AUTO_TOKENS,
+               "cases": [[kind, c.content_hash()] for kind, c in picked], "scorer": str(ctx.options.get("scorer")),
+               "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
+               "versions": numerics_versions()}
+        record = ctx.store.get("layer-sweep", key) if ctx.store is not None else None
+        trials = _trials_from_record(record) if record is not None else None
+        if trials is not None:
+            return trials
+        cases = list(dict.fromkeys(c for _, c in picked))
+        follows, log_likelihoods = ctx.options["follows"], ctx.options["log_likelihoods"]
+        trials = []
+        for layer in [None, *grid]:
+            responses = dict(zip((c.key for c in cases), self._greedy(model, tokenizer, cases, layer), strict=True))
+            ll = log_likelihoods([c.prompt for _, c in picked], [responses[c.key] for _, c in picked])
+            trials.extend(LayerTrial(kind, layer, bool(follows(c, responses[c.key])),
+                                     math.exp(-x) if not math.isnan(x) else math.nan)
+                          for (kind, c), x in zip(picked, ll, strict=True))
+        if ctx.store is not None:
+            ctx.store.put("layer-sweep", key, {"trials": [[t.kind, t.layer, t.follows, t.perplexity] for t in trials]})
+        return trials
+
+    def _greedy(self, model: Any, tokenizer: Any, cases: Sequence[Case], layer: int | None) -> list[str]:
+        """Greedy AUTO_TOKENS-token responses to `cases`, every instruction steered at `layer` at value 1
+        (None: unsteered)."""
+        import torch
+
+        from ..prompts import encode, render_chat
+
+        batch = encode(tokenizer, [render_chat(tokenizer, user_turn(c)) for c in cases], device=model.device)
+        probe = ActivationSteering(layer=0 if layer is None else layer, rule=self.rule)
+        if layer is not None:
+            probe._layer, probe._fits = layer, {layer: self._fits[layer]}
+        steering = probe.steer(model, batch, cases, [None if layer is None else 1.0] * len(cases))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        with torch.inference_mode(), steering:
+            out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
+                                 max_new_tokens=AUTO_TOKENS, pad_token_id=pad, temperature=None, top_p=None,
+                                 top_k=None)
+        return [str(t) for t in tokenizer.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)]
 
     def _keying(self, held_out: Sequence[Case]) -> str:
-        """How the vectors are keyed, for cache keys: "language" for IFEval's keying (as before), else a hash
-        of the keys the task gives the held-out cases."""
+        """How the vectors are keyed, for cache keys: IFEval's keying by its name (as before), else a hash of
+        the keys the task gives the held-out cases."""
         if isinstance(self.offers, InstructionOffers):
-            return "language"
-        keys = [[c.key, self.offers.vector_keys(c)] for c in held_out]
+            return "language+keywords"
+        keys = [[c.key, [[vk.key for vk in vks] for vks in self.offers.vector_keys(c)]] for c in held_out]
         return "task:" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
 
     def identity(self) -> dict[str, Any]:
-        """Method, rule, resolved layer and a hash of the held-out cases the vectors come from (after `prepare`)."""
-        if self._layer is None:
+        """Method, rule, resolved layer(s) and a hash of the held-out cases the vectors come from (after `prepare`)."""
+        if not self._fits:
             raise SteeringError("activation steering's identity depends on its fitted vectors; call prepare() first")
-        return {"method": self.name, "rule": self.rule, "layer": self._layer, "held_out": self._held_out,
+        layer: Any = self._layer if self._layer is not None else {"auto": self._type_layers}
+        return {"method": self.name, "rule": self.rule, "layer": layer, "held_out": self._held_out,
                 "keys": self._keys_id}
 
     def notes(self) -> list[str]:
-        """What the report should say about the fitted method: its layer, and keys that fell back to a type."""
-        out = [f"actadd: rule {self.rule}, layer {self._layer}"]
-        if self._fallbacks:
-            out.append("actadd: no held-out case for " + ", ".join(
-                f"{fine} (steered with {kind})" for fine, kind in sorted(self._fallbacks.items())))
+        """What the report should say about the fitted method: its layer(s), and keys that fell back to a type."""
+        if self._layer is not None:
+            out = [f"actadd: rule {self.rule}, layer {self._layer}"]
+        else:
+            chosen = sorted(self._type_layers.items())
+            out = [f"actadd: rule {self.rule}, layer auto over {sorted(self._fits)}: " + ", ".join(
+                f"{kind} {'unsteered' if layer is None else layer}" for kind, layer in chosen)]
+        by_type: dict[str, list[str]] = {}
+        for fine, kind in sorted(self._fallbacks.items()):
+            by_type.setdefault(kind, []).append(fine)
+        if by_type:  # "language:response_language=ko, =pl (steered with language:response_language)"
+            out.append("actadd: no held-out case for " + "; ".join(
+                fines[0] + "".join(", =" + f.partition("=")[2] for f in fines[1:]) + f" (steered with {kind})"
+                for kind, fines in by_type.items()))
         return out
 
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
         return user_turn(case)
 
-    def _keys(self, case: Case) -> list[str]:
-        pairs = self.offers.vector_keys(case)
-        keys = list(dict.fromkeys(fine if fine in self._vectors else kind for fine, kind in pairs))
-        absent = [k for k in keys if k not in self._vectors]
-        if absent or not keys:
-            raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
-                                f"{', '.join(absent) or '(none)'}; prepare() was not given held-out cases of them")
-        return keys
+    def _layer_of(self, kind: str) -> int | None:
+        return self._layer if self._layer is not None else self._type_layers.get(kind)
+
+    def _keys(self, case: Case) -> list[list[tuple[str, float]]]:
+        """Per instruction of `case`, its (direction key, signed weight share) pairs, fallbacks applied."""
+        known = next(iter(self._fits.values()))[0] if self._fits else {}
+        out: list[list[tuple[str, float]]] = []
+        for vks in self.offers.vector_keys(case):
+            pairs = [(vk.key, vk.sign * vk.share) if vk.key in known else (vk.fallback, vk.share) for vk in vks]
+            absent = [k for k, _ in pairs if k not in known]
+            if absent:
+                raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) "
+                                    f"{', '.join(absent)}; prepare() was not given held-out cases of them")
+            out.append(pairs)
+        if not out:
+            raise SteeringError(f"case {case.key!r}: no activation-steering vector for instruction type(s) (none); "
+                                "prepare() was not given held-out cases of them")
+        return out
+
+    def _row(self, case: Case, weight: float, hidden: int,
+             layer: int) -> tuple[list[tuple[torch.Tensor, float]], torch.Tensor]:
+        """One row's steering at `layer` and `weight`: the (unit, target) clamps and the vector added after them,
+        for the case's instructions steered at that layer.
+
+        `project`: each non-keyword instruction is a clamp; keyword instructions add
+        weight x sum(sign x share x d) over their words (the reference's keyword rule). `add`: the mean
+        over those instructions of each one's vector (d, or that keyword sum), times weight.
+        """
+        import torch
+
+        vectors, targets = self._fits[layer]
+        clamps: list[tuple[torch.Tensor, float]] = []
+        pushes: list[torch.Tensor] = []
+        for kind, vks, pairs in zip(_kinds(self.offers, case), self.offers.vector_keys(case), self._keys(case),
+                                    strict=True):
+            if self._layer_of(kind) != layer:
+                continue
+            if vks[0].per_word:
+                pushes.append(sum((share * vectors[k] for k, share in pairs), torch.zeros(hidden)))
+            elif self.rule == "project":
+                clamps.extend((_unit(vectors[k]), targets[k]) for k, _ in pairs)
+            else:
+                pushes.append(vectors[pairs[0][0]])
+        if not pushes:
+            return clamps, torch.zeros(hidden)
+        total = torch.stack(pushes).sum(0)
+        return clamps, weight * (total / len(pushes) if self.rule == "add" else total)
 
     def steer(self, model: Any, batch: EncodedBatch, cases: Sequence[Case],
               values: Sequence[Value | None]) -> contextlib.AbstractContextManager[None]:
-        """Steer row i by its case's directions at values[i] under the method's rule (None: not at all)."""
+        """Steer row i by its case's directions at values[i] under the method's rule (None: not at all),
+        each instruction at its layer (under auto, its type's; rows never see their partners' steering)."""
         import torch
 
         if not len(batch.texts) == len(cases) == len(values):
@@ -444,25 +683,35 @@ class ActivationSteering:
                                 "give one case and one value per batch row")
         if all(v is None for v in values):
             return contextlib.nullcontext()  # a zero change changes no bit, so skipping it is the same computation
-        if self._layer is None:
+        if not self._fits:
             raise SteeringError("activation steering has no vectors; call prepare() before steering")
         hidden = model.config.get_text_config().hidden_size
         param = next(model.parameters())
-        keys = [self._keys(c) if v is not None else [] for c, v in zip(cases, values, strict=True)]
         weights = torch.tensor([0.0 if v is None else self.check(v) for v in values])
-        if self.rule == "add":
-            rows = torch.zeros(len(values), hidden, dtype=torch.float32)
-            for i, ks in enumerate(keys):
-                if ks:
-                    rows[i] = weights[i] * torch.stack([self._vectors[k] for k in ks]).mean(0)
-            return add_to_residual(model, self._layer, rows.to(device=param.device, dtype=param.dtype))
-        depth = max(len(ks) for ks in keys)
-        units = torch.zeros(depth, len(values), hidden, dtype=torch.float32)
-        targets = torch.zeros(depth, len(values), dtype=torch.float32)
-        for i, ks in enumerate(keys):
-            for j, k in enumerate(ks):
-                units[j, i], targets[j, i] = _unit(self._vectors[k]), self._targets[k]
-        return clamp_projection(model, self._layer, units, targets, weights)
+        used = sorted({layer for c, v in zip(cases, values, strict=True) if v is not None
+                       for layer in map(self._layer_of, _kinds(self.offers, c)) if layer is not None})
+        edits: list[contextlib.AbstractContextManager[None]] = []
+        for layer in used:
+            rows = [self._row(c, float(w), hidden, layer) if v is not None else ([], torch.zeros(hidden))
+                    for c, v, w in zip(cases, values, weights, strict=True)]
+            depth = max(len(clamps) for clamps, _ in rows)
+            units = torch.zeros(depth, len(values), hidden, dtype=torch.float32)
+            targets = torch.zeros(depth, len(values), dtype=torch.float32)
+            for i, (clamps, _) in enumerate(rows):
+                for j, (u, z) in enumerate(clamps):
+                    units[j, i], targets[j, i] = u, z
+            pushes = torch.stack([push for _, push in rows]).to(device=param.device, dtype=param.dtype)
+            edits.append(edit_residual(model, layer, units, targets, weights, pushes))
+        return _all(edits)
+
+
+@contextlib.contextmanager
+def _all(contexts: Sequence[contextlib.AbstractContextManager[None]]) -> Iterator[None]:
+    """Enter every context (one hook per steered layer) for the block."""
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        yield
 
 
 def _layer_count(model: Any) -> int:
@@ -485,5 +734,17 @@ def _vectors_from_record(record: Mapping[str, Any]) -> tuple[dict[str, torch.Ten
     try:
         return ({str(t): torch.tensor(v, dtype=torch.float32) for t, v in raw.items()},
                 {str(t): float(z) for t, z in targets.items()})
+    except (TypeError, ValueError):
+        return None
+
+
+def _trials_from_record(record: Mapping[str, Any]) -> list[LayerTrial] | None:
+    """The sweep's trials from a cached record, or None if the record is not one (then the sweep runs again)."""
+    rows = record.get("trials")
+    if not isinstance(rows, list):
+        return None
+    try:
+        return [LayerTrial(str(kind), None if layer is None else int(layer), bool(follows), float(ppl))
+                for kind, layer, follows, ppl in rows]
     except (TypeError, ValueError):
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pytest_steer.analysis import Recommendation
+from pytest_steer.analysis import MatchedDose, Recommendation
 from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.scores import Metric
 
@@ -176,6 +176,32 @@ def _recommendation_html(rec: Recommendation) -> str:
     )
 
 
+def _matched_html(matched: MatchedDose, metrics: Sequence[Metric]) -> str:
+    """The "methods at matched dose" table: per method the config nearest the common dose, with intervals."""
+    t = matched.table
+    names = [c for c in t.columns if f"{c}_low" in t.columns and c != "dose"]
+    titles = {m.name: m.title for m in metrics}
+    head = "".join(f"<th>{_e(titles.get(n, n))} [95% CI]</th>" for n in names)
+
+    def cell(r: Mapping[str, object], n: str) -> str:
+        diff = r.get(f"{n}_diff")
+        change = "" if _missing(diff) else (f" ({_num(diff, '+.3f')} [{_num(r.get(f'{n}_diff_low'), '+.3f')}, "
+                                            f"{_num(r.get(f'{n}_diff_high'), '+.3f')}])")
+        return f"<td>{_num(r.get(n))} [{_num(r.get(f'{n}_low'))}, {_num(r.get(f'{n}_high'))}]{change}</td>"
+
+    body = "".join(
+        f"<tr><td>{_e(r['method'])}</td><td>{_e(r['config'])}</td>"
+        f"<td>{_num(r['dose'])} [{_num(r.get('dose_low'))}, {_num(r.get('dose_high'))}]</td>"
+        f"<td>{'yes' if r['matched'] else _e(format(float(str(r['ratio'])), '.1f') + 'x away')}</td>"
+        + "".join(cell(r, n) for n in names) + "</tr>"
+        for r in t.to_dict("records"))
+    return (f'<div class="matched-dose"><h3>Methods at matched dose</h3><p>{_e(matched.text)}. Each method\'s '
+            f"config nearest a common dose of {_num(matched.reference)} nats/token (mean per-token KL from the "
+            f"unsteered model); matched = within {matched.tolerance:g}x of it; in brackets, the change from "
+            "the baseline.</p><table><thead><tr><th>method</th><th>config</th><th>dose [95% CI]</th>"
+            f"<th>matched</th>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
 def _flags(flags: object) -> str:
     items = list(flags) if isinstance(flags, (list, tuple)) else []
     return "".join(f'<span class="flag">{_e(f)}</span>' for f in items)
@@ -242,13 +268,15 @@ def _meta_html(meta: Mapping[str, str]) -> str:
 def summary_html(summary: pd.DataFrame, metrics: Sequence[Metric], *, recommendation: Recommendation | None,
                  figures: Mapping[str, Path], examples: Mapping[str, pd.DataFrame], meta: Mapping[str, str],
                  title: str = "Steering evaluation", confidence: float = 0.95, max_examples: int = 10,
-                 baseline: str = BASELINE, power: str | None = None) -> str:
+                 baseline: str = BASELINE, power: str | None = None, matched: MatchedDose | None = None) -> str:
     """The whole steering report of one run as an HTML fragment; figures are inlined as data URIs so
-    the report stays a single shareable file. `examples` maps a method to its `fixed_and_broken` table."""
+    the report stays a single shareable file. `examples` maps a method to its `fixed_and_broken` table;
+    `matched` compares the methods at one common dose (`analysis.matched_dose`)."""
     return (
         f'<div class="steer-report"><style>{_CSS}</style><h2>{_e(title)}</h2>'
         + (_recommendation_html(recommendation) if recommendation is not None else "")
         + (f'<p class="power">{_e(power)}</p>' if power else "")
+        + (_matched_html(matched, metrics) if matched is not None else "")
         + _summary_table(summary, metrics, recommendation, confidence)
         + _side_effects_html(summary, metrics, baseline)
         + _figures_html(figures)

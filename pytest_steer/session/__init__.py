@@ -124,8 +124,8 @@ class SteerSession:
     """
 
     def __init__(self, get_cli: Callable[[str], Any], get_ini: Callable[[str], Any], invocation_dir: Path, *,
-                 worker: Mapping[str, Any] | None = None, on_progress: Callable[[Progress], None] | None = None,
-                 ) -> None:
+                 worker: Mapping[str, Any] | None = None, xdist: bool = False,
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
         self._get_cli, self._get_ini = get_cli, get_ini
         self.worker = dict(worker) if worker is not None else None  # xdist's workerinput on a worker
         self.on_progress = on_progress
@@ -133,6 +133,9 @@ class SteerSession:
             self.settings = resolve(get_cli, get_ini, {})
         except MarkerError as exc:
             raise StartError(str(exc)) from None
+        if self.settings["ray"] and (worker is not None or xdist):
+            raise StartError("--steer-ray and -n both spread generation over processes; use one "
+                             "(Ray replicas take the place of xdist workers)")
         self.report_dir = Path(invocation_dir) / self.settings["report_dir"]
         self._run: SteerRun | None = None
         self.specs: list[RunSpec] = []
@@ -168,7 +171,13 @@ class SteerSession:
             if g["clear_cache"] and not self.is_worker:
                 cache.clear()
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
-            self._run = SteerRun(settings, cache, on_progress=self.on_progress)
+            backend = None
+            if g["ray"]:
+                from ..ray_backend import RayBackend, RaySettings
+
+                backend = RayBackend(RaySettings(g["ray"], g["ray_replicas"], g["ray_cpus_per_replica"],
+                                                 g["ray_gpus_per_replica"]))
+            self._run = SteerRun(settings, cache, on_progress=self.on_progress, backend=backend)
         return self._run
 
     def spec_for(self, nodeid: str, marker_kwargs: Mapping[str, Any], marker_args: tuple[Any, ...] = ()) -> RunSpec:
@@ -266,15 +275,37 @@ class SteerSession:
             if g["compare"]:
                 self.stored = load_baseline(g["compare"])
             self.run.prepare(self.specs)
+            if not self.is_worker:  # the terminal says which layer(s) activation steering uses, and its fallbacks
+                self.notes.extend(self.run.method_notes())
             if self.stored is not None:
                 for spec in self.specs:
                     check_compatible(self.stored, self.run.comparable_settings(spec), g["compare"])
+            if g["ray"]:
+                self._start_ray()
         except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
                 BaselineMismatch, ValueError) as exc:
             raise StartError(str(exc)) from None
 
+    def _start_ray(self) -> None:
+        """Reach the cluster and load the replicas now: an unreachable or too small cluster is one line here."""
+        from ..ray_backend import RayBackend, RayBackendError
+
+        backend = self.run.backend
+        assert isinstance(backend, RayBackend)
+        try:
+            backend.start(self.run)
+        except RayBackendError as exc:
+            backend.close()
+            raise StartError(str(exc)) from None
+
     def close(self) -> None:
-        """Release the report dir: the next session (another process, or pytester's next run) may write."""
+        """Stop a Ray backend, and release the report dir: the next session (another process, or pytester's
+        next run) may write."""
+        if self._run is not None and self._run.backend is not None:
+            from ..ray_backend import RayBackend
+
+            if isinstance(self._run.backend, RayBackend):
+                self._run.backend.close()
         if self._report_lock is not None:
             self._report_lock.close()
             self._report_lock = None

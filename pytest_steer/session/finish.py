@@ -111,7 +111,7 @@ def _run_meta(info: RunInfo, run: str) -> dict[str, str]:
 def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path, info: RunInfo, run: str,
                 problems: list[str]) -> tuple[str, list[str]]:
     """Files, figures, HTML fragment and terminal lines for one run's rows."""
-    from ..analysis import fixed_and_broken, power, select, write_results
+    from ..analysis import fixed_and_broken, matched_dose, power, select, write_results
     from ..reduce import summary as summarise
     from ..report.figures import dose_figure, pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
     from ..report.html import summary_html
@@ -135,6 +135,10 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
         rec = _step(problems, "recommend a config", lambda: select(
             frame, summary, primary=primary, budgets=budgets, metrics=present, quality=quality or primary,
             relative=[quality] if quality else []))  # the headline's budget is a relative drop
+    matched = None
+    if "dose" in by_name and primary in summary.columns:
+        matched = _step(problems, "compare the methods at matched dose", lambda: matched_dose(
+            summary, primary=primary, quality=quality or primary, metrics=present))
     power_line = None
     if BASELINE in configs and primary in by_name:
         power_line = _step(problems, "estimate the power", lambda: power(frame, by_name[primary])[1])
@@ -173,12 +177,14 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
                 examples[str(method)] = fb
     fragment = _step(problems, f"render the HTML report of run {run}", lambda: summary_html(
         summary, present, recommendation=rec, figures=figures, examples=examples, meta=_run_meta(info, run),
-        power=power_line,
+        power=power_line, matched=matched,
         title=f"Steering evaluation ({info.settings.get(run, {}).get('task') or info.meta.get('task') or run})")) or ""
     lines = _step(problems, "format the terminal table",
                   lambda: terminal_table(summary, present, primary, quality=quality or primary)) or []
     if rec is not None:
         lines.append(f"recommended: {rec.config} ({rec.reason})")
+    if matched is not None:
+        lines.append(f"matched dose: {matched.text}")
     if power_line is not None:
         lines.append(power_line)
     return fragment, lines

@@ -9,7 +9,8 @@ the plugin does:
 
 Work is done per unit = (run spec, trial): every config of that trial (the baseline and every
 method's values) for every case, generated together in mixed batches. Units are the same under
-pytest-xdist as in a serial run, so the numbers are too.
+pytest-xdist as in a serial run, so the numbers are too. With a backend (`ray_backend`, `--steer-ray`) the
+missing rows of every trial of a setting go to it at once, and it hands them back to be cached and scored here.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..cache import ResultCache, default_cache_dir, generation_key, key_hash, score_key, tokenizer_fingerprint
+from ..cache import (
+    RecordingStore,
+    ResultCache,
+    default_cache_dir,
+    generation_key,
+    key_hash,
+    score_key,
+    tokenizer_fingerprint,
+)
 from ..dose import DOSE
 from ..evaluation import EvalResult, check_metric_names
 from ..generation import (
@@ -109,6 +118,20 @@ def with_budgets(metrics: Sequence[Metric], spec: RunSpec) -> list[Metric]:
     return out
 
 
+class UnitBackend(Protocol):
+    """Where a run's missing rows are generated when not in this process (`ray_backend.RayBackend`).
+
+    It gets every missing row of one spec (all its trials at once, so that a replica runs every config and
+    trial of its cases in mixed batches) and hands finished generations, built on the given request
+    objects, to `on_batch` as they arrive; the run caches and scores them as it does its own.
+    """
+
+    def generate(self, run: SteerRun, spec: RunSpec, requests: Sequence[GenerationRequest],
+                 on_batch: Callable[[list[Generation]], None]) -> None: ...
+
+    def meta(self) -> dict[str, str]: ...
+
+
 @dataclass
 class SteerRun:
     """Loads once, generates each unit once, scores, caches, and keeps every row it produced."""
@@ -116,6 +139,9 @@ class SteerRun:
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     cache: ResultCache | None = None
     on_progress: Callable[[Progress], None] | None = None
+    backend: UnitBackend | None = None  # None: generate in this process
+    # what the methods fitted in prepare(), read and written through the cache: a backend ships it to replicas
+    store: RecordingStore | None = None
     _model: LoadedModel | None = field(default=None, init=False, repr=False)
     _splits: dict[tuple[Any, ...], CaseSplit] = field(default_factory=dict, init=False, repr=False)
     _methods: dict[tuple[Any, ...], dict[str, SteeringMethod]] = field(default_factory=dict, init=False, repr=False)
@@ -164,7 +190,11 @@ class SteerRun:
         k = _methods_key(spec)
         if k not in self._methods:
             split = self.split(spec)
-            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.cache, spec.on_missing,
+            if self.store is None:
+                self.store = RecordingStore(self.cache)
+            ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.store, spec.on_missing,
+                                 _layer_sweep_tools(self.model, self.task(spec)) if spec["actadd_layer"] == "auto"
+                                 else {},
                                  task=self.task(spec))
             built = {name: build_method(name, spec) for name in spec.methods}
             for name, m in built.items():
@@ -248,16 +278,20 @@ class SteerRun:
             # then finds every row and score cached, whatever pytest-xdist's scheduling did
             with self.cache.lock(f"unit-{spec.key()}-trial{trial}") if self.cache else contextlib.nullcontext():
                 if unit not in self._generations:
-                    self._generations[unit] = self._generate_unit(spec, trial)
+                    # a backend gets every trial not generated yet in one go; this process, the one asked for
+                    trials = [t for t in range(spec.trials) if (spec, t) not in self._generations] \
+                        if self.backend is not None else [trial]
+                    self._generations.update(self._generate_units(spec, trials))
                 gens, hashes = self._generations[unit]
                 self._units[unit] = self._score(spec, gens, hashes, self._doses(self.engine(spec), gens, hashes))
         return self._units[unit]
 
-    def _generate_unit(self, spec: RunSpec, trial: int) -> tuple[list[Generation], list[str]]:
+    def _generate_units(self, spec: RunSpec, trials: Sequence[int]
+                        ) -> dict[tuple[RunSpec, int], tuple[list[Generation], list[str]]]:
         engine = self.engine(spec)
         settings = dataclasses.asdict(engine.settings)
         settings["batch_size_independent"] = True  # rows don't depend on batch partners (per-row seeding)
-        requests = self.requests(spec, trial)
+        requests = [r for t in trials for r in self.requests(spec, t)]
         keys = [self._generation_key(spec, r, settings) for r in requests]
         gens: dict[int, Generation] = {}
         missing: list[int] = []
@@ -283,12 +317,18 @@ class SteerRun:
                         self.cache.put("generation", keys[i], generation_to_record(g))
 
             start = time.perf_counter()
-            engine.generate([requests[i] for i in missing], on_batch=persist, on_progress=self.on_progress)
-            self._batch_sizes[spec] = engine.batch_size  # an OOM-halved size sticks for the next units
+            if self.backend is not None:
+                self.backend.generate(self, spec, [requests[i] for i in missing], persist)
+            else:
+                engine.generate([requests[i] for i in missing], on_batch=persist, on_progress=self.on_progress)
+                self._batch_sizes[spec] = engine.batch_size  # an OOM-halved size sticks for the next units
             self.generation_seconds += time.perf_counter() - start
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
-        return [gens[i] for i in range(len(requests))], [key_hash(k) for k in keys]
+        n = len(requests) // len(trials)
+        hashes = [key_hash(k) for k in keys]
+        return {(spec, t): ([gens[i] for i in range(j * n, (j + 1) * n)], hashes[j * n:(j + 1) * n])
+                for j, t in enumerate(trials)}
 
     def _doses(self, engine: GenerationEngine, gens: Sequence[Generation], hashes: Sequence[str]) -> list[float]:
         """Each row's dose (`dose.doses`; 0 for the baseline), from the cache where it has it."""
@@ -432,6 +472,12 @@ class SteerRun:
         """Every row this process produced, in generation order."""
         return [r for rows in self._units.values() for r in rows]
 
+    def method_notes(self) -> list[str]:
+        """What the prepared methods say about themselves (actadd's layer(s) and fallbacks), once each."""
+        notes = [line for built in self._methods.values() for m in built.values()
+                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        return list(dict.fromkeys(notes))
+
     def meta(self) -> dict[str, str]:
         """What can move the numbers, for the report."""
         import torch
@@ -455,10 +501,9 @@ class SteerRun:
                          if isinstance(s, RewardScore)}
         if reward_models:
             out["reward model identity"] = ", ".join(sorted(reward_models))
-        notes = [line for built in self._methods.values() for m in built.values()
-                 for line in (m.notes() if callable(getattr(m, "notes", None)) else [])]  # type: ignore[attr-defined]
+        notes = self.method_notes()
         if notes:
-            out["method notes"] = "; ".join(dict.fromkeys(notes))
+            out["method notes"] = "; ".join(notes)
         if self._batch_sizes:
             out["batch size"] = ", ".join(sorted({str(b) for b in self._batch_sizes.values()}))
         if self.generation_seconds > 0:
@@ -467,10 +512,24 @@ class SteerRun:
         if self.dose_rows:
             out["dose pass"] = f"{self.dose_rows} steered rows in {self.dose_seconds:.1f} s " \
                                f"({self.dose_seconds / max(self.generation_seconds, 1e-9):.0%} of generation time)"
+        if self.backend is not None:
+            out.update(self.backend.meta())
         if self.cache is not None:
             st = self.cache.stats
             out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"
         return out
+
+
+def _layer_sweep_tools(model: LoadedModel, task: Task) -> dict[str, Any]:
+    """What activation steering's `auto` layer sweep scores held-out responses with: the task's judge (IFEval:
+    its strict check), and the unsteered model's per-token log-likelihood (the reference's degeneration
+    filter). A task without a judge gives none, and `auto` says what it needs."""
+    from ..metrics.quality import Fluency
+
+    if task.judge is None:
+        return {}
+    return {"follows": task.judge, "log_likelihoods": Fluency(model.model, model.tokenizer).log_likelihoods,
+            "scorer": task.judge_name or task.name}
 
 
 def default_cache(enabled: bool = True, directory: str | Path | None = None) -> ResultCache:

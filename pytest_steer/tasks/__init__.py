@@ -40,9 +40,11 @@ __all__ = [
 
 def ifeval_task() -> Task:
     """IFEval strict/loose accuracy over the embedded set or a Split-IFEval file; held out: unselected cases."""
-    from ..metrics.instruction import IFEvalScorer
+    from ..metrics.instruction import IFEvalScorer, score_response
 
-    return Task("ifeval", (IFEvalScorer(),), "strict_prompt_accuracy", ifeval_split, IFEVAL_OPTIONS)
+    return Task("ifeval", (IFEvalScorer(),), "strict_prompt_accuracy", ifeval_split, IFEVAL_OPTIONS,
+                judge=lambda case, response: score_response(case, response).follow_all_instructions,
+                judge_name="ifeval-strict")
 
 
 _TASKS: dict[str, Task | Callable[[], Task]] = {"ifeval": ifeval_task}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,22 +75,73 @@ class Case:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class VectorKey:
+    """Which activation-steering direction steers one instruction (or one of its words), and how.
+
+    `key` is the direction used when the held-out cases have it, `fallback` the group direction used
+    otherwise (IFEval: the instruction type; `auto` picks one layer per group); `name` names the pair in
+    the report's fallback notes. `per_word` keys follow the reference's keyword rule: each word's
+    direction is added at weight sign x value x share, with sign -1 for a forbidden word, steered away
+    from by its *inclusion* direction.
+    """
+
+    name: str
+    key: str
+    fallback: str
+    sign: float = 1.0
+    share: float = 1.0
+    per_word: bool = False
+
+
 class CaseOffers(Protocol):
     """What a task tells steering methods about its cases; methods ask it instead of reading fields.
 
     `highlights`: the exact substrings of the prompt to steer towards (PASTA highlights them, prompt
     emphasis restates or marks them, activation steering cuts them out for its paired prompt); empty
-    when the case has none. `vector_keys`: the groups a case's activation vectors are fitted and
-    looked up by, as (finest key, the coarser key it falls back to) pairs; empty when it has none.
+    when the case has none. `vector_keys`: per instruction, the directions its activation vectors are
+    fitted and looked up by (`VectorKey`); empty when it has none.
     """
 
     def highlights(self, case: Case) -> tuple[str, ...]: ...
 
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]: ...
+    def vector_keys(self, case: Case) -> list[list[VectorKey]]:
+        """Per instruction of the case, the directions that steer it."""
+        ...
 
     def language(self, case: Case) -> str | None:
         """The language the case asks the response to be in (None: the prompt's own), for `wrong_language`."""
         ...
+
+
+#: keyword types the reference keys per word: kwargs field of the words, the key prefix of their
+#: (inclusion) directions, and the sign those directions are added with
+_PER_WORD = {
+    "keywords:existence": ("keywords", "keywords:existence", 1.0),
+    "keywords:forbidden_words": ("forbidden_words", "keywords:existence", -1.0),
+}
+
+
+def ifeval_vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> list[VectorKey]:
+    """The directions that steer one IFEval instruction of type `kind` with arguments `kwargs`.
+
+    As the reference keys them: `language:response_language` per target language
+    ("language:response_language=de"); `keywords:existence` per keyword ("keywords:existence=cat"),
+    and `keywords:forbidden_words` by each forbidden word's inclusion direction, negated; other types
+    by type. Words are lower-cased. Each falls back to the type's own direction.
+    """
+    kwargs = kwargs or {}
+    if kind == "language:response_language" and kwargs.get("language"):
+        return [VectorKey(f"{kind}={kwargs['language']}", f"{kind}={kwargs['language']}", kind)]
+    if kind in _PER_WORD:
+        field_name, prefix, sign = _PER_WORD[kind]
+        raw = kwargs.get(field_name)
+        words = list(dict.fromkeys(str(w).strip().lower() for w in raw if str(w).strip())) \
+            if isinstance(raw, (list, tuple)) else []
+        if words:
+            return [VectorKey(f"{kind}={w}", f"{prefix}={w}", kind, sign, 1 / len(words), True) for w in words]
+        return [VectorKey(kind, kind, kind, 1.0, 1.0, True)]
+    return [VectorKey(kind, kind, kind)]
 
 
 @dataclass(frozen=True)
@@ -102,13 +153,10 @@ class InstructionOffers:
     def highlights(self, case: Case) -> tuple[str, ...]:
         return tuple(case.instructions or ())
 
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
-        out = []
-        for i, kind in enumerate(case.instruction_id_list):
-            kwargs = case.kwargs[i] if i < len(case.kwargs) else None
-            language = (kwargs or {}).get("language") if kind == "language:response_language" else None
-            out.append(((f"{kind}={language}" if language else kind), kind))
-        return out
+    def vector_keys(self, case: Case) -> list[list[VectorKey]]:
+        kwargs = list(case.kwargs)
+        return [ifeval_vector_keys(kind, kwargs[i] if i < len(kwargs) else None)
+                for i, kind in enumerate(case.instruction_id_list)]
 
     def language(self, case: Case) -> str | None:
         """IFEval's `language:response_language` argument, else None."""
@@ -197,11 +245,15 @@ class Task:
     #: the task's own settings (e.g. IFEval's dataset and selection), read by `load` as settings[name]
     options: tuple[Option, ...] = ()
     offers: CaseOffers = field(default=INSTRUCTIONS, repr=False)
+    #: whether a response does what its case asks, (case, response) -> bool, with its name for cache keys:
+    #: what activation steering's `auto` layer sweep scores held-out responses with (None: no sweep)
+    judge: Callable[[Case, str], bool] | None = field(default=None, repr=False)
+    judge_name: str = ""
 
     def highlights(self, case: Case) -> tuple[str, ...]:
         return tuple(self.offers.highlights(case))
 
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+    def vector_keys(self, case: Case) -> list[list[VectorKey]]:
         return list(self.offers.vector_keys(case))
 
     def language(self, case: Case) -> str | None:
@@ -242,10 +294,10 @@ class FunctionOffers:
     def highlights(self, case: Case) -> tuple[str, ...]:
         return tuple(self.highlight(case))
 
-    def vector_keys(self, case: Case) -> list[tuple[str, str]]:
+    def vector_keys(self, case: Case) -> list[list[VectorKey]]:
         if self.keys is None:
             return INSTRUCTIONS.vector_keys(case)
-        return [(k, k) for k in self.keys(case)]
+        return [[VectorKey(k, k, k)] for k in self.keys(case)]
 
     def language(self, case: Case) -> str | None:
         return INSTRUCTIONS.language(case)
