@@ -21,8 +21,8 @@ from pytest_steer.cache import ResultCache
 from pytest_steer.methods import PrepareContext
 from pytest_steer.methods.actadd import AUTO_CASES, AUTO_TOKENS, ActivationSteering, auto_layers
 from pytest_steer.models import load_model
-from pytest_steer.options import RunSpec
-from pytest_steer.session import _layer_sweep_tools
+from pytest_steer.session.run import _layer_sweep_tools
+from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import ifeval_task
 
 
@@ -34,16 +34,17 @@ def _timed(method: ActivationSteering, ctx: PrepareContext) -> float:
 
 def main() -> None:
     lm = load_model()
-    split = ifeval_task().load(RunSpec())
+    task = ifeval_task()
+    split = task.load(RunSpec())
     steered, held = tuple(split.evaluated), split.held_out
-    tools = _layer_sweep_tools(lm)
+    tools = _layer_sweep_tools(lm, task)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        middle_s = _timed(ActivationSteering(), PrepareContext(lm, steered, held))
+        middle_s = _timed(ActivationSteering(), PrepareContext(lm, steered, held, task=task))
         store = ResultCache(tmp)
         auto = ActivationSteering(layer="auto")
-        auto_s = _timed(auto, PrepareContext(lm, steered, held, store=store, options=tools))
+        auto_s = _timed(auto, PrepareContext(lm, steered, held, store=store, options=tools, task=task))
         cached_s = _timed(ActivationSteering(layer="auto"), PrepareContext(lm, steered, held, store=store,
-                                                                            options=tools))
+                                                                            options=tools, task=task))
     kinds = len({t for c in steered for t in c.instruction_id_list})
     grid = auto_layers(lm.model.config.num_hidden_layers)
     print(f"model {lm.name}, {len(steered)} evaluated and {len(held)} held-out cases, {kinds} instruction types; "
