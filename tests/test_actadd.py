@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -454,6 +455,14 @@ def test_add_rule_matches_a_forward_hook_reference(tiny_lm, by_type):
 # --- the paper's rule: the projection clamp -------------------------------------------------------
 
 
+def _unsteered_inputs(tok, method: ActivationSteering, cases) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The cases' unsteered prompts as one left-padded batch, and the forward arguments with the position
+    ids that generation uses for left padding."""
+    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return batch, dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+
+
 def _adjust_vectors(v, u, target_values):
     """The reference's `adjust_vectors`, written out again: move each row's projection on unit u to its target."""
     return v + (target_values - v @ u)[:, None] * u
@@ -481,10 +490,8 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
     cases = [by_type[HL][2], by_type[END][2], by_type[END][3]]
     method = _prepared(tiny_lm, cases, held)
     values = [1.0, 1.0, None]
-    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
+    batch, kw = _unsteered_inputs(tok, method, cases)
     assert batch.attention_mask[:, 0].tolist().count(0) >= 1  # rows of different lengths: left padding
-    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
     with torch.no_grad():
         plain = model(**kw).logits
         with method.steer(model, batch, cases, values):
@@ -609,9 +616,7 @@ def test_keyword_rows_match_a_reimplementation_of_the_reference_keyword_hooks(ti
     cases, values = [fw, ex], [2.0, 1.5]
     method = _prepared(tiny_lm, cases, held, rule=rule)
     assert method.fallbacks == {f"{FW}=urgent": FW}
-    batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
-    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    batch, kw = _unsteered_inputs(tok, method, cases)
     v = method.vectors
     per_row = [[(f"{EX}=broken", -1), (FW, +1), (f"{EX}=water", -1)], [(f"{EX}=water", +1), (f"{EX}=tap", +1)]]
     seen = []
