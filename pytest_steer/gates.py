@@ -11,10 +11,10 @@ Which gate to use:
 - ``assert_at_least(rows, metric, threshold)`` / ``assert_at_most``: an absolute floor (ceiling) for
   one config ("strict accuracy is at least 0.70", "repetition is at most 0.05"). Passes when the
   lower (upper) bound of the two-sided CI clears the threshold, i.e. the data show it. Put the floor
-  somewhat below the value you expect: with 48 cases x 5 trials and a true accuracy of 0.80, a 0.70
-  floor fails about 5% of runs (a point-estimate threshold of 0.80 fails 46%), and a model at exactly
-  0.70 gets through about 3% of runs. Binary metrics use the Wilson interval over cases x trials;
-  real metrics a bootstrap that resamples cases with all their trials.
+  somewhat below the value you expect (a threshold at the true value fails about half the runs); a
+  model exactly at the threshold gets through at most 2.5% of runs. Binary metrics use the Wilson
+  interval widened by its design effect (trials of one case count as one case when they agree); real
+  metrics a bootstrap that resamples cases with all their trials.
 - ``assert_not_worse(df, config, metric, margin)``: steering may not cost more than ``margin``
   against the baseline. Paired on (case, trial), so far more sensitive than comparing two absolute
   numbers. Direction-aware: for a higher-is-better metric the lower bound of the paired CI of
@@ -22,17 +22,16 @@ Which gate to use:
   be < +margin; for a metric with no good direction (length ratio) the interval must lie within
   +-margin.
 - ``assert_better(df, config, metric)``: steering improves the metric, significantly, in its good
-  direction. Binary metrics: exact McNemar p < level with the change in the good direction; real
-  metrics: the paired (1 - level) CI of the difference excludes 0 on the good side. Use it to back a
-  claim, not as a regression guard: a small real gain fails it often.
+  direction: the sign-flip test over cases (binary and real metrics alike) has p < level and the
+  paired change is on the good side. Use it to back a claim, not as a regression guard: a small real
+  gain fails it often.
 
 All intervals are two-sided at ``confidence`` and the gates read one side, so each is a one-sided
 test at (1 - confidence) / 2 (2.5% by default; ``assert_better`` at level / 2). Bootstraps are
-seeded, so a gate gives the same verdict on the same table. The Wilson interval and McNemar test
-treat every (case, trial) row as independent. For repeated runs on the same fixed cases that is, if
-anything, cautious; as a claim about new prompts it is optimistic when cases differ a lot in
-difficulty (a 0.70 floor then fails about 10% of runs instead of 5%). The bootstrap intervals
-resample cases and do not have this problem.
+seeded, so a gate gives the same verdict on the same table. Every gate counts cases, not rows: a
+case whose trials all agree is one piece of evidence, not `trials` of them, and each verdict is a
+claim about new prompts like the evaluated cases. `tests/test_null_simulation.py` checks their
+false-positive rates under a null with correlated trials.
 """
 
 from __future__ import annotations
@@ -87,25 +86,23 @@ def assert_better(df: pd.DataFrame, config: str, metric: Metric, *, baseline: st
                   level: float = 0.05) -> Comparison:
     """Fail unless `config` moves `metric` in its good direction against `baseline`, significantly at `level`.
 
-    Binary metrics: exact two-sided McNemar p < level and more pairs changed the good way than the
-    bad way. Real metrics: the paired (1 - level) case-bootstrap CI of (config - baseline) lies
-    entirely on the good side of 0.
+    The two-sided sign-flip test over cases (`reduce.Comparison.test`) must have p < level and the
+    mean paired change must be on the good side: a one-sided test at level / 2.
     """
     if metric.direction == 0:
         raise ValueError(f"{metric.name} has no better direction (direction 0); use assert_not_worse with a margin")
     comp = reduce.compare(df, config, metric, baseline=baseline, confidence=1 - level)
-    up = metric.direction > 0
-    if comp.mcnemar is not None:
-        m = comp.mcnemar
-        if not (m.pvalue < level and (m.c > m.b if up else m.b > m.c)):
-            want = "more pairs gained than lost" if up else "more pairs lost than gained"
-            raise AssertionError(f"{_diff_text(df, comp)}; {m}; required p < {level:g} with {want} "
-                                 f"({_direction_text(metric)})")
-    elif up and not comp.diff.low > 0:
-        raise AssertionError(f"{_diff_text(df, comp)}; required lower bound > 0")
-    elif not up and not comp.diff.high < 0:
-        raise AssertionError(f"{_diff_text(df, comp)}; required upper bound < 0 ({_direction_text(metric)})")
+    if not better(comp, level):
+        side = "> 0" if metric.direction > 0 else "< 0"
+        raise AssertionError(f"{_diff_text(df, comp)}; {comp.test}; required p < {level:g} with a change {side} "
+                             f"({_direction_text(metric)})")
     return comp
+
+
+def better(comp: Comparison, level: float = 0.05) -> bool:
+    """`assert_better`'s verdict on a comparison: sign-flip p < `level` with the change in the good direction."""
+    good = comp.test.diff * comp.metric.direction > 0
+    return bool(comp.test.pvalue < level and good)
 
 
 def label(metric: Metric) -> str:

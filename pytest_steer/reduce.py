@@ -9,10 +9,12 @@ Units: a metric's unit of observation is the row, except for `per_tag` metrics w
 result per tag in `details[name]` (IFEval's per-instruction results): those pool the tag results, so
 instruction-level accuracy is followed instructions / all instructions, as IFEval defines it.
 
-Intervals (two-sided, `confidence` 95% by default): binary metrics get the Wilson interval over the
-pooled units; real metrics a seeded bootstrap that resamples cases with all their trials. Against the
-baseline, units pair on (key, trial, tag slot); the difference gets a paired case-bootstrap interval
-and a p-value (binary: exact McNemar; real: a sign-flip test over cases).
+Intervals (two-sided, `confidence` 95% by default) and p-values count cases, not rows, since trials
+(and tag slots) of one case are correlated: binary metrics get the Wilson interval widened by its design
+effect (`stats.clustered_wilson_interval`), real metrics a seeded bootstrap that resamples cases with all
+their trials. Against the baseline, units pair on (key, trial, tag slot); the difference gets a paired
+case-bootstrap interval and a sign-flip test over cases (for binary and real metrics alike). All of them
+estimate the same thing: the value, or the change, on new prompts like the evaluated cases (`SCOPE`).
 
 Log scale: a metric declared with `scale="log"` (the offline headline quality) is reduced on log
 values, each floored at `LOG_FLOOR`: its estimate and interval are a geometric mean and its interval,
@@ -37,18 +39,20 @@ from .stats import (
     DEFAULT_RESAMPLES,
     DiffResult,
     Interval,
-    McNemarResult,
     SignFlipResult,
     bootstrap_interval,
+    clustered_wilson_interval,
     holm,
-    mcnemar_paired,
     paired_bootstrap_diff,
     sign_flip_test,
-    wilson_interval,
 )
 
 #: columns that describe a config, copied into every reduced table
 CONFIG_COLUMNS = ["method", "value", "config", "strength"]
+
+#: what every interval and p-value of `summary` is about, in words for the report and the terminal
+SCOPE = ("intervals and p-values count cases, not rows (trials of a case resampled or flipped together): "
+         "they are about new prompts like these cases")
 
 
 def config_order(frame: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
@@ -161,15 +165,22 @@ def _by_config(u: pd.DataFrame) -> dict[str, _Obs]:
     return {str(c): _Obs(ids[i], v[i], keys[i], trials[i]) for c, i in u.groupby("config", sort=False).indices.items()}
 
 
-def _interval(obs: _Obs, metric: Metric, confidence: float, n_resamples: int, seed: int) -> Interval:
-    if metric.kind == "binary" and _is_01(obs.v):
-        return wilson_interval(int(obs.v.sum()), int(obs.v.size), confidence)
-    ci = bootstrap_interval(obs.v, cluster=obs.keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+def values_interval(values: np.ndarray, keys: np.ndarray, metric: Metric, *, confidence: float = 0.95,
+                    n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """The metric's estimate and interval from its unit values and their case keys (the array-level
+    core of `interval` and `summary`): design-effect Wilson for 0/1 binary values, else a case bootstrap."""
+    if metric.kind == "binary" and _is_01(values):
+        return clustered_wilson_interval(values, keys, confidence)
+    ci = bootstrap_interval(values, cluster=keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
     if metric.scale == "log":
         return dataclasses.replace(ci, estimate=_natural(metric, ci.estimate), low=_natural(metric, ci.low),
                                    high=_natural(metric, ci.high), method=f"{ci.method} (geometric mean)",
                                    std=math.nan)
     return ci
+
+
+def _interval(obs: _Obs, metric: Metric, confidence: float, n_resamples: int, seed: int) -> Interval:
+    return values_interval(obs.v, obs.keys, metric, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
 def interval(rows: pd.DataFrame, metric: Metric, *, confidence: float = 0.95,
@@ -192,7 +203,7 @@ class Comparison:
     estimate: float  # mean of the config's paired units
     baseline_estimate: float
     diff: DiffResult  # config - baseline, cases resampled as clusters
-    test: McNemarResult | SignFlipResult  # McNemar for binary metrics, sign flip for real ones
+    test: SignFlipResult  # flips whole cases, for binary and real metrics alike
     n_pairs: int
     n_cases: int
     n_trials: int
@@ -200,10 +211,6 @@ class Comparison:
     @property
     def pvalue(self) -> float:
         return self.test.pvalue
-
-    @property
-    def mcnemar(self) -> McNemarResult | None:
-        return self.test if isinstance(self.test, McNemarResult) else None
 
     def __str__(self) -> str:
         return (f"{self.metric.name} {self.config} vs {self.baseline}: {self.estimate:.3f} vs "
@@ -233,6 +240,23 @@ def _check_pairing(frame: pd.DataFrame, config: str, baseline: str) -> None:
                          f"e.g. {shown}")
 
 
+def paired_comparison(tv: np.ndarray, bv: np.ndarray, keys: np.ndarray, trials: np.ndarray, metric: Metric, *,
+                      config: str = "config", baseline: str = BASELINE, confidence: float = 0.95,
+                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Comparison:
+    """The comparison from paired unit values (config's, baseline's) with their case keys and trials (the
+    array-level core of `compare` and `summary`): a case-bootstrap interval of the mean paired difference
+    and a sign-flip test that flips whole cases, so a case that changed counts once however many trials
+    it has."""
+    diff = paired_bootstrap_diff(tv, bv, cluster=keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    test = sign_flip_test(tv, bv, cluster=keys, n_resamples=n_resamples, seed=seed)
+    estimate, base = _natural(metric, float(tv.mean())), _natural(metric, float(bv.mean()))
+    if metric.scale == "log":  # the log-ratio interval, as a difference of geometric means
+        diff = dataclasses.replace(diff, diff=base * math.expm1(diff.diff), low=base * math.expm1(diff.low),
+                                   high=base * math.expm1(diff.high))
+    return Comparison(metric, config, baseline, estimate, base, diff, test, int(tv.size), len(set(keys)),
+                      len(set(trials)))
+
+
 def _compare(obs: Mapping[str, _Obs], config: str, baseline: str, metric: Metric, confidence: float,
              n_resamples: int, seed: int) -> Comparison:
     t, b = obs.get(config), obs.get(baseline)
@@ -241,19 +265,8 @@ def _compare(obs: Mapping[str, _Obs], config: str, baseline: str, metric: Metric
         _, it, ib = np.intersect1d(t.ids, b.ids, return_indices=True)
     if t is None or b is None or not it.size:
         raise ValueError(f"{metric.name}: no (key, trial) pairs of {config} and {baseline} with values on both sides")
-    tv, bv, keys = t.v[it], b.v[ib], t.keys[it]
-    diff = paired_bootstrap_diff(tv, bv, cluster=keys, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    test: McNemarResult | SignFlipResult
-    if metric.kind == "binary" and _is_01(tv) and _is_01(bv):
-        test = mcnemar_paired(tv.astype(bool), bv.astype(bool))
-    else:
-        test = sign_flip_test(tv, bv, cluster=keys, n_resamples=n_resamples, seed=seed)
-    estimate, base = _natural(metric, float(tv.mean())), _natural(metric, float(bv.mean()))
-    if metric.scale == "log":  # the log-ratio interval, as a difference of geometric means
-        diff = dataclasses.replace(diff, diff=base * math.expm1(diff.diff), low=base * math.expm1(diff.low),
-                                   high=base * math.expm1(diff.high))
-    return Comparison(metric, config, baseline, estimate, base, diff, test, int(tv.size), len(set(keys)),
-                      len(set(t.trials[it])))
+    return paired_comparison(t.v[it], b.v[ib], t.keys[it], t.trials[it], metric, config=config, baseline=baseline,
+                             confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
 def compare(frame: pd.DataFrame, config: str, metric: Metric, *, baseline: str = BASELINE,
@@ -272,8 +285,10 @@ def summary(frame: pd.DataFrame, metrics: Sequence[Metric], *, confidence: float
     """One row per config in `config_order`: method, value, config, strength, n (rows), trials, and
     per metric `m`, `m_low`, `m_high` and, against the baseline, `m_diff`, `m_diff_low`, `m_diff_high`,
     `m_p` (NaN for the baseline itself, without a baseline, or without paired values) and `m_p_holm`:
-    `m_p` adjusted by Holm's method over the steered configs, because the report reads every config's
-    p-value and so makes as many comparisons as there are configs.
+    `m_p` adjusted by Holm's method over every comparison the report reads together. For a metric of its
+    own that is its steered configs; the side effects (`Metric.side_effect`) form one family, configs x
+    side effects, since the report flags any side effect of any config: Holm over the whole table keeps
+    the chance of flagging one under "nothing changed" at the nominal level.
 
     Differences pair on whatever (key, trial) rows both configs have; `compare` insists on all.
     """
@@ -311,7 +326,14 @@ def summary(frame: pd.DataFrame, metrics: Sequence[Metric], *, confidence: float
     columns += [f"{m.name}{s}" for m in metrics for s in suffixes]
     out = pd.DataFrame(records, columns=columns)
     for m in metrics:
-        out[f"{m.name}_p_holm"] = holm(out[f"{m.name}_p"].to_numpy(float))
+        if not m.side_effect:
+            out[f"{m.name}_p_holm"] = holm(out[f"{m.name}_p"].to_numpy(float))
+    side = [f"{m.name}_p" for m in metrics if m.side_effect]
+    if side:  # one family: configs x side effects, adjusted together
+        table = out[side].to_numpy(float)
+        adjusted = np.asarray(holm(table.ravel()), dtype=float).reshape(table.shape)
+        for j, column in enumerate(side):
+            out[f"{column}_holm"] = adjusted[:, j]
     return out
 
 

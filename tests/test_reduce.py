@@ -85,12 +85,15 @@ def test_summary_by_hand(table: pd.DataFrame) -> None:
     b, p10, act = s.loc["baseline"], s.loc["pasta-alpha10"], s.loc["actadd-c2"]
     assert (b["n"], b["trials"], p10["method"], p10["value"]) == (4, 2, "pasta", 10.0)
 
-    # strict prompt accuracy: baseline 2 of 4 rows, Wilson by formula; pasta-alpha10 4 of 4
+    # strict prompt accuracy: baseline 2 of 4 rows, one pass per case, so the cases agree exactly
+    # (design effect 1): the plain Wilson interval. pasta-alpha10 passes 4 of 4: every trial agrees,
+    # the design effect is the worst case (2 trials), and the interval is Wilson over the 2 cases.
     assert b["strict_prompt_accuracy"] == 0.5
     assert (b["strict_prompt_accuracy_low"], b["strict_prompt_accuracy_high"]) == pytest.approx(wilson(2, 4))
     assert p10["strict_prompt_accuracy"] == 1.0
-    assert (p10["strict_prompt_accuracy_low"], p10["strict_prompt_accuracy_high"]) == pytest.approx(wilson(4, 4))
-    # paired: pasta-alpha10 gains the two baseline failures and loses none: McNemar b=0, c=2, p = 2 / 2^2
+    assert (p10["strict_prompt_accuracy_low"], p10["strict_prompt_accuracy_high"]) == pytest.approx(wilson(2, 2))
+    # paired: pasta-alpha10 gains one baseline failure in each case; sign flips of the case sums (1, 1)
+    # reach |2| in 2 of 4 patterns: p = 0.5
     assert p10["strict_prompt_accuracy_diff"] == pytest.approx(0.5)
     assert p10["strict_prompt_accuracy_p"] == pytest.approx(0.5)
     # Holm over the steered configs: never below the raw p-value, NaN for the baseline
@@ -144,7 +147,7 @@ def test_by_tag_by_hand(table: pd.DataFrame) -> None:
 
 def test_compare_pairs_and_refuses_unpaired(table: pd.DataFrame) -> None:
     comp = reduce.compare(table, "pasta-alpha10", STRICT)
-    assert (comp.mcnemar.b, comp.mcnemar.c, comp.n_pairs, comp.n_cases, comp.n_trials) == (0, 2, 4, 2, 2)
+    assert (comp.test.n_clusters, comp.test.exact, comp.n_pairs, comp.n_cases, comp.n_trials) == (2, True, 4, 2, 2)
     shuffled = table.sample(frac=1.0, random_state=5).reset_index(drop=True)
     assert reduce.compare(shuffled, "pasta-alpha10", QUALITY) == reduce.compare(table, "pasta-alpha10", QUALITY)
     missing = table[~((table.config == "actadd-c2") & (table.key == "k2") & (table.trial == 1))]

@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from pytest_steer.stats import (
     bootstrap_interval,
+    clustered_wilson_interval,
+    design_effect,
     holm,
     mcnemar_exact,
     mcnemar_paired,
@@ -104,9 +107,10 @@ def test_bootstrap_percentiles_match_full_enumeration(clustered: bool, confidenc
         sum(units[i][0] for i in draw) / sum(units[i][1] for i in draw)
         for draw in itertools.product(range(3), repeat=3)
     ]
-    alpha = 1 - confidence
-    # The quantile levels (e.g. 0.025 * 27 = 0.675) fall strictly inside a step of the exact CDF,
-    # so a large resample lands on the same atom: agreement is exact, not just close.
+    # The expanded percentile interval reads the tails at the level whose normal quantile is
+    # sqrt(3 / 2) t_2 (3 resampled units). Those levels (e.g. 0.0209 * 27 = 0.56 at 80%) fall strictly
+    # inside a step of the exact CDF, so a large resample lands on the same atom: agreement is exact.
+    alpha = 2 * scipy_stats.norm.sf(math.sqrt(3 / 2) * scipy_stats.t.ppf(1 - (1 - confidence) / 2, 2))
     result = paired_bootstrap_diff(
         diffs, np.zeros_like(diffs), n_resamples=200_000, confidence=confidence, cluster=cluster
     )
@@ -247,6 +251,43 @@ def test_wilson_matches_formula_by_hand() -> None:
 def test_wilson_matches_published_values(k: int, n: int, low: float, high: float) -> None:
     result = wilson_interval(k, n)
     assert (round(result.low, 4), round(result.high, 4)) == (low, high)
+
+
+def test_design_effect_by_hand() -> None:
+    keys = np.repeat(["a", "b", "c", "d"], 3)
+    identical = np.repeat([1.0, 0.0, 1.0, 1.0], 3)
+    assert design_effect(identical, keys) == 3.0  # trials copy each other: each case counts once
+    balanced = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0], float)
+    assert design_effect(balanced, keys) == 1.0  # every case 1 of 3, as the pooled share: no clustering
+    assert design_effect(np.ones(12), keys) == 3.0  # no variation: the worst case
+    # case sums (3, 1, 0, 2), sizes 3, mean 0.5: var_cluster = 4/3 * (1.5^2 + .5^2 + 1.5^2 + .5^2) / 144
+    # = 5/108; var_iid = 0.25 / 12 = 1/48; ratio 240/108 = 20/9
+    mixed = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0], float)
+    assert design_effect(mixed, keys) == pytest.approx(20 / 9)
+
+
+def test_clustered_wilson_counts_cases_when_trials_agree() -> None:
+    """4 cases x 3 identical trials, 3 of 4 cases pass: the Wilson interval over 4 cases, not 12 rows."""
+    keys = np.repeat(["a", "b", "c", "d"], 3)
+    ci = clustered_wilson_interval(np.repeat([1.0, 1.0, 1.0, 0.0], 3), keys)
+    plain = wilson_interval(3, 4)
+    assert (ci.estimate, ci.n) == (0.75, 12)
+    assert (ci.low, ci.high) == pytest.approx((plain.low, plain.high))
+    assert "design effect 3.00" in ci.method
+    independent = clustered_wilson_interval(np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0], float), keys)
+    plain = wilson_interval(4, 12)
+    assert (independent.low, independent.high) == pytest.approx((plain.low, plain.high))
+    with pytest.raises(ValueError, match="0/1"):
+        clustered_wilson_interval([0.5, 1.0], ["a", "b"])
+
+
+def test_sign_flip_counts_a_flipped_case_once_however_many_trials() -> None:
+    """The issue's example: 4 cases flip in all 3 trials. Rows as independent pairs (McNemar) give
+    p = 2 / 2^12; cases give 2 / 2^4 = 0.125."""
+    keys = np.repeat(np.arange(4), 3)
+    treated, control = np.ones(12), np.zeros(12)
+    assert mcnemar_paired(treated, control).pvalue == pytest.approx(2 / 2**12)
+    assert sign_flip_test(treated, control, cluster=keys).pvalue == pytest.approx(0.125)
 
 
 def test_wilson_rejects_empty_sample() -> None:
