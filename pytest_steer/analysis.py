@@ -283,8 +283,9 @@ def power(frame: pd.DataFrame, metric: Metric, *, baseline: str = BASELINE, delt
 
     The spread of paired differences comes from every steered config against the baseline, pooled
     (each config's differences centred on its own mean, so its effect does not count as noise).
-    Returns the `Power` and e.g. "power: at 12 cases x 2 trials a change of +0.21 in strict prompt
-    accuracy is detectable (80% power, paired, two-sided 5%); +0.05 needs about 210 cases x 2 trials".
+    Returns the `Power` and e.g. "power: at 12 cases x 2 trials the smallest change in strict prompt
+    accuracy detectable (...) is +0.21; +0.05 needs about 210 cases x 2 trials (or 190 x 4: ...)"; with
+    one trial the line says that the trial-to-trial spread is not estimable instead of pricing more trials.
     """
     diffs, keys = [], []
     for config in config_order(frame, baseline):
@@ -304,11 +305,16 @@ def power(frame: pd.DataFrame, metric: Metric, *, baseline: str = BASELINE, delt
     if p.case_variance(p.trials) == 0:
         return p, (f"power: paired differences in {metric.title} did not vary at {n_cases} cases x {p.trials} "
                    "trials, so the detectable change cannot be estimated")
-    more = p.cases_needed(delta, 2 * p.trials)
-    return p, (f"power: at {n_cases} cases x {p.trials} trials the smallest change in {metric.title} detectable "
-               f"(paired, {power:.0%} power, two-sided {alpha:g}) is {p.detectable:+.3f}; "
-               f"{delta:+g} needs about {p.cases_needed(delta, p.trials)} cases x {p.trials} trials "
-               f"(or {more} x {2 * p.trials})")
+    if p.within_known:
+        more = (f" (or {p.cases_needed(delta, 2 * p.trials)} x {2 * p.trials}: more trials only shrink the "
+                "trial-to-trial part of the spread)")
+    else:
+        more = (" (with one trial the trial-to-trial spread cannot be estimated, so whether more trials "
+                "would help is unknown: run 2 or more to find out)")
+    trials = f"{p.trials} trial" + ("s" if p.trials != 1 else "")
+    return p, (f"power: at {n_cases} cases x {trials} the smallest change in {metric.title} detectable "
+               f"(paired t on case means, {power:.0%} power, two-sided {alpha:g}) is {p.detectable:+.3f}; "
+               f"{delta:+g} needs about {p.cases_needed(delta, p.trials)} cases x {trials}{more}")
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,7 @@ class MatchedDose:
     tolerance: float  # a config is matched when its dose is within this factor of `reference`
     table: pd.DataFrame  # per method: config, dose, primary and quality with intervals, primary_diff, matched
     text: str  # one sentence for the recommendation
+    paired: DiffResult | None = None  # best matched config minus the next one, paired on (case, trial)
 
     @property
     def matched(self) -> list[str]:
@@ -326,18 +333,20 @@ class MatchedDose:
         return [str(c) for c in self.table.loc[self.table["matched"], "config"]]
 
 
-def matched_dose(summary: pd.DataFrame, *, primary: str, quality: str = "quality", dose: str = "dose",
-                 baseline: str = BASELINE, tolerance: float = 2.0,
-                 metrics: Sequence[Metric] = ()) -> MatchedDose | None:
+def matched_dose(summary: pd.DataFrame, frame: pd.DataFrame, *, primary: str, quality: str = "quality",
+                 dose: str = "dose", baseline: str = BASELINE, tolerance: float = 2.0,
+                 metrics: Sequence[Metric] = (), confidence: float = 0.95, seed: int = 0) -> MatchedDose | None:
     """Compare methods at matched dose: each method's config nearest (in log dose) one common dose.
 
     The common dose is the config dose that every method gets closest to in the worst case (it
     minimises, over candidate doses, the largest log-distance from any method to its nearest config),
     so no method is compared far outside the range it was run at. A method is *matched* when its
     nearest config is within a factor `tolerance` of it; the others are listed with their distance,
-    not compared. Among matched configs the best by primary metric is named, with whether its
-    interval of the change from the baseline separates it from the next one's. None with fewer than
-    two methods that have a positive dose.
+    not compared. Among matched configs the best by primary metric is named and compared with the next
+    one directly: the two configs' rows in `frame` (the results table) share (case, trial), so their
+    paired difference gets a case-bootstrap interval, and a method is called better only when that
+    interval excludes 0 (overlap of two 95% intervals of the change from the baseline would be a test at
+    about 0.5%). None with fewer than two methods that have a positive dose.
     """
     if dose not in summary or primary not in summary:
         return None
@@ -371,15 +380,21 @@ def matched_dose(summary: pd.DataFrame, *, primary: str, quality: str = "quality
         text = (f"at matched dose (~{reference:.3g} nats/token, within {tolerance:g}x) fewer than two methods have a "
                 f"config, so none are compared there{away}")
     else:
-        best, second = on.iloc[0], on.iloc[1]
-        apart = (best[f"{primary}_diff_low"] > second[f"{primary}_diff_high"] if sign > 0
-                 else best[f"{primary}_diff_high"] < second[f"{primary}_diff_low"])
-        text = (f"at matched dose (~{reference:.3g} nats/token, within {tolerance:g}x): "
-                + ", ".join(f"{r.config} {getattr(r, primary):.3f}" for r in on.itertuples(index=False))
-                + f" in {primary}; {best['config']} is highest"
-                + (", its interval of the change from the baseline apart from the next one's" if apart else
-                   ", but the intervals of the change from the baseline overlap: no method is better at this dose")
-                + away)
+        best, second = str(on.iloc[0]["config"]), str(on.iloc[1]["config"])
+        metric = next((m for m in metrics if m.name == primary), Metric(primary, "real", 1))
+        t, b, keys = paired_values(frame, best, metric, second)
+        listed = ", ".join(f"{r.config} {getattr(r, primary):.3f}" for r in on.itertuples(index=False))
+        head = f"at matched dose (~{reference:.3g} nats/token, within {tolerance:g}x): {listed} in {primary}; "
+        if not t.size:
+            return MatchedDose(reference, tolerance, table, head + f"{best} and {second} share no (case, trial) "
+                               f"rows, so they cannot be compared{away}")
+        paired = paired_bootstrap_diff(t, b, cluster=keys, confidence=confidence, seed=seed)
+        apart = paired.low > 0 if sign > 0 else paired.high < 0
+        diff = (f"paired difference {best} - {second} {paired.diff:+.3f}, {confidence:.0%} case-bootstrap interval "
+                f"[{paired.low:+.3f}, {paired.high:+.3f}] over {paired.n_clusters} cases")
+        text = head + (f"{best} is better ({diff})" if apart else
+                       f"no method is better at this dose ({diff} includes 0)") + away
+        return MatchedDose(reference, tolerance, table, text, paired)
     return MatchedDose(reference, tolerance, table, text)
 
 

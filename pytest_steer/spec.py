@@ -337,6 +337,19 @@ class RunSpec:
         raise KeyError(f"no config {label!r} in this grid; there are {', '.join(c.label for c in self.configs())}")
 
 
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse combinations of settings that would make the statistics lie, before any work starts.
+
+    Greedy decoding makes every trial of a case the same response: several trials would repeat one
+    row, and a reader (or a test that counts rows) would take copies for evidence.
+    """
+    if settings.get("greedy") and int(settings.get("trials", 1)) > 1:
+        raise ValueError(f"--steer-greedy makes all {settings['trials']} trials of a case identical copies; "
+                         "add --steer-trials 1 (or drop --steer-greedy to sample several trials)")
+
+
 def spec_from(settings: Mapping[str, Any]) -> RunSpec:
-    """A hashable RunSpec from resolved settings (values are parsed and hashable already)."""
+    """A hashable RunSpec from resolved settings (values are parsed and hashable already), checked by
+    `check_settings`."""
+    check_settings(settings)
     return RunSpec.from_settings(settings)

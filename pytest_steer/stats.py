@@ -407,6 +407,9 @@ class Power:
     of the cases' true differences, `within` the trial-to-trial spread inside a case (0 with one
     trial). A two-sided test at `alpha` detects, with probability `power`, a true change of
     `detectable` at `n_cases` cases; `cases_needed(delta, trials)` inverts that for a wanted change.
+    The test is a paired t-test on per-case means, so the quantiles are Student's t with cases - 1
+    degrees of freedom (a normal z understates what 16 cases need). With one trial `within` cannot be
+    estimated (`within_known` is False) and is 0 here: the spread of the cases includes it.
     """
 
     between: float
@@ -417,20 +420,30 @@ class Power:
     power: float = 0.8
 
     @property
-    def _z(self) -> float:
-        return float(sps.norm.ppf(1 - self.alpha / 2) + sps.norm.ppf(self.power))
+    def within_known(self) -> bool:
+        return self.trials > 1
+
+    def _t(self, n_cases: int) -> float:
+        df = max(1, n_cases - 1)
+        return float(sps.t.ppf(1 - self.alpha / 2, df) + sps.t.ppf(self.power, df))
 
     def case_variance(self, trials: int) -> float:
         return self.between + self.within / trials
 
     @property
     def detectable(self) -> float:
-        return self._z * math.sqrt(self.case_variance(self.trials) / self.n_cases)
+        return self._t(self.n_cases) * math.sqrt(self.case_variance(self.trials) / self.n_cases)
 
     def cases_needed(self, delta: float, trials: int) -> int:
         if delta <= 0:
             raise ValueError(f"delta must be > 0, got {delta}")
-        return max(2, math.ceil((self._z / delta) ** 2 * self.case_variance(trials)))
+        n = 2
+        for _ in range(100):  # the t quantile depends on n: iterate to the fixed point (it converges fast)
+            wanted = max(2, math.ceil((self._t(n) / delta) ** 2 * self.case_variance(trials)))
+            if wanted == n:
+                break
+            n = wanted
+        return n
 
 
 def paired_power(diffs: Sequence[float] | np.ndarray, cluster: Sequence | np.ndarray, *,

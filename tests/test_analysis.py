@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from pytest_steer import reduce
 from pytest_steer.analysis import (
@@ -22,7 +23,7 @@ from pytest_steer.analysis import (
     select,
     write_results,
 )
-from pytest_steer.methods.base import BASELINE_CONFIG
+from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.results import to_frame
 
 from .factories import METRICS, PASTA10, QUALITY, REPETITION, STRICT, grid_frame, make_row, sweep_rows
@@ -237,6 +238,22 @@ def test_power_line_matches_the_normal_approximation() -> None:
         power(frame[frame["config"] == "baseline"], STRICT)
 
 
+def test_power_uses_t_at_few_cases_and_says_one_trial_cannot_price_more_trials() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 1, (16, 1))
+    frame = grid_frame({"baseline": {QUALITY.name: base}, "arm1": {QUALITY.name: base + rng.normal(0, 0.2, (16, 1))}})
+    p, line = power(frame, QUALITY)
+    # paired t on 16 case means: t_{15} quantiles, not z (2.8016 would understate it by about 6%)
+    t = scipy_stats.t.ppf(0.975, 15) + scipy_stats.t.ppf(0.8, 15)
+    assert p.detectable == pytest.approx(t * math.sqrt(p.case_variance(1) / 16))
+    assert not p.within_known and p.within == 0.0
+    assert line.startswith("power: at 16 cases x 1 trial the smallest change")
+    assert "with one trial the trial-to-trial spread cannot be estimated" in line and " (or " not in line
+    # cases_needed solves n = ((t_{n-1} quantiles) / delta)^2 var at its own n
+    n = p.cases_needed(p.detectable, 1)
+    assert n == pytest.approx(16, abs=1)
+
+
 def test_one_budget_per_phenomenon() -> None:
     """The offline quality already pays for repetition: no second repetition budget, and none on diversity.
     Budgets travel on the metric declarations, found by role."""
@@ -275,7 +292,10 @@ def test_matched_dose_compares_each_method_at_the_config_nearest_one_common_dose
         "prompt-restate": ("prompt", 0.06, 0.60, -0.05, 0.25),
         "prompt-system": ("prompt", 3.0, 0.95, 0.3, 0.6),
     })
-    m = matched_dose(s, primary="strict_prompt_accuracy", metrics=METRICS)
+    # actadd-c1 passes 8 of the 20 cases (both trials) that prompt-restate fails and loses none: their
+    # intervals of the change from the baseline overlap (0.05..0.35 vs -0.05..0.25), the paired one does not
+    frame = _two_methods(gained=8, lost=0)
+    m = matched_dose(s, frame, primary="strict_prompt_accuracy", metrics=METRICS)
     assert m is not None
     # the common dose whose farthest method is nearest: 0.06 (pasta's nearest config, 0.2, is 3.3x away;
     # at 0.05 it would be 4x, at 0.2 actadd would be 4x)
@@ -283,15 +303,28 @@ def test_matched_dose_compares_each_method_at_the_config_nearest_one_common_dose
     assert m.table.set_index("method")["config"].to_dict() == {
         "pasta": "pasta-a10", "actadd": "actadd-c1", "prompt": "prompt-restate"}
     assert m.matched == ["actadd-c1", "prompt-restate"]  # pasta's nearest is over 2x away: not compared
-    assert "actadd-c1 0.700, prompt-restate 0.600" in m.text and "actadd-c1 is highest" in m.text
-    assert "intervals of the change from the baseline overlap" in m.text  # 0.05..0.35 vs -0.05..0.25
+    assert "actadd-c1 0.700, prompt-restate 0.600" in m.text
+    assert m.paired is not None and m.paired.diff == pytest.approx(0.4) and m.paired.n_clusters == 20
+    assert m.paired.low > 0 and "actadd-c1 is better (paired difference actadd-c1 - prompt-restate +0.400" in m.text
     assert "pasta-a10 (3.3x away)" in m.text
     assert m.table.set_index("config").at["actadd-c1", "dose_high"] == pytest.approx(0.055)
 
-    # apart: the best matched config's change interval lies above the next one's
-    s.loc[s["config"] == "actadd-c1", ["strict_prompt_accuracy_diff_low", "strict_prompt_accuracy_diff_high"]] = \
-        [0.3, 0.5]
-    assert "apart from the next one's" in matched_dose(s, primary="strict_prompt_accuracy").text
+    # 2 cases gained and 1 lost: the paired interval includes 0, whatever the summary's intervals say
+    tie = matched_dose(s, _two_methods(gained=2, lost=1), primary="strict_prompt_accuracy")
+    assert tie is not None and tie.paired is not None and tie.paired.low < 0 < tie.paired.high
+    assert "no method is better at this dose (paired difference" in tie.text and "includes 0" in tie.text
     # fewer than two methods with a dose: nothing to match
-    assert matched_dose(s[s["method"].isin(["baseline", "pasta"])], primary="strict_prompt_accuracy") is None
-    assert matched_dose(s.drop(columns="dose"), primary="strict_prompt_accuracy") is None
+    assert matched_dose(s[s["method"].isin(["baseline", "pasta"])], frame, primary="strict_prompt_accuracy") is None
+    assert matched_dose(s.drop(columns="dose"), frame, primary="strict_prompt_accuracy") is None
+
+
+def _two_methods(gained: int, lost: int) -> pd.DataFrame:
+    """actadd-c1 and prompt-restate on 20 cases x 2 trials: prompt-restate passes cases 0-9; actadd-c1
+    also passes the next `gained` cases and fails the first `lost`."""
+    actadd, prompt = GridPoint("actadd", 1.0, "actadd-c1", 1.0), GridPoint("prompt", "restate", "prompt-restate", 1.0)
+    rows = []
+    for e in range(20):
+        for t in range(2):
+            rows.append(make_row(f"case{e:02d}", prompt, t, follow=[e < 10]))
+            rows.append(make_row(f"case{e:02d}", actadd, t, follow=[lost <= e < 10 + gained]))
+    return to_frame(rows, [STRICT.name])

@@ -110,6 +110,9 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("temperature-zero", ["--steer-temperature", "0"], GRID_TEST, "temperature '0' must be > 0"),
         ("top-p-above-one", ["--steer-top-p", "1.5"], GRID_TEST, "top-p '1.5' must be in (0, 1]"),
         ("top-k-zero", ["--steer-top-k", "0"], GRID_TEST, "top-k '0' must be >= 1"),
+        ("greedy-with-trials", ["--steer-greedy", "--steer-trials", "3"], GRID_TEST,
+         "--steer-greedy makes all 3 trials of a case identical copies; add --steer-trials 1"),
+        ("marker-greedy-with-trials", [], _marker_test("greedy=True, trials=2"), "all 2 trials of a case identical"),
     ]
 
 

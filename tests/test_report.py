@@ -155,7 +155,7 @@ def test_terminal_table_lists_significant_side_effects() -> None:
     summary = reduce.summary(frame, METRICS, n_resamples=500)
     lines = terminal_table(summary, METRICS, "strict_prompt_accuracy")
     assert lines[0].split()[:5] == ["config", "rows", "strict", "prompt", "accuracy"]
-    assert "headline quality" in lines[0] and "side effects (Holm p < 0.05)" in lines[0]
+    assert "headline quality" in lines[0] and "side effects (Holm over configs x side effects, p < 0.05)" in lines[0]
     base, weak, strong = lines[1:]
     assert base.startswith("baseline") and base.rstrip().endswith("]")  # no differences for the baseline
     assert "repetition" not in weak  # pasta-alpha5 does not loop

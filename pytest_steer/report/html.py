@@ -19,6 +19,7 @@ import pandas as pd
 
 from pytest_steer.analysis import MatchedDose, Recommendation
 from pytest_steer.results import BASELINE, write_atomically
+from pytest_steer.reduce import SCOPE
 from pytest_steer.scores import Metric
 
 #: a change against the baseline is "significant" below this p-value (two-sided)
@@ -111,8 +112,8 @@ def _summary_table(summary: pd.DataFrame, metrics: Sequence[Metric], rec: Recomm
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     return (f"<h3>Per-config summary</h3><p>Estimate [{confidence:.0%} interval]; Δ: paired difference against "
-            "the baseline with its two-sided p-value, unadjusted and adjusted by Holm over the steered configs; "
-            "★ marks the Pareto set.</p>"
+            "the baseline with its two-sided p-value (sign-flip test over cases), unadjusted and adjusted by Holm "
+            f"over the steered configs; ★ marks the Pareto set. Scope: {_e(SCOPE)}.</p>"
             f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
@@ -132,7 +133,9 @@ def _side_effects_html(summary: pd.DataFrame, metrics: Sequence[Metric], baselin
         return ""
     base = summary[summary["config"] == baseline].iloc[0]
     parts = [f"<h3>Side effects</h3><p>Each side-effect metric against the baseline, paired on (case, trial); "
-             f"changes with Holm-adjusted p &lt; {SIGNIFICANCE:g} (over the steered configs) are highlighted: green in "
+             f"changes with Holm-adjusted p &lt; {SIGNIFICANCE:g} are highlighted (Holm over the whole table, every "
+             "steered config x every side effect, so that under no change any flag at all is raised at most "
+             f"{SIGNIFICANCE:.0%} of the time): green in "
              "the metric's good direction, red in its "
              "bad one, yellow for metrics without a good direction.</p>"]
     cls = {"better": "good", "worse": "bad", "changed": "changed"}

@@ -22,7 +22,7 @@ from ..methods import GridPoint
 from ..options import MarkerError
 from ..results import ResultRow, write_atomically
 from ..scores import Metric
-from ..spec import RunSpec, resolve, spec_from
+from ..spec import RunSpec, check_settings, resolve, spec_from
 
 if TYPE_CHECKING:  # also what the plugin's fixtures are typed with
     from ..evaluation import EvalResult
@@ -131,7 +131,8 @@ class SteerSession:
         self.on_progress = on_progress
         try:
             self.settings = resolve(get_cli, get_ini, {})
-        except MarkerError as exc:
+            check_settings(self.settings)
+        except (MarkerError, ValueError) as exc:
             raise StartError(str(exc)) from None
         if self.settings["ray"] and (worker is not None or xdist):
             raise StartError("--steer-ray and -n both spread generation over processes; use one "

@@ -71,8 +71,8 @@ def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: st
                    significance: float = 0.05) -> list[str]:
     """Per config: the primary metric and the quality with their intervals (and, for steered configs,
     the difference from the baseline), plus every side-effect metric that moved significantly
-    (Holm-adjusted p < `significance`, over the steered configs) against the baseline, with whether that
-    is better or worse."""
+    (Holm-adjusted p < `significance`, over every steered config x side effect) against the baseline, with
+    whether that is better or worse."""
     from ..report.html import verdict
 
     by_name = {m.name: m for m in metrics}
@@ -80,7 +80,7 @@ def terminal_table(summary: pd.DataFrame, metrics: Sequence[Metric], primary: st
     heads = [n for n in dict.fromkeys((primary, headline)) if n and n in summary.columns]
     side = [m for m in metrics if m.side_effect and m.name in summary.columns and m.name not in heads]
     table = [["config", "rows", *(by_name[n].title if n in by_name else n for n in heads),
-              f"side effects (Holm p < {significance:g})"]]
+              f"side effects (Holm over configs x side effects, p < {significance:g})"]]
     for row in summary.to_dict("records"):
         cells = [str(row["config"]), str(row["n"])]
         for n in heads:
@@ -138,7 +138,7 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     matched = None
     if "dose" in by_name and primary in summary.columns:
         matched = _step(problems, "compare the methods at matched dose", lambda: matched_dose(
-            summary, primary=primary, quality=quality or primary, metrics=present))
+            summary, frame, primary=primary, quality=quality or primary, metrics=present))
     power_line = None
     if BASELINE in configs and primary in by_name:
         power_line = _step(problems, "estimate the power", lambda: power(frame, by_name[primary])[1])
@@ -181,6 +181,9 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
         title=f"Steering evaluation ({info.settings.get(run, {}).get('task') or info.meta.get('task') or run})")) or ""
     lines = _step(problems, "format the terminal table",
                   lambda: terminal_table(summary, present, primary, quality=quality or primary)) or []
+    if lines:
+        from ..reduce import SCOPE
+        lines.append(f"{SCOPE[0].upper()}{SCOPE[1:]}.")
     if rec is not None:
         lines.append(f"recommended: {rec.config} ({rec.reason})")
     if matched is not None:
