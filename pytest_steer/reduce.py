@@ -356,6 +356,15 @@ def by_tag(frame: pd.DataFrame, metric: Metric, baseline: str = BASELINE) -> pd.
     the row's score once for each of the row's tags (how cases carrying that tag fared).
     """
     order = config_order(frame, baseline)
+    ex = _tag_units(frame, metric)
+    table = ex.groupby(["tag", "config"])["v"].mean().unstack("config") if len(ex) else pd.DataFrame()
+    table = table.reindex(columns=order)
+    table.index.name, table.columns.name = "tag", None
+    return table
+
+
+def _tag_units(frame: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """One value per (config, key, trial, tag): a per_tag metric's entry for that tag, else the row's score."""
     score = _score_column(frame, metric.name)
     details = frame["details"] if "details" in frame.columns else pd.Series(None, index=frame.index)
     tag_lists, values = [], []
@@ -364,10 +373,30 @@ def by_tag(frame: pd.DataFrame, metric: Metric, baseline: str = BASELINE) -> pd.
         listed = _details_list(detail, metric.name) if metric.per_tag else None
         tag_lists.append(tags)
         values.append(listed if listed is not None and len(listed) == len(tags) else [s] * len(tags))
-    d = pd.DataFrame({"config": frame["config"].to_numpy(), "tag": tag_lists, "v": values})
+    d = pd.DataFrame({"config": frame["config"].to_numpy(), "key": frame["key"].to_numpy(),
+                      "trial": frame["trial"].to_numpy(), "tag": tag_lists, "v": values})
     ex = d.explode(["tag", "v"]).dropna(subset=["tag", "v"])
-    ex = ex.astype({"v": float})
-    table = ex.groupby(["tag", "config"])["v"].mean().unstack("config") if len(ex) else pd.DataFrame()
-    table = table.reindex(columns=order)
-    table.index.name, table.columns.name = "tag", None
-    return table
+    return ex.astype({"v": float})
+
+
+def tag_deltas(frame: pd.DataFrame, config: str, metric: Metric, *, baseline: str = BASELINE,
+               confidence: float = 0.95, n_resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:
+    """Per tag (index `tag`): `n` (cases carrying it), `diff` (config - baseline, paired on (key, trial)),
+    its case-bootstrap `low` and `high`, the sign-flip `p` over those cases, and `p_holm`, adjusted by
+    Holm over the tags: a run has a few cases per tag and many tags, so an unadjusted per-tag p-value
+    would flag some tag in most runs where steering changed nothing."""
+    ex = _tag_units(frame, metric)
+    t = ex[ex["config"] == config].drop(columns="config")
+    b = ex[ex["config"] == baseline].drop(columns="config")
+    pairs = t.merge(b, on=["key", "trial", "tag"], suffixes=("_t", "_b"))
+    records = []
+    for tag, g in pairs.groupby("tag", sort=True):
+        keys = g["key"].to_numpy()
+        comp = paired_comparison(g["v_t"].to_numpy(float), g["v_b"].to_numpy(float), keys, g["trial"].to_numpy(),
+                                 metric, config=config, baseline=baseline, confidence=confidence,
+                                 n_resamples=n_resamples, seed=seed)
+        records.append({"tag": tag, "n": comp.n_cases, "diff": comp.diff.diff, "low": comp.diff.low,
+                        "high": comp.diff.high, "p": comp.pvalue})
+    out = pd.DataFrame(records, columns=["tag", "n", "diff", "low", "high", "p"]).set_index("tag")
+    out["p_holm"] = holm(out["p"].to_numpy(float))
+    return out

@@ -193,3 +193,15 @@ def test_log_scale_metric_is_a_geometric_mean(table: pd.DataFrame) -> None:
     assert reduce.means(zero[zero["config"] == "baseline"], [geo])["quality"] == pytest.approx(LOG_FLOOR)
     with pytest.raises(ValueError, match="scale"):
         replace(STRICT, scale="log")  # a proportion is not reduced on a log scale
+
+
+def test_tag_deltas_pair_per_tag_with_case_intervals_and_holm_over_tags(table: pd.DataFrame) -> None:
+    """pasta-alpha10 against the baseline, per tag: a:x is carried by k1 and k2, b:y by k2 only.
+    a:x: k1 gains trial 0 (F -> T), k2 keeps T in both trials -> diff 1/4; b:y: k2 gains trial 0 -> 1/2."""
+    t = reduce.tag_deltas(table, "pasta-alpha10", STRICT_INSTR, n_resamples=500)
+    assert list(t.index) == ["a:x", "b:y"]
+    assert t.loc["a:x", "n"] == 2 and t.loc["b:y", "n"] == 1
+    assert t.loc["a:x", "diff"] == pytest.approx(0.25) and t.loc["b:y", "diff"] == pytest.approx(0.5)
+    assert (t["low"] <= t["diff"]).all() and (t["diff"] <= t["high"]).all()
+    # sign flips: a:x has one non-zero case sum (k1: +1): p = 1; b:y one case: p = 1
+    assert t.loc["a:x", "p"] == 1.0 and (t["p_holm"] >= t["p"]).all()

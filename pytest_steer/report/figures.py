@@ -21,7 +21,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from pytest_steer.analysis import pareto_front
-from pytest_steer.reduce import by_tag, config_order
+from pytest_steer.reduce import by_tag, config_order, tag_deltas
+from pytest_steer.report.html import SIGNIFICANCE
 from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.scores import Metric
 
@@ -252,33 +253,44 @@ def tag_heatmaps(frame: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path, 
 
 def tag_delta_bars(frame: pd.DataFrame, config: str, metrics: Sequence[Metric], out_dir: Path, *,
                    baseline: str = BASELINE) -> Path:
-    """`delta_by_tag_<config>.png`: per tag, each metric's change from the baseline at `config`,
-    green where the change is in the metric's good direction, red where it is not."""
+    """`delta_by_tag_<config>.png`: per tag, each metric's change from the baseline at `config` with its
+    paired case-bootstrap interval and the number of cases per tag (`reduce.tag_deltas`). Only changes
+    significant after Holm over the tags are coloured (green: the metric's good direction, red: its bad
+    one); the rest are grey, since a tag has only a few cases and most bars are noise."""
     configs = set(frame["config"])
     if baseline not in configs or config not in configs:
         raise ValueError(f"tag_delta_bars needs both {baseline!r} and {config!r} in the table")
     deltas = []
     for m in metrics:
-        t = by_tag(frame, m, baseline)
+        t = tag_deltas(frame, config, m, baseline=baseline)
         if not t.empty:
-            deltas.append((m, (t[config] - t[baseline]).rename(m.name)))
+            deltas.append((m, t))
     if not deltas:
         raise ValueError("tag_delta_bars needs rows with tags")
-    order = deltas[0][1].sort_values(kind="stable").index
+    first = deltas[0][1]
+    order = first["diff"].sort_values(kind="stable").index
     n = len(order)
-    label_width = 0.07 * max((len(str(i)) for i in order), default=10)
-    fig = Figure(figsize=(4.5 * len(deltas) + label_width, 1.6 + 0.3 * max(n, 1)), layout="constrained")
+    labels = [f"{t} (n={int(first.at[t, 'n'])})" for t in order]
+    label_width = 0.07 * max((len(x) for x in labels), default=10)
+    fig = Figure(figsize=(4.5 * len(deltas) + label_width, 1.8 + 0.3 * max(n, 1)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(deltas), sharey=True))
     ys = np.arange(n)
-    for i, (ax, (metric, delta)) in enumerate(zip(axes, deltas, strict=True)):
-        v = delta.reindex(order).fillna(0.0).to_numpy(float)
+    for i, (ax, (metric, table)) in enumerate(zip(axes, deltas, strict=True)):
+        t = table.reindex(order)
+        v = t["diff"].fillna(0.0).to_numpy(float)
+        err = np.vstack([v - t["low"].fillna(0.0).to_numpy(float), t["high"].fillna(0.0).to_numpy(float) - v])
+        significant = (t["p_holm"] < SIGNIFICANCE).to_numpy()
         good = v * (metric.direction or 1) >= 0
-        ax.barh(ys, v, color=np.where(good, "tab:green", "tab:red") if metric.direction else "tab:gray")
+        colours = np.where(~significant, "tab:gray", np.where(good, "tab:green", "tab:red") if metric.direction
+                           else "tab:olive")
+        ax.barh(ys, v, color=colours, xerr=np.maximum(err, 0.0), error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel(f"Δ {metric.title}")
         if i == 0:
-            ax.set_yticks(ys, [str(t) for t in order])
+            ax.set_yticks(ys, labels)
         else:
             ax.tick_params(axis="y", labelleft=False)
+    fig.text(0.01, 0.005, f"bars: paired change, 95% case-bootstrap interval; coloured only when Holm p over the "
+             f"tags < {SIGNIFICANCE:g}", fontsize=7)
     fig.suptitle(f"{config} minus {baseline}, by tag")
     return _save(fig, out_dir, f"delta_by_tag_{_file_safe(config)}.png")

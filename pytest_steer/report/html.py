@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from pytest_steer.analysis import MatchedDose, Recommendation
-from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.reduce import SCOPE
+from pytest_steer.results import BASELINE, write_atomically
 from pytest_steer.scores import Metric
 
 #: a change against the baseline is "significant" below this p-value (two-sided)
