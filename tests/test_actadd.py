@@ -15,6 +15,7 @@ import torch
 from pytest_steer.cache import ResultCache
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
+    clamp,
     ActivationSteering,
     LayerTrial,
     add_to_residual,
@@ -747,3 +748,38 @@ def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_part
                 handle.remove()
             assert (expected - plain[i][real]).abs().max() > 1e-3
             assert (got[i][real] - expected).abs().max() < 1e-5
+
+
+def _sequential(hidden: torch.Tensor, units: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The one-direction clamp applied for each direction in turn (the rule before issue 28)."""
+    for u, z in zip(units, targets, strict=True):
+        u = u[:, None, :]
+        hidden = hidden + (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
+    return hidden
+
+
+def test_clamp_equals_the_sequential_rule_for_orthogonal_directions_and_is_exact_otherwise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 8, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(8, 3, generator=gen, dtype=torch.float64))
+    orthogonal = q.T[:, None, :].expand(3, 2, 8).clone()  # three orthonormal directions for both rows
+    targets = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    steered = hidden + clamp(hidden, orthogonal, targets)
+    assert torch.allclose(steered, _sequential(hidden, orthogonal, targets), atol=1e-10)
+
+    # correlated unit directions (cos ~0.7): clamping in turn leaves the first projection off its target;
+    # the simultaneous solution hits every target, and is the minimum-norm change in their span
+    a = torch.nn.functional.normalize(torch.randn(8, generator=gen, dtype=torch.float64), dim=0)
+    b = torch.nn.functional.normalize(a + torch.randn(8, generator=gen, dtype=torch.float64) * 0.7, dim=0)
+    units = torch.stack([a, b])[:, None, :].expand(2, 2, 8).clone()
+    units[1, 1] = 0  # row 1 has only the first direction: padding must leave it a one-direction clamp
+    z = torch.tensor([[1.5, 1.5], [-2.0, 0.0]], dtype=torch.float64)
+    steered = hidden + clamp(hidden, units, z)
+    projections = torch.einsum("bsh,kh->bsk", steered[:1], torch.stack([a, b]))
+    assert torch.allclose(projections, z[:, 0].expand(1, 5, 2), atol=1e-10)
+    sequential = _sequential(hidden[:1], units[:, :1], z[:, :1])
+    assert not torch.allclose(torch.einsum("bsh,h->bs", sequential, a), torch.full((1, 5), 1.5, dtype=torch.float64), atol=1e-3)
+    exact = hidden[0] + (z[:, 0] - hidden[0] @ torch.stack([a, b]).T) @ torch.linalg.inv(
+        torch.stack([a, b]) @ torch.stack([a, b]).T) @ torch.stack([a, b])  # the closed form, by hand
+    assert torch.allclose(steered[0], exact, atol=1e-10)
+    assert torch.allclose(steered[1], _sequential(hidden[1:], units[:1, 1:], z[:1, 1:])[0], atol=1e-10)

@@ -254,9 +254,13 @@ def _edit_output(model: Any, layer: int, rows: int, hidden_size: int, what: str,
 def edit_residual(model: Any, layer: int, units: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                   pushes: torch.Tensor) -> contextlib.AbstractContextManager[None]:
     """Steer decoder layer `layer`'s output at every position of each batch row b: first the paper's
-    clamp, h += weights[b] (targets[j, b] - h.u) u with u = units[j, b], for each direction j in turn
-    (a row steered by several instructions gets each clamp; a zero u leaves the row alone, so rows may
-    have fewer directions), then h += pushes[b] (the reference's keyword rule, and the `add` rule).
+    clamp, then h += pushes[b] (the reference's keyword rule, and the `add` rule).
+
+    The clamp with one direction u = units[0, b] is h += weights[b] (targets[0, b] - h.u) u. A row
+    steered by several instructions gets one simultaneous projection (`clamp`): the smallest change
+    within the span of its directions that puts every projection h.u_j at its target at once. Clamping
+    one direction after another only does that when the directions are orthogonal: a later clamp moves
+    the projections an earlier one set. A zero u leaves the row alone, so rows may have fewer directions.
 
     `units` [k, batch, hidden] (k may be 0), `targets` [k, batch], `weights` [batch], `pushes`
     [batch, hidden]; weight 1 is the paper's setting, weight 0 and a zero push change nothing, bit for
@@ -274,13 +278,36 @@ def edit_residual(model: Any, layer: int, units: torch.Tensor, targets: torch.Te
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         dtype, device = hidden.dtype, hidden.device
         w = weights.to(device=device, dtype=dtype)[:, None, None]
-        for u, z in zip(units.to(device=device, dtype=dtype), targets.to(device=device, dtype=dtype), strict=True):
-            u = u[:, None, :]
+        if units.shape[0] == 1:  # one direction: the reference's hook, in the hidden states' dtype
+            u, z = units[0].to(device=device, dtype=dtype)[:, None, :], targets[0].to(device=device, dtype=dtype)
             hidden = hidden + w * (z[:, None, None] - (hidden * u).sum(-1, keepdim=True)) * u
+        elif units.shape[0] > 1:
+            hidden = hidden + w * clamp(hidden, units.to(device), targets.to(device))
         return hidden + pushes.to(dtype=dtype, device=device)[:, None, :] if has_push else hidden
 
     return _edit_output(model, layer, pushes.shape[0], pushes.shape[1],
                         f"steering vectors of shape {tuple(pushes.shape)}", edit)
+
+
+def clamp(hidden: torch.Tensor, units: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The change that sets every projection at once: for each row b and position, delta = U^T a with
+    (U U^T) a = z - U h, U the row's non-zero directions units[:, b] (k x hidden), z its targets, so that
+    U (h + delta) = z exactly (in the least-squares sense when directions are linearly dependent).
+
+    `hidden` [batch, seq, hidden], `units` [k, batch, hidden], `targets` [k, batch]; solved in float32
+    (or float64 for float64 states) and returned in `hidden`'s dtype. For orthonormal directions
+    U U^T = I and this is the sum of the one-direction clamps, which clamping them in turn gives too.
+    """
+    import torch
+
+    work = torch.promote_types(hidden.dtype, torch.float32)
+    h = hidden.to(work)
+    u = units.to(work).transpose(0, 1)  # [batch, k, hidden]
+    active = u.abs().sum(-1) > 0  # [batch, k]
+    gram = u @ u.transpose(1, 2) + torch.diag_embed((~active).to(work))  # an inactive direction solves to 0
+    residual = (targets.to(work).T[:, None, :] - h @ u.transpose(1, 2)) * active[:, None, :]  # [batch, seq, k]
+    coefficients = residual @ torch.linalg.pinv(gram, hermitian=True).transpose(1, 2)
+    return (coefficients @ u).to(hidden.dtype)
 
 
 def add_to_residual(model: Any, layer: int, vectors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
