@@ -15,12 +15,12 @@ import torch
 from pytest_steer.cache import ResultCache
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.actadd import (
-    clamp,
     ActivationSteering,
     LayerTrial,
     add_to_residual,
     auto_layers,
     choose_layers,
+    clamp,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
