@@ -26,6 +26,7 @@ from pytest_steer.methods.actadd import (
     last_token_activations,
     middle_layer,
     prompt_without_instructions,
+    uninformed,
 )
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
@@ -672,6 +673,11 @@ def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
         *_trials(FW, 2, [True, True, True], [5.0, math.nan, 4.0]),  # an empty response counts as degenerate
     ]
     assert choose_layers(trials) == {HL: 1, END: 0, FW: None}
+    # no arm follows: no information about the layer, so the middle swept layer, not "unsteered"
+    blind = [*_trials(END, None, [False] * 3, fine), *(t for layer in (0, 1, 2)
+                                                       for t in _trials(END, layer, [False] * 3, fine))]
+    assert choose_layers(blind) == {END: 1}
+    assert uninformed(blind) == {END} and uninformed(trials) == set()
     assert auto_layers(30) == [6, 11, 16, 21] and auto_layers(3) == [0, 1, 2] and auto_layers(1) == [0]
 
 
@@ -778,7 +784,8 @@ def test_clamp_equals_the_sequential_rule_for_orthogonal_directions_and_is_exact
     projections = torch.einsum("bsh,kh->bsk", steered[:1], torch.stack([a, b]))
     assert torch.allclose(projections, z[:, 0].expand(1, 5, 2), atol=1e-10)
     sequential = _sequential(hidden[:1], units[:, :1], z[:, :1])
-    assert not torch.allclose(torch.einsum("bsh,h->bs", sequential, a), torch.full((1, 5), 1.5, dtype=torch.float64), atol=1e-3)
+    first = torch.einsum("bsh,h->bs", sequential, a)
+    assert not torch.allclose(first, torch.full((1, 5), 1.5, dtype=torch.float64), atol=1e-3)
     exact = hidden[0] + (z[:, 0] - hidden[0] @ torch.stack([a, b]).T) @ torch.linalg.inv(
         torch.stack([a, b]) @ torch.stack([a, b]).T) @ torch.stack([a, b])  # the closed form, by hand
     assert torch.allclose(steered[0], exact, atol=1e-10)

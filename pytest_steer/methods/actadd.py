@@ -371,6 +371,10 @@ def choose_layers(trials: Sequence[LayerTrial]) -> dict[str, int | None]:
     A response is degenerate when its perplexity is below LOW_PERPLEXITY (or it is empty). A layer
     whose share of degenerate responses exceeds the unsteered one's is dropped; of the rest (and
     "unsteered"), the highest held-out accuracy wins, ties going to unsteered, then the lower layer.
+
+    When no arm (unsteered or any layer) followed the instruction at all, the sweep says nothing about
+    the layer (`uninformed`): the type is steered at the middle swept layer, the method's default
+    depth, rather than reported as "unsteered", which would read as steering tried and found useless.
     """
     import math
 
@@ -387,8 +391,17 @@ def choose_layers(trials: Sequence[LayerTrial]) -> dict[str, int | None]:
         floor = share(by_layer.get(None, []) or [LayerTrial(kind, None, False, math.inf)])
         kept = [layer for layer, rows in by_layer.items() if layer is None or share(rows) <= floor]
         accuracy = {layer: sum(r.follows for r in by_layer[layer]) / len(by_layer[layer]) for layer in kept}
+        swept = sorted(layer for layer in by_layer if layer is not None)
+        if kind in uninformed(trials) and swept:
+            out[kind] = swept[len(swept) // 2]
+            continue
         out[kind] = min(kept, key=lambda layer: (-accuracy[layer], layer is not None, layer or 0))
     return out
+
+
+def uninformed(trials: Sequence[LayerTrial]) -> set[str]:
+    """Instruction types that no response of the sweep followed, in any arm: their layer is not informed."""
+    return {kind for kind in {t.kind for t in trials} if not any(t.follows for t in trials if t.kind == kind)}
 
 
 def check_coefficient(value: Any) -> float:
@@ -433,6 +446,7 @@ class ActivationSteering:
         self._layer: int | None = None  # the resolved fixed layer (None under auto)
         self._fits: Layers = {}  # layer -> (directions, targets), fitted in prepare
         self._type_layers: dict[str, int | None] = {}  # auto's choice per instruction type (None: not steered)
+        self._uninformed: set[str] = set()  # types no arm of auto's sweep followed
         self._fallbacks: dict[str, str] = {}  # fine key without held-out cases -> the type key used instead
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
         self.offers: CaseOffers = INSTRUCTIONS  # which keys group each case's vectors: the run's task, from prepare
@@ -518,9 +532,10 @@ class ActivationSteering:
         keys = set(next(iter(self._fits.values()))[0]) if self._fits else set()
         self._fallbacks = {vk.name: vk.fallback for c in ctx.steered for vks in offers.vector_keys(c) for vk in vks
                            if vk.key not in keys}
-        self._type_layers = {}
+        self._type_layers, self._uninformed = {}, set()
         if layer is None and ctx.steered:
-            self._type_layers = choose_layers(self._sweep(ctx, held_out, hashes))
+            sweep = self._sweep(ctx, held_out, hashes)
+            self._type_layers, self._uninformed = choose_layers(sweep), uninformed(sweep)
 
     def _fitted(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str], layers: list[int]) -> Layers:
         """Directions and targets at each of `layers`: from the store where it has them, else fitted (and stored)."""
@@ -638,7 +653,9 @@ class ActivationSteering:
         else:
             chosen = sorted(self._type_layers.items())
             out = [f"actadd: rule {self.rule}, layer auto over {sorted(self._fits)}: " + ", ".join(
-                f"{kind} {'unsteered' if layer is None else layer}" for kind, layer in chosen)]
+                f"{kind} {'unsteered' if layer is None else layer}"
+                + (" (no information: no arm of the sweep followed it)" if kind in self._uninformed else "")
+                for kind, layer in chosen)]
         by_type: dict[str, list[str]] = {}
         for fine, kind in sorted(self._fallbacks.items()):
             by_type.setdefault(kind, []).append(fine)
