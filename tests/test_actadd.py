@@ -286,20 +286,22 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
     for case in load_cases():
         by_type.setdefault(case.instruction_id_list[0], []).append(case)
     fw, end = by_type["keywords:forbidden_words"], by_type["startend:end_checker"]
-    both = dataclasses.replace(end[1], key="both", instruction_id_list=(fw[0].instruction_id_list[0],
-                                                                       end[1].instruction_id_list[0]),
-                               kwargs=({}, {}))
+    # a case with two instructions: each gets the difference its own text makes, the other kept in both
+    both = dataclasses.replace(end[1], key="both", prompt=f"{end[1].prompt} {fw[0].instructions[0]}",
+                               instruction_id_list=(end[1].instruction_id_list[0], fw[0].instruction_id_list[0]),
+                               instructions=(end[1].instructions[0], fw[0].instructions[0]), kwargs=({}, {}))
     cases = [fw[0], fw[1], end[0], both]
 
     vectors = instruction_vectors(model, tok, cases, layer, batch_size=3)
 
-    def diff(case):
-        pair = [case.prompt, prompt_without_instructions(case.prompt, case.instructions)]
+    def diff(case, removed):
+        pair = [case.prompt, prompt_without_instructions(case.prompt, removed)]
         a, b = (last_token_activations(model, tok, [p], layer)[0] for p in pair)
         return a - b
 
-    d = [diff(c) for c in cases]
-    expected = {"keywords:forbidden_words": (d[0] + d[1] + d[3]) / 3, "startend:end_checker": (d[2] + d[3]) / 2}
+    d = [diff(c, c.instructions) for c in cases[:3]]
+    both_end, both_fw = (diff(both, [text]) for text in both.instructions)
+    expected = {"keywords:forbidden_words": (d[0] + d[1] + both_fw) / 3, "startend:end_checker": (d[2] + both_end) / 2}
     assert list(vectors) == list(expected)
     for kind, vec in vectors.items():
         assert vec.shape == (model.config.hidden_size,) and vec.dtype == torch.float32

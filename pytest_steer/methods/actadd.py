@@ -157,11 +157,10 @@ def _kinds(offers: CaseOffers, case: Case) -> list[str]:
     return [vks[0].fallback if vks else "" for vks in offers.vector_keys(case)]
 
 
-def _fit_keys(case: Case, offers: CaseOffers = INSTRUCTIONS) -> list[str]:
-    """The directions a held-out case's activation difference counts for: each instruction's type, and
-    its fine keys that point *towards* what the case asks (a forbidden-words case is no inclusion example)."""
-    keys = [k for ks in offers.vector_keys(case) for vk in ks
-            for k in ((vk.key,) if vk.sign > 0 else ()) + (vk.fallback,)]
+def _fit_keys(vector_keys: Sequence[Any]) -> list[str]:
+    """The directions one instruction's activation difference counts for: its type, and its fine keys
+    that point *towards* what it asks (a forbidden word is no inclusion example)."""
+    keys = [k for vk in vector_keys for k in ((vk.key,) if vk.sign > 0 else ()) + (vk.fallback,)]
     return list(dict.fromkeys(keys))
 
 
@@ -171,11 +170,14 @@ def fit_instruction_vectors(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """(directions d, targets z) per key: what both steering rules need, from one pass over the cases.
 
-    For each case: activation(prompt) - activation(prompt without its instruction texts), at the
-    last token of `layer`'s output; d is the mean over the cases of a key and z the mean projection
-    of their with-instruction activations on d / |d|. A case counts for each of its keys (`_fit_keys`):
-    its types', and its fine ones (a language, each included keyword). Returns float32 CPU tensors
-    [hidden] and floats, keyed in order of first appearance.
+    For each instruction of each case: activation(prompt) - activation(prompt without that one
+    instruction's text), at the last token of `layer`'s output, counted for that instruction's keys
+    (`_fit_keys`: its type, and its fine keys such as a language or an included keyword). A case with
+    several instructions thus gives each of them its own difference, the others kept in both prompts,
+    instead of one mixed difference counted for every type (the reference fits on single-instruction
+    examples; for those this is the same). d is the mean over a key's differences and z the mean
+    projection of their with-instruction activations on d / |d|. Returns float32 CPU tensors [hidden]
+    and floats, keyed in order of first appearance.
     """
     return fit_layers(model, tokenizer, cases, [layer], batch_size=batch_size, offers=offers)[layer]
 
@@ -188,25 +190,29 @@ def fit_layers(
     cases = list(cases)
     if not cases:
         raise ValueError("no cases to compute instruction vectors from")
-    stripped = []
-    for case in cases:
-        if not offers.highlights(case):
+    stripped: list[str] = []  # one per (case, instruction)
+    owner: list[int] = []  # the case of each stripped prompt
+    rows: dict[str, list[int]] = {}  # key -> the (case, instruction) pairs it is fitted from
+    for i, case in enumerate(cases):
+        texts = list(offers.highlights(case))
+        if not texts:
             raise ValueError(f"case {case.key!r} offers no instruction texts (highlights, e.g. IFEval's "
                              "`instructions`), so it has no paired prompt")
-        try:
-            stripped.append(prompt_without_instructions(case.prompt, offers.highlights(case)))
-        except ValueError as e:
-            raise ValueError(f"case {case.key!r}: {e}") from None
+        keyed = offers.vector_keys(case)
+        for j, text in enumerate(texts):
+            try:
+                stripped.append(prompt_without_instructions(case.prompt, [text]))
+            except ValueError as e:
+                raise ValueError(f"case {case.key!r}: {e}") from None
+            for key in _fit_keys(keyed[j] if j < len(keyed) else ()):
+                rows.setdefault(key, []).append(len(owner))
+            owner.append(i)
     at = layers_last_token_activations(
         model, tokenizer, [c.prompt for c in cases] + stripped, layers, batch_size=batch_size
     )
-    rows: dict[str, list[int]] = {}
-    for i, case in enumerate(cases):
-        for key in _fit_keys(case, offers):
-            rows.setdefault(key, []).append(i)
     out = {}
     for layer, acts in at.items():
-        with_instruction = acts[: len(cases)]
+        with_instruction = acts[: len(cases)][owner]
         diffs = with_instruction - acts[len(cases):]
         vectors = {key: diffs[idx].mean(0) for key, idx in rows.items()}
         out[layer] = vectors, {key: float(with_instruction[idx].mean(0) @ _unit(vectors[key]))
