@@ -13,19 +13,24 @@ import pytest
 import torch
 
 from pytest_steer.cache import ResultCache
-from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
+from pytest_steer.methods import PrepareContext, SteeringError, actadd, build_method, config
 from pytest_steer.methods.actadd import (
+    AUTO_LONG_TOKENS,
+    AUTO_TOKENS,
     ActivationSteering,
     LayerTrial,
     add_to_residual,
     auto_layers,
     choose_layers,
     clamp,
+    degeneracy_mark,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
     middle_layer,
     prompt_without_instructions,
+    response_perplexities,
+    sweep_tokens,
     uninformed,
 )
 from pytest_steer.models import LoadedModel
@@ -667,14 +672,19 @@ def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
         *_trials(HL, None, [False, False, False], fine),
         *_trials(HL, 1, [True, False, False], fine),
         *_trials(HL, 2, [True, True, True], [5.0, 1.3, 4.0]),  # the most accurate, but one response loops
-        *_trials(END, None, [True, False, False], [1.5, 6.0, 4.0]),  # unsteered already has one loop
-        *_trials(END, 0, [True, True, False], [1.2, 6.0, 4.0]),  # as many loops as unsteered: kept
+        *_trials(END, None, [True, False, False], [5.0, 6.0, 4.0]),
+        *_trials(END, 0, [True, True, False], [2.6, 6.0, 4.0]),  # just above the mark: kept
         *_trials(END, 1, [True, True, False], fine),  # ties with 0: the lower layer
         *_trials(FW, None, [True, False, False], fine),
         *_trials(FW, 0, [True, False, False], fine),  # no better than unsteered: not steered
         *_trials(FW, 2, [True, True, True], [5.0, math.nan, 4.0]),  # an empty response counts as degenerate
     ]
+    # the mark: half the median of the nine unsteered perplexities (5.0): 2.5
+    assert degeneracy_mark(trials) == pytest.approx(2.5)
     assert choose_layers(trials) == {HL: 1, END: 0, FW: None}
+    # floor 0, as the reference: an unsteered arm that loops scores 0 too, so a clean layer beats it
+    looping = [*_trials(FW, None, [True, True, False], [5.0, 1.0, 6.0]), *_trials(FW, 0, [True, False, False], fine)]
+    assert choose_layers(looping) == {FW: 0}
     # no arm follows: no information about the layer, so the middle swept layer, not "unsteered"
     blind = [*_trials(END, None, [False] * 3, fine), *(t for layer in (0, 1, 2)
                                                        for t in _trials(END, layer, [False] * 3, fine))]
@@ -683,18 +693,36 @@ def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
     assert auto_layers(30) == [6, 11, 16, 21] and auto_layers(3) == [0, 1, 2] and auto_layers(1) == [0]
 
 
+def test_sweep_budget_is_long_enough_for_end_judged_types():
+    assert sweep_tokens(HL) == sweep_tokens(END) == AUTO_LONG_TOKENS > AUTO_TOKENS
+    assert sweep_tokens("change_case:english_lowercase") == AUTO_TOKENS
+    assert sweep_tokens("change_case:english_lowercase", 500) == 500  # the run's own budget when larger
+
+
+def test_response_perplexities_score_the_response_alone(embedded):
+    """A loop is far more predictable to the model than a fluent answer; an empty response has none."""
+    fluent = ("Dear Mr. Lee,\n\nThank you for your letter about the leaking tap in the kitchen. A plumber will "
+              "visit on Thursday morning; please leave the back door unlocked.")
+    loop = "I am sorry, " * 12
+    model, tok = embedded.model, embedded.tokenizer
+    got = response_perplexities(model, tok, [fluent, loop, ""], batch_size=2)
+    assert got[1] < 2.0 < got[0] and math.isnan(got[2])
+    assert response_perplexities(model, tok, [loop])[0] == pytest.approx(got[1], rel=1e-4)  # padding-free
+
+
 def _sweep_tools(calls: list[int]) -> dict:
     """Stand-ins for the session's scorers: a response follows when it has a digit; perplexity from length."""
 
-    def log_likelihoods(prompts, responses):
+    def perplexities(responses):
         calls.append(len(responses))
-        return [-math.log(2.0 + len(r) % 7) if r else math.nan for r in responses]
+        return [2.0 + len(r) % 7 if r else math.nan for r in responses]
 
     return {"follows": lambda case, response: any(ch.isdigit() for ch in response),
-            "log_likelihoods": log_likelihoods, "scorer": "test"}
+            "perplexities": perplexities, "scorer": "test"}
 
 
 def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_lm, by_type, tmp_path, monkeypatch):
+    monkeypatch.setattr(actadd, "AUTO_LONG_TOKENS", 12)  # a random tiny model never ends its answers
     held = [*by_type[HL][:2], *by_type[END][:2]]
     steered = [by_type[HL][2], by_type[END][2]]
     store, calls = ResultCache(tmp_path), []
@@ -719,9 +747,10 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
         ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
 
 
-def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_partners(tiny_lm, by_type):
+def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_partners(tiny_lm, by_type, monkeypatch):
     """Under auto, a row's instructions are steered at their types' layers: the hook at each layer leaves
     rows of other layers bit for bit alone, so a row's logits are those of the row steered alone."""
+    monkeypatch.setattr(actadd, "AUTO_LONG_TOKENS", 12)  # a random tiny model never ends its answers
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     held = [*by_type[HL][:2], *by_type[END][:2], *by_type[FW][:2]]
     cases = [by_type[HL][2], by_type[END][2], by_type[FW][2], by_type[HL][3]]

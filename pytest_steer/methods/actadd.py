@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -342,14 +343,64 @@ VECTORS_FORMAT = 3
 RULES = ("project", "add")
 #: `auto`'s budget: at most this many layers, evenly spaced in the middle band [n/5, n - n/5) (the
 #: reference sweeps every 2nd layer from n/5 to the top), held-out cases per instruction type, and
-#: new tokens per sweep response (the reference generates up to 1024)
+#: new tokens per sweep response for a type judged early in an answer
 AUTO_LAYERS, AUTO_CASES, AUTO_TOKENS = 4, 3, 64
-#: the reference's degeneration mark: a response the unsteered model finds this predictable is a loop
-LOW_PERPLEXITY = 2.5
+#: new tokens for a type judged at the end of an answer or on its whole length: an answer cut short
+#: fails them at every layer and unsteered alike (the reference gives JSON and sections 1024 tokens)
+AUTO_LONG_TOKENS = 384
+JUDGED_ON_THE_WHOLE_ANSWER = frozenset({
+    "startend:end_checker", "startend:quotation", "detectable_content:postscript", "detectable_format:json_format",
+    "detectable_format:multiple_sections", "detectable_format:number_bullet_lists",
+    "detectable_format:number_highlighted_sections", "length_constraints:number_words",
+    "length_constraints:number_sentences", "length_constraints:number_paragraphs",
+    "length_constraints:nth_paragraph_first_word", "keywords:frequency", "keywords:letter_frequency",
+    "detectable_content:number_placeholders", "combination:repeat_prompt", "combination:two_responses",
+})
+#: the degeneracy mark, calibrated per model: a response whose perplexity (the response alone, under the
+#: model itself) is below this share of the median over the sweep's unsteered responses is degenerate
+DEGENERATE_SHARE = 0.5
 #: bump when the cached sweep record or its computation changes
-SWEEP_FORMAT = 1
+SWEEP_FORMAT = 2
 
 Layers = dict[int, tuple[dict[str, "torch.Tensor"], dict[str, float]]]
+
+
+def sweep_tokens(kind: str, max_new_tokens: int = 0) -> int:
+    """New tokens per sweep response for instruction type `kind`: enough for it to be judged, or the
+    run's own `max_new_tokens` when that is larger (the sweep then sees answers as long as the run's)."""
+    return max(AUTO_LONG_TOKENS if kind in JUDGED_ON_THE_WHOLE_ANSWER else AUTO_TOKENS, max_new_tokens)
+
+
+def response_perplexities(model: Any, tokenizer: Any, responses: Sequence[str], *, batch_size: int = 8) -> list[float]:
+    """Perplexity of each response alone (after the start token, no prompt) under `model`; NaN when empty.
+
+    This is the reference's measure (it scores the response alone, under GPT-2) with the model under
+    test in GPT-2's place, since no fixed second model installs offline here. Given the prompt, a model
+    finds its own fluent answers nearly as predictable as a loop (both near 2 for SmolLM2-135M); alone,
+    fluent answers sit at 2.5-8 and loops below 2.3.
+    """
+    import torch
+
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = [[start, *tokenizer(r, add_special_tokens=False)["input_ids"]] for r in responses]
+    out = [math.nan] * len(ids)
+    todo = [i for i, x in enumerate(ids) if len(x) > 1]
+    device = next(model.parameters()).device
+    for at in range(0, len(todo), batch_size):
+        rows = todo[at:at + batch_size]
+        width = max(len(ids[i]) for i in rows)
+        batch = torch.full((len(rows), width), start, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            batch[r, :len(ids[i])], mask[r, :len(ids[i])] = torch.tensor(ids[i]), 1
+        with torch.inference_mode():
+            logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device),
+                                                reduction="none")
+        keep = mask[:, 1:].to(device).float()
+        for r, i in enumerate(rows):
+            out[i] = math.exp(float((nll[r] * keep[r]).sum() / keep[r].sum()))
+    return out
 
 
 def auto_layers(num_layers: int) -> list[int]:
@@ -362,46 +413,59 @@ def auto_layers(num_layers: int) -> list[int]:
 @dataclass(frozen=True)
 class LayerTrial:
     """One response of `auto`'s sweep: an instruction type's held-out case, generated unsteered
-    (layer None) or steered at `layer` with value 1; whether it follows the instruction, and its
-    perplexity under the unsteered model (NaN for an empty response)."""
+    (layer None) or steered at `layer` with value 1; whether it follows the instruction, its
+    perplexity (`response_perplexities`; NaN for an empty response), and whether it ended before its
+    token budget (`tokens`)."""
 
     kind: str
     layer: int | None
     follows: bool
     perplexity: float
+    ended: bool = True
+    tokens: int = AUTO_TOKENS
+
+
+def degeneracy_mark(trials: Sequence[LayerTrial]) -> float:
+    """The perplexity below which a sweep response counts as degenerate, calibrated on this model:
+    DEGENERATE_SHARE of the median perplexity of the sweep's unsteered responses (the reference's fixed
+    2.5 belongs to GPT-2's scale, not to the model under test's). NaN without unsteered perplexities."""
+    import statistics
+
+    base = [t.perplexity for t in trials if t.layer is None and not math.isnan(t.perplexity)]
+    return DEGENERATE_SHARE * statistics.median(base) if base else math.nan
+
+
+def degenerate(trial: LayerTrial, mark: float) -> bool:
+    """Empty, or more predictable than the mark (a loop)."""
+    return math.isnan(trial.perplexity) or (not math.isnan(mark) and trial.perplexity < mark)
 
 
 def choose_layers(trials: Sequence[LayerTrial]) -> dict[str, int | None]:
     """Per instruction type, the layer `auto` steers it at (None: not steered), as the reference picks it.
 
-    A response is degenerate when its perplexity is below LOW_PERPLEXITY (or it is empty). A layer
-    whose share of degenerate responses exceeds the unsteered one's is dropped; of the rest (and
-    "unsteered"), the highest held-out accuracy wins, ties going to unsteered, then the lower layer.
+    As in the reference (floor 0, for chat models): an arm (a layer, or unsteered) with any degenerate
+    response (`degenerate` under `degeneracy_mark`) scores 0; the highest held-out accuracy wins, ties
+    going to unsteered, then to the lower layer.
 
     When no arm (unsteered or any layer) followed the instruction at all, the sweep says nothing about
     the layer (`uninformed`): the type is steered at the middle swept layer, the method's default
     depth, rather than reported as "unsteered", which would read as steering tried and found useless.
     """
-    import math
-
+    mark = degeneracy_mark(trials)
+    blind = uninformed(trials)
     out: dict[str, int | None] = {}
     for kind in dict.fromkeys(t.kind for t in trials):
         by_layer: dict[int | None, list[LayerTrial]] = {}
         for t in trials:
             if t.kind == kind:
                 by_layer.setdefault(t.layer, []).append(t)
-
-        def share(rows: list[LayerTrial]) -> float:
-            return sum(math.isnan(r.perplexity) or r.perplexity < LOW_PERPLEXITY for r in rows) / len(rows)
-
-        floor = share(by_layer.get(None, []) or [LayerTrial(kind, None, False, math.inf)])
-        kept = [layer for layer, rows in by_layer.items() if layer is None or share(rows) <= floor]
-        accuracy = {layer: sum(r.follows for r in by_layer[layer]) / len(by_layer[layer]) for layer in kept}
         swept = sorted(layer for layer in by_layer if layer is not None)
-        if kind in uninformed(trials) and swept:
+        if kind in blind and swept:
             out[kind] = swept[len(swept) // 2]
             continue
-        out[kind] = min(kept, key=lambda layer: (-accuracy[layer], layer is not None, layer or 0))
+        score = {layer: 0.0 if any(degenerate(r, mark) for r in rows) else sum(r.follows for r in rows) / len(rows)
+                 for layer, rows in by_layer.items()}
+        out[kind] = min(score, key=lambda layer: (-score[layer], layer is not None, layer or 0))
     return out
 
 
@@ -426,8 +490,9 @@ class ActivationSteering:
 
     `layer`: an index, "middle", or "auto": per instruction type, the layer of `auto_layers` that
     `choose_layers` picks from a sweep over held-out cases (which needs `ctx.options["follows"]`,
-    (case, response) -> bool, and `ctx.options["log_likelihoods"]`, (prompts, responses) -> mean
-    per-token log-likelihoods under the unsteered model; the session passes both).
+    (case, response) -> bool, and `ctx.options["perplexities"]`, responses -> perplexities, normally
+    `response_perplexities` under the unsteered model; the session passes both, and the run's
+    `max_new_tokens` for `sweep_tokens`).
     """
 
     name: ClassVar[str] = "actadd"
@@ -528,9 +593,9 @@ class ActivationSteering:
                 "and are never evaluated)"
             )
         if layer is None and ctx.steered and not all(callable(ctx.options.get(k)) for k in ("follows",
-                                                                                           "log_likelihoods")):
+                                                                                           "perplexities")):
             raise SteeringError("activation-steering layer auto scores a sweep over held-out cases, which needs "
-                                "options 'follows' and 'log_likelihoods' in its PrepareContext (the session gives "
+                                "options 'follows' and 'perplexities' in its PrepareContext (the session gives "
                                 "them when the task has a judge: Task(judge=...)); pass a layer index or 'middle' "
                                 "instead")
         self._fits = self._fitted(ctx, held_out, hashes, [layer] if layer is not None else auto_layers(layers))
@@ -580,46 +645,56 @@ class ActivationSteering:
 
     def _sweep(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str]) -> list[LayerTrial]:
         """`auto`'s sweep: AUTO_CASES held-out cases per steered instruction type (single-instruction ones
-        first, as the reference uses), greedy AUTO_TOKENS responses unsteered and at each layer at value 1,
-        scored; read from the store when the same sweep ran before."""
-        import math
-
+        first, as the reference uses), greedy responses of `sweep_tokens` new tokens for their type,
+        unsteered and at each layer at value 1, scored; read from the store when the same sweep ran before."""
         from ..cache import numerics_versions, tokenizer_fingerprint
 
         model, tokenizer = ctx.model.model, ctx.model.tokenizer
         kinds = sorted({t for c in ctx.steered for t in _kinds(self.offers, c)})
+        run_tokens = int(ctx.options.get("max_new_tokens", 0) or 0)
         picked: list[tuple[str, Case]] = []
         for kind in kinds:
             having = sorted((c for c in held_out if kind in _kinds(self.offers, c)),
                             key=lambda c: (len(_kinds(self.offers, c)) > 1, c.key))
             picked.extend((kind, c) for c in having[:AUTO_CASES])
+        budget: dict[str, int] = {}  # a case picked for several types gets the longest of their budgets
+        for kind, c in picked:
+            budget[c.key] = max(budget.get(c.key, 0), sweep_tokens(kind, run_tokens))
         grid = sorted(self._fits)
         param = next(model.parameters())
         key = {"format": SWEEP_FORMAT, "model": ctx.model.identity, "tokenizer": tokenizer_fingerprint(tokenizer),
-               "rule": self.rule, "grid": grid, "held_out": hashes, "tokens": AUTO_TOKENS,
-               "cases": [[kind, c.content_hash()] for kind, c in picked], "scorer": str(ctx.options.get("scorer")),
-               "dtype": str(param.dtype).removeprefix("torch."), "device_type": param.device.type,
-               "versions": numerics_versions()}
+               "rule": self.rule, "grid": grid, "held_out": hashes,
+               "cases": [[kind, c.content_hash(), budget[c.key]] for kind, c in picked],
+               "scorer": str(ctx.options.get("scorer")), "dtype": str(param.dtype).removeprefix("torch."),
+               "device_type": param.device.type, "versions": numerics_versions()}
         record = ctx.store.get("layer-sweep", key) if ctx.store is not None else None
         trials = _trials_from_record(record) if record is not None else None
         if trials is not None:
             return trials
         cases = list(dict.fromkeys(c for _, c in picked))
-        follows, log_likelihoods = ctx.options["follows"], ctx.options["log_likelihoods"]
+        groups: dict[int, list[Case]] = {}
+        for c in cases:
+            groups.setdefault(budget[c.key], []).append(c)
+        follows, perplexities = ctx.options["follows"], ctx.options["perplexities"]
         trials = []
         for layer in [None, *grid]:
-            responses = dict(zip((c.key for c in cases), self._greedy(model, tokenizer, cases, layer), strict=True))
-            ll = log_likelihoods([c.prompt for _, c in picked], [responses[c.key] for _, c in picked])
-            trials.extend(LayerTrial(kind, layer, bool(follows(c, responses[c.key])),
-                                     math.exp(-x) if not math.isnan(x) else math.nan)
-                          for (kind, c), x in zip(picked, ll, strict=True))
+            responses: dict[str, tuple[str, bool]] = {}
+            for tokens, group in groups.items():
+                responses.update(zip((c.key for c in group), self._greedy(model, tokenizer, group, layer, tokens),
+                                     strict=True))
+            ppl = perplexities([responses[c.key][0] for _, c in picked])
+            trials.extend(LayerTrial(kind, layer, bool(follows(c, responses[c.key][0])), float(x),
+                                     responses[c.key][1], budget[c.key])
+                          for (kind, c), x in zip(picked, ppl, strict=True))
         if ctx.store is not None:
-            ctx.store.put("layer-sweep", key, {"trials": [[t.kind, t.layer, t.follows, t.perplexity] for t in trials]})
+            ctx.store.put("layer-sweep", key, {"trials": [[t.kind, t.layer, t.follows, t.perplexity, t.ended, t.tokens]
+                                                          for t in trials]})
         return trials
 
-    def _greedy(self, model: Any, tokenizer: Any, cases: Sequence[Case], layer: int | None) -> list[str]:
-        """Greedy AUTO_TOKENS-token responses to `cases`, every instruction steered at `layer` at value 1
-        (None: unsteered)."""
+    def _greedy(self, model: Any, tokenizer: Any, cases: Sequence[Case], layer: int | None,
+                max_new_tokens: int) -> list[tuple[str, bool]]:
+        """Greedy responses of up to `max_new_tokens` to `cases`, every instruction steered at `layer` at
+        value 1 (None: unsteered), each with whether it ended (end of turn) before the budget."""
         import torch
 
         from ..prompts import encode, render_chat
@@ -632,9 +707,14 @@ class ActivationSteering:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.inference_mode(), steering:
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
-                                 max_new_tokens=AUTO_TOKENS, pad_token_id=pad, temperature=None, top_p=None,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, temperature=None, top_p=None,
                                  top_k=None)
-        return [str(t) for t in tokenizer.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)]
+        new = out[:, batch.input_ids.shape[1]:]
+        stops = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
+                    else [model.generation_config.eos_token_id, tokenizer.eos_token_id]) - {None}
+        ended = [bool(any(int(t) in stops for t in row)) for row in new]
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [(str(t), e) for t, e in zip(texts, ended, strict=True)]
 
     def _keying(self, held_out: Sequence[Case]) -> str:
         """How the vectors are keyed, for cache keys: IFEval's keying by its name (as before), else a hash of
@@ -794,7 +874,8 @@ def _trials_from_record(record: Mapping[str, Any]) -> list[LayerTrial] | None:
     if not isinstance(rows, list):
         return None
     try:
-        return [LayerTrial(str(kind), None if layer is None else int(layer), bool(follows), float(ppl))
-                for kind, layer, follows, ppl in rows]
+        return [LayerTrial(str(kind), None if layer is None else int(layer), bool(follows), float(ppl), bool(ended),
+                           int(tokens))
+                for kind, layer, follows, ppl, ended, tokens in rows]
     except (TypeError, ValueError):
         return None

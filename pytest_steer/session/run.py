@@ -193,7 +193,8 @@ class SteerRun:
             if self.store is None:
                 self.store = RecordingStore(self.cache)
             ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.store, spec.on_missing,
-                                 _layer_sweep_tools(self.model, self.task(spec)) if spec["actadd_layer"] == "auto"
+                                 _layer_sweep_tools(self.model, self.task(spec), spec.max_new_tokens)
+                                 if spec["actadd_layer"] == "auto"
                                  else {},
                                  task=self.task(spec))
             built = {name: build_method(name, spec) for name in spec.methods}
@@ -520,16 +521,19 @@ class SteerRun:
         return out
 
 
-def _layer_sweep_tools(model: LoadedModel, task: Task) -> dict[str, Any]:
+def _layer_sweep_tools(model: LoadedModel, task: Task, max_new_tokens: int = 0) -> dict[str, Any]:
     """What activation steering's `auto` layer sweep scores held-out responses with: the task's judge (IFEval:
-    its strict check), and the unsteered model's per-token log-likelihood (the reference's degeneration
-    filter). A task without a judge gives none, and `auto` says what it needs."""
-    from ..metrics.quality import Fluency
+    its strict check), and each response's perplexity alone under the unsteered model (the degeneration
+    filter); and the run's token budget. A task without a judge gives none, and `auto` says what it needs."""
+    import functools
+
+    from ..methods.actadd import response_perplexities
 
     if task.judge is None:
         return {}
-    return {"follows": task.judge, "log_likelihoods": Fluency(model.model, model.tokenizer).log_likelihoods,
-            "scorer": task.judge_name or task.name}
+    return {"follows": task.judge, "perplexities": functools.partial(response_perplexities, model.model,
+                                                                     model.tokenizer),
+            "scorer": task.judge_name or task.name, "max_new_tokens": max_new_tokens}
 
 
 def default_cache(enabled: bool = True, directory: str | Path | None = None) -> ResultCache:
