@@ -1,10 +1,13 @@
-"""What `--steer-actadd-layer auto` costs next to the fixed middle layer, measured in one run on the embedded model.
+"""What `--steer-actadd-layer auto` decides and costs, measured in one run on the embedded model.
 
 Prepares activation steering on `make eval`'s split (the embedded cases, HELD_OUT_PER_TYPE held out per
 instruction type) three ways in the same process: `middle` (fit the vectors at one layer), `auto` with an
 empty cache (fit at the sweep's layers, then generate and score the held-out sweep), and `auto` again on
-that cache (read, no generation). Prints the seconds and the ratio auto / middle; both run on the same
-machine in the same process, so load from other processes hits them alike.
+that cache (read, no generation). Prints the seconds and the ratio auto / middle (both run on the same
+machine in the same process, so load from other processes hits them alike), then per instruction type
+what the sweep saw: per arm (unsteered, each layer) the held-out accuracy, the responses' perplexities
+(the response alone under the model), how many are degenerate under the calibrated mark, how many ended
+within their token budget, whether the arm was dropped, and the layer chosen.
 
     python bench/bench_layer_auto.py
 """
@@ -19,7 +22,15 @@ import torch
 
 from pytest_steer.cache import ResultCache
 from pytest_steer.methods import PrepareContext
-from pytest_steer.methods.actadd import AUTO_CASES, AUTO_TOKENS, ActivationSteering, auto_layers
+from pytest_steer.methods.actadd import (
+    AUTO_CASES,
+    ActivationSteering,
+    LayerTrial,
+    auto_layers,
+    choose_layers,
+    degeneracy_mark,
+    degenerate,
+)
 from pytest_steer.models import load_model
 from pytest_steer.session.run import _layer_sweep_tools
 from pytest_steer.spec import RunSpec
@@ -32,12 +43,33 @@ def _timed(method: ActivationSteering, ctx: PrepareContext) -> float:
     return time.perf_counter() - start
 
 
+def _table(trials: list[LayerTrial]) -> list[str]:
+    """Per type and arm: accuracy, perplexities, degenerate and ended counts, dropped, and the choice."""
+    mark, chosen = degeneracy_mark(trials), choose_layers(trials)
+    lines = [f"degeneracy mark (half the median unsteered perplexity): {mark:.2f}"]
+    for kind in dict.fromkeys(t.kind for t in trials):
+        rows = [t for t in trials if t.kind == kind]
+        arms = list(dict.fromkeys(t.layer for t in rows))
+        lines.append(f"{kind} ({rows[0].tokens} new tokens), chosen: "
+                     f"{'unsteered' if chosen[kind] is None else f'layer {chosen[kind]}'}")
+        for layer in arms:
+            arm = [t for t in rows if t.layer == layer]
+            bad = sum(degenerate(t, mark) for t in arm)
+            ppl = ", ".join(f"{t.perplexity:.2f}" for t in arm)
+            name = "unsteered" if layer is None else f"layer {layer}"
+            lines.append(f"  {name:10} accuracy {sum(t.follows for t in arm)}/{len(arm)}, perplexity [{ppl}], "
+                         f"degenerate {bad}, ended {sum(t.ended for t in arm)}/{len(arm)}"
+                         + (", dropped (scores 0)" if bad else ""))
+    return lines
+
+
 def main() -> None:
     lm = load_model()
     task = ifeval_task()
-    split = task.load(RunSpec())
+    spec = RunSpec()
+    split = task.load(spec)
     steered, held = tuple(split.evaluated), split.held_out
-    tools = _layer_sweep_tools(lm, task)
+    tools = _layer_sweep_tools(lm, task, spec.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         middle_s = _timed(ActivationSteering(), PrepareContext(lm, steered, held, task=task))
         store = ResultCache(tmp)
@@ -49,10 +81,10 @@ def main() -> None:
     grid = auto_layers(lm.model.config.num_hidden_layers)
     print(f"model {lm.name}, {len(steered)} evaluated and {len(held)} held-out cases, {kinds} instruction types; "
           f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
-    print(f"auto sweep: layers {grid}, up to {AUTO_CASES} held-out cases per type x {len(grid) + 1} settings x "
-          f"{AUTO_TOKENS} new tokens")
+    print(f"auto sweep: layers {grid}, up to {AUTO_CASES} held-out cases per type x {len(grid) + 1} settings")
     print(f"prepare middle: {middle_s:.1f} s; auto (empty cache): {auto_s:.1f} s; auto (cached): {cached_s:.1f} s; "
           f"auto / middle = {auto_s / middle_s:.1f}; auto - middle = {auto_s - middle_s:.1f} s")
+    print("\n".join(_table(auto.sweep)))
     print("chosen: " + "; ".join(auto.notes()))
 
 

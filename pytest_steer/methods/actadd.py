@@ -518,6 +518,7 @@ class ActivationSteering:
         self._fits: Layers = {}  # layer -> (directions, targets), fitted in prepare
         self._type_layers: dict[str, int | None] = {}  # auto's choice per instruction type (None: not steered)
         self._uninformed: set[str] = set()  # types no arm of auto's sweep followed
+        self._trials: list[LayerTrial] = []  # auto's sweep
         self._fallbacks: dict[str, str] = {}  # fine key without held-out cases -> the type key used instead
         self._held_out: str | None = None  # hash of the held-out cases' content hashes
         self.offers: CaseOffers = INSTRUCTIONS  # which keys group each case's vectors: the run's task, from prepare
@@ -554,6 +555,11 @@ class ActivationSteering:
     def layers(self) -> dict[str, int | None]:
         """Under auto, the chosen layer per instruction type (None: `auto` leaves it unsteered); else empty."""
         return dict(self._type_layers)
+
+    @property
+    def sweep(self) -> list[LayerTrial]:
+        """`auto`'s sweep over held-out cases, each response's score and perplexity (empty for a fixed layer)."""
+        return list(self._trials)
 
     @property
     def fallbacks(self) -> dict[str, str]:
@@ -603,10 +609,10 @@ class ActivationSteering:
         keys = set(next(iter(self._fits.values()))[0]) if self._fits else set()
         self._fallbacks = {vk.name: vk.fallback for c in ctx.steered for vks in offers.vector_keys(c) for vk in vks
                            if vk.key not in keys}
-        self._type_layers, self._uninformed = {}, set()
+        self._type_layers, self._uninformed, self._trials = {}, set(), []
         if layer is None and ctx.steered:
-            sweep = self._sweep(ctx, held_out, hashes)
-            self._type_layers, self._uninformed = choose_layers(sweep), uninformed(sweep)
+            self._trials = self._sweep(ctx, held_out, hashes)
+            self._type_layers, self._uninformed = choose_layers(self._trials), uninformed(self._trials)
 
     def _fitted(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str], layers: list[int]) -> Layers:
         """Directions and targets at each of `layers`: from the store where it has them, else fitted (and stored)."""
@@ -778,7 +784,7 @@ class ActivationSteering:
         """One row's steering at `layer` and `weight`: the (unit, target) clamps and the vector added after them,
         for the case's instructions steered at that layer.
 
-        `project`: each non-keyword instruction is a clamp; keyword instructions add
+        `project`: each non-keyword instruction is a clamp (applied together, `clamp`); keyword instructions add
         weight x sum(sign x share x d) over their words (the reference's keyword rule). `add`: the mean
         over those instructions of each one's vector (d, or that keyword sum), times weight.
         """
