@@ -703,10 +703,10 @@ def test_response_perplexities_score_the_response_alone(embedded):
     """A loop is far more predictable to the model than a fluent answer; an empty response has none."""
     fluent = ("Dear Mr. Lee,\n\nThank you for your letter about the leaking tap in the kitchen. A plumber will "
               "visit on Thursday morning; please leave the back door unlocked.")
-    loop = "I am sorry, " * 12
+    loop = "I am sorry, " * 30
     model, tok = embedded.model, embedded.tokenizer
     got = response_perplexities(model, tok, [fluent, loop, ""], batch_size=2)
-    assert got[1] < 2.0 < got[0] and math.isnan(got[2])
+    assert got[1] < 0.5 * got[0] and math.isnan(got[2])  # below the mark a fluent unsteered answer would set
     assert response_perplexities(model, tok, [loop])[0] == pytest.approx(got[1], rel=1e-4)  # padding-free
 
 
