@@ -49,6 +49,7 @@ RANKS: dict[str, int] = {
     "tasks.ifeval": 1,  # IFEval's loader, seed types and options
     "models": 1,
     "cache": 1,
+    "files": 1,  # atomic writes and manifests, under the cache and the results files
     "options": 1,
     "results": 1,
     "scores": 1,

@@ -169,7 +169,9 @@ class SteerSession:
                 device = worker_device(g["devices"], int(str(self.worker["workerid"]).removeprefix("gw")))
             cache = default_cache(g["cache"], g["cache_dir"])
             if g["clear_cache"] and not self.is_worker:
-                cache.clear()
+                kept = cache.clear()
+                if kept:
+                    self.notes.append(kept)
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
             backend = None
             if g["ray"]:
