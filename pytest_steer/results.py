@@ -6,7 +6,6 @@ the objects that produced it. Scores are a mapping by name; `to_frame` spreads t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
