@@ -516,3 +516,23 @@ def test_deselecting_configs_says_that_whole_units_are_generated(pytester: pytes
                                  "generated together*"])
     result = pytester.runpytest(*args)
     assert "the selected tests read" not in result.stdout.str()
+
+
+def test_clear_cache_keeps_what_is_not_ours_and_says_so(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Issue 29: --steer-clear-cache deleted every folder under --steer-cache-dir, with rc 0 and no warning."""
+    cache = tmp_path / "shared"
+    user = {"huggingface/hub/model.bin": "weights", "my-project-data/results.csv": "a,b\n1,2\n"}
+    for rel, text in user.items():
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache / rel).write_text(text)
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    args = [*_args(tiny_model_dir, cache, grid=False), "--steer-methods", "prompt", "--steer-prompt-variants",
+            "system", "--steer-trials", "1"]
+    pytester.runpytest(*args).assert_outcomes(passed=2)
+    assert list((cache / "generation").rglob("*.json"))
+    result = pytester.runpytest(*args, "--steer-clear-cache")
+    result.assert_outcomes(passed=2)
+    assert {rel: (cache / rel).read_text() for rel in user} == user
+    result.stdout.fnmatch_lines([f"*pytest-steer cache: cleared {cache}, but kept what it did not write there: "
+                                 "huggingface/, my-project-data/"])
