@@ -30,7 +30,7 @@ from pytest_steer import cache, generation
 _rows = []
 _orig_batch = generation.GenerationEngine._generate_batch
 _orig_decode = generation.GenerationEngine._decode
-_orig_replace = cache._replace
+_orig_write, _orig_mark = cache.write_atomically, cache.write_manifest
 
 def counting(self, batch):
     _rows.extend([r.case.key, r.config.label, r.trial] for r in batch)
@@ -43,19 +43,19 @@ def decode(self, req, tokens, seed, eos):
     return generation.Generation(g.request, "<script>alert(1)</script> " + g.text + extra, g.n_tokens,
                                  g.finish_reason, g.seed)
 
-def refuse(src, dst):
-    raise PermissionError(13, "Permission denied", str(dst))
+def refuse(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
 
 def pytest_configure(config):
     generation.GenerationEngine._generate_batch = counting
     generation.GenerationEngine._decode = decode
     if os.environ.get("STEER_UNWRITABLE"):
-        cache._replace = refuse
+        cache.write_atomically = cache.write_manifest = refuse  # the cache's files only, not the report's
 
 def pytest_unconfigure(config):
     generation.GenerationEngine._generate_batch = _orig_batch
     generation.GenerationEngine._decode = _orig_decode
-    cache._replace = _orig_replace
+    cache.write_atomically, cache.write_manifest = _orig_write, _orig_mark
     name = "generated-%s.json" % os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(name, "w") as fh:
         json.dump(_rows, fh)
@@ -177,7 +177,7 @@ def test_rerun_hits_the_cache_and_survives_corrupt_and_unwritable_records(
     project, cache, _ = first_run
     _generated(project)
     first = (project / "report" / "results.jsonl").read_text()
-    victims = sorted((cache / "generation").rglob("*.json"))[:2]
+    victims = sorted((cache / "generation").glob("??/*.json"))[:2]  # records, not the folder's manifest
     victims[0].write_text('{"format": 1, "key": {}, "val')  # truncated
     victims[1].write_bytes(b"\x00garbage")
     out = _pytest(project, _args(tiny_model_dir, cache), STEER_UNWRITABLE="1")
@@ -201,11 +201,11 @@ def test_sigkill_midway_then_xdist_resume_matches_the_serial_run(first_run: tupl
                             stderr=subprocess.DEVNULL)
     gen_dir = tmp_path / "cache" / "generation"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(gen_dir.rglob("*.json"))) < 3:
+    while time.monotonic() < deadline and len(list(gen_dir.glob("??/*.json"))) < 3:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = len(list(gen_dir.rglob("*.json")))
+    kept = len(list(gen_dir.glob("??/*.json")))
     assert 3 <= kept < N_ROWS, f"expected to kill mid-run, {kept} rows were cached"
     _generated(killed)
 
