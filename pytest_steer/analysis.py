@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from .files import REPORT_MANIFEST, read_manifest
 from .reduce import config_order, means, paired_values
 from .results import BASELINE, ResultRow, read_jsonl, write_atomically, write_jsonl
 from .scores import Metric
@@ -455,8 +456,17 @@ def write_results(rows: Sequence[ResultRow], summary: pd.DataFrame, metrics: Seq
 
 
 def load_results(out_dir: Path) -> SavedResults:
-    """(rows, summary, metrics) as written by `write_results`, e.g. to re-render a report."""
+    """(rows, summary, metrics) as written by `write_results`, e.g. to re-render a report.
+
+    A report dir whose last session had several runs keeps them in `run-<key>/` folders (its top-level
+    files, if any, are an earlier session's): that raises ValueError naming the folders to load instead."""
     out_dir = Path(out_dir)
+    runs = (read_manifest(out_dir / REPORT_MANIFEST) or {}).get("runs") or {}
+    if runs and "." not in runs.values():
+        folders = ", ".join(str(out_dir / f) for f in runs.values())
+        raise ValueError(f"the last session in {out_dir} wrote {len(runs)} runs, each in its own folder: "
+                         f"load one of {folders}; the results files at the top of {out_dir}, if any, are an "
+                         "earlier session's")
     rows = read_jsonl(out_dir / "results.jsonl")
     summary = pd.read_csv(out_dir / "summary.csv")
     metrics = [Metric(**d) for d in json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))]

@@ -22,13 +22,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .files import read_manifest, write_atomically, write_manifest
 
 try:
     import fcntl
@@ -42,7 +42,15 @@ CACHE_ENV = "PYTEST_STEER_CACHE"
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RECORD_FIELDS = {"format", "key", "value", "checksum"}
 _FINGERPRINT_ATTR = "_pytest_steer_fingerprint"
-_REPLACE_RETRIES = 5  # Windows refuses os.replace onto a file another process has open for a moment
+#: the manifest in each kind folder that says this package's cache wrote it (what `clear` may delete)
+CACHE_MANIFEST = ".pytest-steer-cache.json"
+LOCKS = "locks"
+#: kind folders the release before manifests wrote; `clear` recognises them by name and their files by name
+LEGACY_KINDS = frozenset({"generation", "score", "dose", "vectors", "layer-sweep", LOCKS})
+#: the files of a kind folder that `clear` deletes: records, temp files of interrupted writes, lock files
+_OWN_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.json|[0-9a-f]{2}/\.[0-9a-f]{1,64}\.[^/]*\.tmp"
+                       r"|[A-Za-z0-9][A-Za-z0-9._-]*\.lock")
+_NAMED = 5  # kept paths named in clear's line; the rest are counted
 
 
 def canonical_json(obj: Any, *, allow_nan: bool = False) -> str:
@@ -106,6 +114,7 @@ class ResultCache:
         self.stats = CacheStats()
         self._reported: set[Path] = set()
         self._warned: set[str] = set()
+        self._marked: set[str] = set()  # kinds whose folder has its manifest
 
     def path(self, kind: str, key: Mapping[str, Any]) -> Path:
         """Where the record for `key` lives (whether or not it exists)."""
@@ -152,7 +161,8 @@ class ResultCache:
         data = (canonical_json(record, allow_nan=True) + "\n").encode("utf-8")
         path = self.path(kind, key)
         try:
-            _write_atomically(path, data)
+            self._mark(kind)
+            write_atomically(path, data)
         except OSError as exc:
             self.stats.unwritable += 1
             self._warn_once("write", f"cannot write to {self.root} ({_reason(exc)}); "
@@ -171,8 +181,8 @@ class ResultCache:
         fh = None
         if self.enabled and fcntl is not None:
             try:
-                path = _kind_dir(_kind_dir(self.root, "locks"), f"{name}.lock")
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path = _kind_dir(_kind_dir(self.root, LOCKS), f"{name}.lock")
+                self._mark(LOCKS)
                 fh = open(path, "ab")  # closed below, which releases the lock
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             except OSError as exc:
@@ -199,20 +209,51 @@ class ResultCache:
             return f"pytest-steer cache {self.root} is not writable ({_reason(exc)}); results will not be cached"
         return None
 
-    def clear(self, kind: str | None = None) -> None:
-        """Delete every record (and stray temp file) of one kind, or of all kinds.
+    def clear(self, kind: str | None = None) -> str | None:
+        """Delete the records (and stray temp and lock files) of one kind, or of all kinds; only what this
+        cache provably wrote goes, so a cache dir shared with other data (`~/.cache`, a project folder)
+        loses nothing else.
 
-        When that fails the cache is disabled for this run, so no record meant to be gone is reused.
+        A kind folder is ours when it holds the manifest `put` writes into it, or, for caches written before
+        manifests existed, when it has the name of a kind the package writes (`LEGACY_KINDS`); in it only
+        files named as records, temp files and lock files are deleted, then the folders left empty. Returns
+        one line naming what was kept (other folders and files), or None. When deleting fails the cache is
+        disabled for this run, so no record meant to be gone is reused.
         """
+        kept: list[str] = []
         try:
-            targets = [_kind_dir(self.root, kind)] if kind is not None else (
-                [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else [])
-            for target in targets:
-                with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
-                    shutil.rmtree(target)
+            if kind is not None:
+                folders = [_kind_dir(self.root, kind)]
+            elif self.root.is_dir():
+                folders = sorted(self.root.iterdir())
+            else:
+                folders = []
+            for folder in folders:
+                if folder.is_symlink() or not folder.is_dir():
+                    if folder.exists() or folder.is_symlink():
+                        kept.append(folder.name)
+                elif _is_ours(folder):
+                    kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder)]
+                else:
+                    kept.append(f"{folder.name}/")
         except OSError as exc:
             self.enabled = False
             self._warn_once("clear", f"cannot clear {self.root} ({_reason(exc)}); the cache is off for this run")
+            return None
+        self._marked.clear()
+        if not kept:
+            return None
+        more = f" and {len(kept) - _NAMED} more" if len(kept) > _NAMED else ""
+        return (f"pytest-steer cache: cleared {self.root}, but kept what it did not write there: "
+                f"{', '.join(kept[:_NAMED])}{more}")
+
+    def _mark(self, kind: str) -> None:
+        """Write the manifest that makes a kind folder provably ours (once per kind and cache object)."""
+        if kind not in self._marked:
+            folder = _kind_dir(self.root, kind)
+            if read_manifest(folder / CACHE_MANIFEST) is None:
+                write_manifest(folder, name=CACHE_MANIFEST, kind=kind, what="pytest-steer result cache records")
+            self._marked.add(kind)
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
@@ -288,20 +329,32 @@ def _reason(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write a temp file in the record's directory, fsync it, and rename it over the record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _is_ours(folder: Path) -> bool:
+    manifest = read_manifest(folder / CACHE_MANIFEST)
+    return (manifest is not None and manifest.get("kind") == folder.name) or folder.name in LEGACY_KINDS
+
+
+def _remove_records(folder: Path) -> list[str]:
+    """Delete the record, temp and lock files in `folder` and the folders they leave empty, then the manifest
+    and `folder` itself if nothing else is left. Returns the paths kept (relative to `folder`)."""
+    kept: list[str] = []
+    for here, dirs, files in os.walk(folder, topdown=False):
+        base = Path(here)
+        for name in files + [d for d in dirs if (base / d).is_symlink()]:
+            rel = (base / name).relative_to(folder).as_posix()
+            if name in dirs or (rel != CACHE_MANIFEST and not _OWN_FILE.fullmatch(rel)):
+                kept.append(rel)
+            elif rel != CACHE_MANIFEST:
+                with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
+                    (base / name).unlink()
+        if base != folder and not any(base.iterdir()):
+            base.rmdir()
+    if not kept:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / CACHE_MANIFEST).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            folder.rmdir()
+    return kept
 
 
 def _kind_dir(root: Path, kind: str) -> Path:
@@ -313,17 +366,6 @@ def _kind_dir(root: Path, kind: str) -> Path:
 
 def _file_identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _replace(src: str, dst: Path) -> None:
-    for attempt in range(_REPLACE_RETRIES):
-        try:
-            os.replace(src, dst)
-            return
-        except PermissionError:
-            if attempt == _REPLACE_RETRIES - 1:
-                raise
-            time.sleep(0.01 * 2**attempt)
 
 
 def _check_record(raw: bytes, key: Any) -> tuple[dict[str, Any] | None, str | None]:

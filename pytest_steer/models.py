@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import cache_root
+from .options import nearest
 
 if TYPE_CHECKING:
     import torch
@@ -240,6 +241,14 @@ def check_source(model: str | None, *, revision: str | None = None, option: str 
         return None
     name, at = split_revision(name)
     revision = revision or at
+    shown = f"{name}@{revision}" if revision else name  # messages name what was asked, revision and all
+    if kind == "model" and name == EMBEDDED:
+        raise ModelLoadError(f"{option} {shown}: the embedded model has no revisions; give 'embedded', or a hub "
+                             "id with the revision it should load (org/name@revision)")
+    hint = nearest(name, [EMBEDDED], cutoff=0.75) if kind == "model" and "/" not in name else None
+    if hint:  # a near miss of the built-in name is a typo, not a hub id: said before any network call
+        raise ModelLoadError(f"{option} {shown}: no such directory, and not the embedded model; did you mean "
+                             f"{hint!r}? (or give a hub id such as org/name, or a local directory)")
     reason = None
     if not _offline_env():
         problem = "is not reachable" if not hub_reachable() else _hub_answer(name, revision, kind, option)
@@ -247,7 +256,7 @@ def check_source(model: str | None, *, revision: str | None = None, option: str 
             return None
         reason = f"the Hugging Face hub at {_hub_endpoint()} {problem}"
     if not _in_hf_cache(name, revision, kind):
-        raise ModelLoadError(f"{option} {name}: cannot reach the Hugging Face hub to load it ({reason or 'offline'}) "
+        raise ModelLoadError(f"{option} {shown}: cannot reach the Hugging Face hub to load it ({reason or 'offline'}) "
                              "and it is not in the local HF cache; "
                              + ("give a local directory or 'embedded'" if option == "--steer-model" else
                                 "give a local file or directory, or use the offline default"))
@@ -261,21 +270,22 @@ def _hub_answer(name: str, revision: str | None, kind: str, option: str) -> str 
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     what = "dataset" if kind == "dataset" else "repo"
+    shown = f"{name}@{revision}" if revision else name
     try:
         HfApi().repo_info(name, repo_type=kind, revision=revision, timeout=HUB_TIMEOUT_S)
     except GatedRepoError:
-        raise ModelLoadError(f"{option} {name}: gated {what} on the hub; accept its conditions on its hub page and "
+        raise ModelLoadError(f"{option} {shown}: gated {what} on the hub; accept its conditions on its hub page and "
                              "log in (`hf auth login` or HF_TOKEN), or give a local copy") from None
     except RevisionNotFoundError:
-        raise ModelLoadError(f"{option} {name}: the hub {what} has no revision {revision!r}; give a branch, tag or "
+        raise ModelLoadError(f"{option} {shown}: the hub {what} has no revision {revision!r}; give a branch, tag or "
                              "commit it has (`id@revision`), or drop the @revision for its default branch") from None
     except RepositoryNotFoundError:
-        raise ModelLoadError(f"{option} {name}: no such {what} on the hub ({_hub_endpoint()}); check the id, or log "
+        raise ModelLoadError(f"{option} {shown}: no such {what} on the hub ({_hub_endpoint()}); check the id, or log "
                              "in (`hf auth login` or HF_TOKEN) if it is private") from None
     except HfHubHTTPError as exc:
         if exc.response is not None and exc.response.status_code >= 500:
             return f"answered {exc.response.status_code}"
-        raise ModelLoadError(f"{option} {name}: the hub refused it: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{option} {shown}: the hub refused it: {_first_line(exc)}") from None
     except Exception as exc:  # timeouts and transport errors of the HTTP client
         return f"did not answer within {HUB_TIMEOUT_S:g} s ({type(exc).__name__})"
     return None

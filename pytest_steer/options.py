@@ -130,8 +130,22 @@ def parse_positive_int(value: Any) -> int:
     return n
 
 
+def _word_or_number(value: Any, words: tuple[str, ...], number: str, parse: Callable[[Any], int]) -> str | int:
+    """One of `words`, or what `parse` reads; text that is neither names the words (with the nearest one)."""
+    text = str(value).strip()
+    if text in words:
+        return text
+    if isinstance(value, str) and not text.lstrip("+-").isdigit():
+        hint = nearest(text, words)
+        raise argparse.ArgumentTypeError(f"{value!r} is not {number}{', ' if len(words) > 1 else ' or '}"
+                                         f"{' or '.join(words) if len(words) < 3 else ', '.join(words)}"
+                                         + (f"; did you mean {hint!r}?" if hint else ""))
+    return parse(value)
+
+
 def parse_batch_size(value: Any) -> int | str:
-    return "auto" if str(value).strip() == "auto" else parse_positive_int(value)
+    """A batch size >= 1, or "auto"."""
+    return _word_or_number(value, ("auto",), "a whole number >= 1", parse_positive_int)
 
 
 def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[int, ...]], ...]:
@@ -176,9 +190,9 @@ def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[i
 
 def parse_layer(value: Any) -> str | int:
     """One layer index, "middle", or "auto" (activation steering picks one per instruction type)."""
-    if str(value).strip() in ("middle", "auto"):
-        return str(value).strip()
-    n = parse_int(value)
+    n = _word_or_number(value, ("middle", "auto"), "a layer index", parse_int)
+    if isinstance(n, str):
+        return n
     if n < 0:
         raise argparse.ArgumentTypeError(f"layer {n} is negative; give an index from 0, middle or auto")
     return n

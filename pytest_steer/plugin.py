@@ -312,7 +312,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     steer = _session(config)
     steering = [it for it in items if _uses_steering(it)]
-    if not steering or config.option.collectonly:
+    if not steering:
         return
     tests = dict.fromkeys(it.nodeid.split("[")[0] for it in steering)
     bad = [steer.problems[n] for n in tests if n in steer.problems]
@@ -330,6 +330,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 whole.add(_spec_for(it))
     except MarkerError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
+    if config.option.collectonly:  # markers are checked as a run checks them; nothing is started
+        return
     steer.note_partial_selection(selected, whole)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:

@@ -6,18 +6,20 @@ the objects that produced it. Scores are a mapping by name; `to_frame` spreads t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .files import write_atomically
+
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = ["BASELINE", "FIELDS", "ResultRow", "read_jsonl", "score_names", "to_frame", "write_atomically",
+           "write_jsonl"]
 
 BASELINE = "baseline"
 
@@ -73,25 +75,6 @@ def to_frame(rows: Sequence[ResultRow], names: Sequence[str] | None = None) -> p
             d[n] = float("nan") if v is None else float(v)
         records.append(d)
     return pd.DataFrame(records, columns=[*FIELDS, "details", *names])
-
-
-def write_atomically(path: Path, data: str | bytes) -> Path:
-    """Write `data` to a temp file beside `path`, then rename it over `path`: a full or read-only disk
-    leaves the previous file or none, never a cut-off file that looks complete. Raises OSError."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_jsonl(rows: Iterable[ResultRow], path: Path) -> None:

@@ -113,6 +113,15 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("greedy-with-trials", ["--steer-greedy", "--steer-trials", "3"], GRID_TEST,
          "--steer-greedy makes all 3 trials of a case identical copies; add --steer-trials 1"),
         ("marker-greedy-with-trials", [], _marker_test("greedy=True, trials=2"), "all 2 trials of a case identical"),
+        # issue 29
+        ("actadd-layer-typo", ["--steer-methods", "actadd", "--steer-actadd-layer", "autoo"], GRID_TEST,
+         "'autoo' is not a layer index, middle or auto; did you mean 'auto'?"),
+        ("batch-size-typo", ["--steer-batch-size", "autp"], GRID_TEST,
+         "'autp' is not a whole number >= 1 or auto; did you mean 'auto'?"),
+        ("model-typo", ["--steer-model", "embeded"], GRID_TEST, "--steer-model embeded: no such directory, and not "
+         "the embedded model; did you mean 'embedded'?"),
+        ("model-embedded-revision", ["--steer-model", "embedded@main"], GRID_TEST,
+         "--steer-model embedded@main: the embedded model has no revisions"),
     ]
 
 
@@ -187,3 +196,36 @@ def test_a_prompt_longer_than_the_models_context_is_refused_at_start_up(pytester
     assert "Traceback" not in out and "generated" not in out, out
     result.stderr.fnmatch_lines(["*case 'c1' (baseline): its prompt of * tokens plus 96 new tokens exceeds the "
                                  "model's context of 1024 tokens*"])
+
+
+def test_collect_only_reports_marker_errors_like_a_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Issue 29: a marker typo gave rc 0 under --collect-only (the run gives rc 4)."""
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_bad=_marker_test("alpahs=[5, 10]"))
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out and len([ln for ln in out.splitlines() if "did you mean 'alphas'" in ln]) == 1
+    assert not (pytester.path / "model-loaded").exists()
+    pytester.makepyfile(test_bad=_marker_test("alphas=[5, 10]"))
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    assert not (pytester.path / "model-loaded").exists() and not (pytester.path / "steer-report").exists()
+
+
+def test_marker_options_of_methods_the_test_does_not_run_warn(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Issue 29: `actadd_coefs=` on a test that runs only PASTA was ignored silently."""
+    pytester.makepyfile(test_bad=_marker_test("methods='pasta', alphas=[5], actadd_coefs=[2], actadd_layer=3"))
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out
+    lines = [ln for ln in out.splitlines() if "has no effect" in ln]
+    assert len(lines) == 1, out
+    assert "actadd_coefs (of actadd); actadd_layer (of actadd), but the test runs only pasta" in lines[0]
+    pytester.makepyfile(test_bad=_marker_test("methods='pasta,actadd', alphas=[5], actadd_coefs=[2]"))
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider")
+    assert "has no effect" not in result.stdout.str()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_steer import cache as cache_mod
+from pytest_steer import files as files_mod
 from pytest_steer.cache import (
     ResultCache,
     cache_root,
@@ -29,7 +30,8 @@ VALUE = {"text": "Hello — world", "n_tokens": 5, "finish_reason": "stop", "ok"
 
 
 def _files(root: Path, pattern: str = "*") -> list[Path]:
-    return sorted(p for p in root.rglob(pattern) if p.is_file())
+    """The files under `root`, less the manifests that mark the kind folders as the cache's."""
+    return sorted(p for p in root.rglob(pattern) if p.is_file() and p.name != cache_mod.CACHE_MANIFEST)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +123,79 @@ def test_clear_all_or_one_kind(tmp_path):
     c.clear("score-fluency")  # clearing an absent kind is fine
     c.clear()
     assert c.get("generation", KEY) is None and _files(tmp_path) == []
+
+
+def test_clear_deletes_only_what_the_cache_wrote(tmp_path):
+    """A cache dir shared with other data (the README's cache root, a project folder): --steer-clear-cache
+    deletes our records and names, in one line, what it kept."""
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    c.put("my-kind", KEY, VALUE)  # a kind the package does not know by name: ours by its manifest
+    with c.lock("unit-1"):
+        pass
+    user = {"huggingface/hub/model.bin": b"weights", "my-project-data/results.csv": b"a,b\n1,2\n",
+            "models/embedded/config.json": b"{}", "notes.txt": b"mine",
+            "generation/README.txt": b"a user's file inside one of ours"}
+    for rel, data in user.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    (tmp_path / "generation" / "ab").mkdir()
+    (tmp_path / "generation" / "ab" / ".abcdef.1234abcd.tmp").write_bytes(b"half a record")
+    line = c.clear()
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in _files(tmp_path)) == sorted(user)
+    assert {p.read_bytes() for p in _files(tmp_path)} == set(user.values())
+    assert not (tmp_path / "my-kind").exists() and not (tmp_path / "locks").exists()
+    assert line is not None and "kept" in line
+    for name in ("huggingface/", "my-project-data/", "models/", "notes.txt", "generation/README.txt"):
+        assert name in line
+    assert c.get("generation", KEY) is None
+
+
+def test_clear_removes_records_of_the_release_before_manifests(tmp_path):
+    """Caches written before kind folders had a manifest: known kind names, record-named files only."""
+    c = ResultCache(tmp_path)
+    c.put("score", KEY, VALUE)
+    c.put("generation", KEY, VALUE)
+    for kind in ("score", "generation"):
+        (tmp_path / kind / cache_mod.CACHE_MANIFEST).unlink()  # as the previous release left them
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "ab.json").write_text("{}")  # not a known name, no manifest: not ours
+    assert c.clear() == (f"pytest-steer cache: cleared {tmp_path}, but kept what it did not write there: "
+                         "scores/")
+    assert not (tmp_path / "score").exists() and not (tmp_path / "generation").exists()
+    assert (tmp_path / "scores" / "ab.json").read_text() == "{}"
+
+
+def test_a_forged_or_foreign_manifest_does_not_make_a_folder_ours(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / cache_mod.CACHE_MANIFEST).write_text('{"written_by": "someone-else", "kind": "data"}')
+    (tmp_path / "data" / "ab").mkdir()
+    record = tmp_path / "data" / "ab" / ("ab" + "0" * 62 + ".json")
+    record.write_text("{}")
+    assert "data/" in (ResultCache(tmp_path).clear() or "")
+    assert record.exists()
+
+
+def test_records_and_report_files_honour_the_umask(tmp_path):
+    """mkstemp's 0600 made a shared cache or a served report unreadable to the other users."""
+    import os
+    import stat
+
+    from pytest_steer.results import write_atomically
+
+    old = os.umask(0o022)
+    try:
+        c = ResultCache(tmp_path / "cache")
+        c.put("generation", KEY, VALUE)
+        report = write_atomically(tmp_path / "report" / "summary.csv", "a,b\n")
+        os.umask(0o077)
+        private = write_atomically(tmp_path / "report" / "private.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(c.path("generation", KEY).stat().st_mode) == 0o644
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert [p.name for p in (tmp_path / "report").iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_default_cache_dir_follows_env(tmp_path, monkeypatch):
@@ -341,7 +416,7 @@ def _read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files_mod, "_create_temp", refuse)
     monkeypatch.setattr(cache_mod.tempfile, "TemporaryFile", refuse)
     return tmp_path / "cache"
 
@@ -398,7 +473,7 @@ def test_failed_clear_turns_the_cache_off(tmp_path, monkeypatch, caplog):
     def refuse(path: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache_mod.shutil, "rmtree", refuse)
+    monkeypatch.setattr(cache_mod.Path, "unlink", refuse)
     with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
         c.clear()
     assert "cannot clear" in caplog.text
@@ -592,7 +667,7 @@ def test_cache_is_a_leaf():
 
     tree = ast.parse(Path(cache_mod.__file__).read_text(encoding="utf-8"))
     imported = {(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
-    assert imported == {(1, None)}  # only `from . import __version__`
+    assert imported == {(1, None), (1, "files")}  # `from . import __version__`, and the atomic write
 
 
 def test_module_never_pickles():

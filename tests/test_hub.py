@@ -269,7 +269,7 @@ def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, m
     (["--steer-model", "org/no-such-model"],
      "ERROR: pytest-steer: --steer-model org/no-such-model: no such repo on the hub (*); check the id, or log in*"),
     (["--steer-model", "org/tiny-qwen2@v9"],
-     "ERROR: pytest-steer: --steer-model org/tiny-qwen2: the hub repo has no revision 'v9'; give a branch, tag*"),
+     "ERROR: pytest-steer: --steer-model org/tiny-qwen2@v9: the hub repo has no revision 'v9'; give a branch, tag*"),
     (["--steer-model", "org/gated-model"],
      "ERROR: pytest-steer: --steer-model org/gated-model: gated repo on the hub; accept its conditions*"),
     (["--steer-quality", "org/no-such-rm"],

@@ -29,7 +29,9 @@ RANKS: dict[str, int] = {
     # 4: one session: start, the run's rows, the worker payload, finish and display
     "session.*": 4,
     # 3: reporting, and the run's settings (every method's and task's options)
-    "ray_backend": 4,  # a backend of the run: replicas hold a SteerRun each
+    "ray_backend": 4,
+    "finish": 4,  # deprecated shims of modules merged into session/finish.py
+    "reporting": 4,  # a backend of the run: replicas hold a SteerRun each
     "report.*": 3,
     "spec": 3,
     # 2: engine, metrics and statistics
@@ -49,6 +51,8 @@ RANKS: dict[str, int] = {
     "tasks.ifeval": 1,  # IFEval's loader, seed types and options
     "models": 1,
     "cache": 1,
+    "files": 1,  # atomic writes and manifests, under the cache and the results files
+    "cases": 1,  # deprecated shim of tasks.base and tasks.ifeval
     "options": 1,
     "results": 1,
     "scores": 1,

@@ -137,6 +137,30 @@ def test_hub_id_while_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 @pytest.mark.usefixtures("online")
+def test_hub_messages_keep_the_revision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 29: `--steer-model org/tiny@v2` was reported as 'org/tiny', and `embedded@main` was advised 'embedded'
+    as if that were a different thing from what was typed."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    with pytest.raises(ModelLoadError, match=r"^--steer-model org/tiny-model@v2: cannot reach the Hugging Face hub"):
+        check_source("org/tiny-model@v2")
+    with pytest.raises(ModelLoadError) as exc:
+        check_source("embedded@main")
+    assert _one_line(exc) == ("--steer-model embedded@main: the embedded model has no revisions; give 'embedded', "
+                              "or a hub id with the revision it should load (org/name@revision)")
+
+
+@pytest.mark.usefixtures("online")
+@pytest.mark.parametrize("model", ["embeded", "Embedded", "embedd"])
+def test_a_near_miss_of_embedded_is_a_typo_not_a_hub_id(monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    monkeypatch.setattr(models, "hub_reachable", _no_probe)
+    with pytest.raises(ModelLoadError, match=rf"^model {model}: .*did you mean 'embedded'\?"):
+        check_source(model, option="model")
+
+
+@pytest.mark.usefixtures("online")
 def test_hub_id_online_is_asked_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[str, str | None, str]] = []
     monkeypatch.setattr(models, "hub_reachable", lambda: True)

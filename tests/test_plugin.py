@@ -30,7 +30,7 @@ from pytest_steer import cache, generation
 _rows = []
 _orig_batch = generation.GenerationEngine._generate_batch
 _orig_decode = generation.GenerationEngine._decode
-_orig_replace = cache._replace
+_orig_write, _orig_mark = cache.write_atomically, cache.write_manifest
 
 def counting(self, batch):
     _rows.extend([r.case.key, r.config.label, r.trial] for r in batch)
@@ -43,19 +43,19 @@ def decode(self, req, tokens, seed, eos):
     return generation.Generation(g.request, "<script>alert(1)</script> " + g.text + extra, g.n_tokens,
                                  g.finish_reason, g.seed)
 
-def refuse(src, dst):
-    raise PermissionError(13, "Permission denied", str(dst))
+def refuse(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
 
 def pytest_configure(config):
     generation.GenerationEngine._generate_batch = counting
     generation.GenerationEngine._decode = decode
     if os.environ.get("STEER_UNWRITABLE"):
-        cache._replace = refuse
+        cache.write_atomically = cache.write_manifest = refuse  # the cache's files only, not the report's
 
 def pytest_unconfigure(config):
     generation.GenerationEngine._generate_batch = _orig_batch
     generation.GenerationEngine._decode = _orig_decode
-    cache._replace = _orig_replace
+    cache.write_atomically, cache.write_manifest = _orig_write, _orig_mark
     name = "generated-%s.json" % os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(name, "w") as fh:
         json.dump(_rows, fh)
@@ -177,7 +177,7 @@ def test_rerun_hits_the_cache_and_survives_corrupt_and_unwritable_records(
     project, cache, _ = first_run
     _generated(project)
     first = (project / "report" / "results.jsonl").read_text()
-    victims = sorted((cache / "generation").rglob("*.json"))[:2]
+    victims = sorted((cache / "generation").glob("??/*.json"))[:2]  # records, not the folder's manifest
     victims[0].write_text('{"format": 1, "key": {}, "val')  # truncated
     victims[1].write_bytes(b"\x00garbage")
     out = _pytest(project, _args(tiny_model_dir, cache), STEER_UNWRITABLE="1")
@@ -201,11 +201,11 @@ def test_sigkill_midway_then_xdist_resume_matches_the_serial_run(first_run: tupl
                             stderr=subprocess.DEVNULL)
     gen_dir = tmp_path / "cache" / "generation"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(gen_dir.rglob("*.json"))) < 3:
+    while time.monotonic() < deadline and len(list(gen_dir.glob("??/*.json"))) < 3:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = len(list(gen_dir.rglob("*.json")))
+    kept = len(list(gen_dir.glob("??/*.json")))
     assert 3 <= kept < N_ROWS, f"expected to kill mid-run, {kept} rows were cached"
     _generated(killed)
 
@@ -516,3 +516,23 @@ def test_deselecting_configs_says_that_whole_units_are_generated(pytester: pytes
                                  "generated together*"])
     result = pytester.runpytest(*args)
     assert "the selected tests read" not in result.stdout.str()
+
+
+def test_clear_cache_keeps_what_is_not_ours_and_says_so(pytester: pytest.Pytester, tiny_model_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Issue 29: --steer-clear-cache deleted every folder under --steer-cache-dir, with rc 0 and no warning."""
+    cache = tmp_path / "shared"
+    user = {"huggingface/hub/model.bin": "weights", "my-project-data/results.csv": "a,b\n1,2\n"}
+    for rel, text in user.items():
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache / rel).write_text(text)
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    args = [*_args(tiny_model_dir, cache, grid=False), "--steer-methods", "prompt", "--steer-prompt-variants",
+            "system", "--steer-trials", "1"]
+    pytester.runpytest(*args).assert_outcomes(passed=2)
+    assert list((cache / "generation").rglob("*.json"))
+    result = pytester.runpytest(*args, "--steer-clear-cache")
+    result.assert_outcomes(passed=2)
+    assert {rel: (cache / rel).read_text() for rel in user} == user
+    result.stdout.fnmatch_lines([f"*pytest-steer cache: cleared {cache}, but kept what it did not write there: "
+                                 "huggingface/, my-project-data/"])

@@ -320,10 +320,61 @@ def test_score_responses_with_a_reward_model(embedded, stand_in_reward_dir: str)
     ({"cases": [Case("a", "x")] * 2}, "got 3 responses but 2 cases"),
     ({"batch_size": 0}, "batch_size must be >= 1"),
     ({"quality": "fluency", "fluency": False}, "pass fluency=True"),
+    # issue 29: these failed only after the model had loaded, or with a raw error, or after 48 s of hub retries
+    ({"prompts": None}, "^prompts must be a list of str \\(a list, tuple, pandas Series or numpy array\\), not "
+                        "NoneType$"),
+    ({"batch_size": 2.5}, "^batch_size must be a whole number, got 2.5 \\(float\\)$"),
+    ({"batch_size": "8"}, "^batch_size must be a whole number, got '8' \\(str\\)$"),
+    ({"batch_size": True}, "batch_size must be a whole number"),
+    ({"responses": ["fine", "broken \ud83d emoji", "fine"]}, "^responses\\[1\\] holds '\\\\ud83d' at character 7, "
+                                                              "a lone surrogate"),
+    ({"prompts": ["\udc80", "b", "c"]}, "^prompts\\[0\\] holds .* a lone surrogate"),
+    ({"fluency": "yes"}, "^fluency must be True or False"),
+    ({"quality": "offlin"}, "^quality: quality scorer 'offlin' is not one of offline, fluency; did you mean "
+                            "'offline'\\?"),
+    ({"model": "embeded"}, "^model embeded: no such directory, and not the embedded model; did you mean "
+                           "'embedded'\\?"),
+    ({"model": "/no/such/model/dir"}, "^model /no/such/model/dir: no such directory$"),
+    ({"model": 3}, "^model must be 'embedded', a hub id, a directory or a LoadedModel, not int$"),
 ])
-def test_score_responses_rejects_bad_input_before_loading(kwargs: dict, error: str) -> None:
-    from pytest_steer import score_responses
+def test_score_responses_rejects_bad_input_before_loading(kwargs: dict, error: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_steer import models, score_responses
 
-    args = {"prompts": PROMPTS[:3], "responses": RESPONSES[:3], "model": "/no/such/model/dir", **kwargs}
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    monkeypatch.setattr(models, "hub_reachable", no_model)  # a typo is caught before any question to the hub
+    args = {"prompts": PROMPTS[:3], "responses": RESPONSES[:3], **kwargs}
     with pytest.raises((ValueError, TypeError), match=error):
         score_responses(args.pop("prompts"), args.pop("responses"), **args)
+
+
+def test_score_responses_checks_a_hub_id_as_the_command_line_does(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """A reward-model or model hub id gets the command line's start-up check (one probe, then the local cache)."""
+    from huggingface_hub import constants
+
+    from pytest_steer import models, score_responses
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    for kwargs, option in (({"quality": "org/reward-model@v1"}, "quality"), ({"model": "org/lm"}, "model")):
+        with pytest.raises(ValueError, match=f"^{option} org/.*: cannot reach the Hugging Face hub"):
+            score_responses(PROMPTS[:1], RESPONSES[:1], **kwargs)
+
+
+def test_score_responses_takes_a_series_or_an_array(embedded) -> None:
+    """A pandas user holds columns: Series and arrays are taken as lists, not refused."""
+    import numpy as np
+    import pandas as pd
+
+    from pytest_steer import score_responses
+
+    frame = score_responses(pd.Series(PROMPTS[:2]), np.array(RESPONSES[:2]), finish_reasons=pd.Series(["stop"] * 2),
+                            model=embedded, fluency=False)
+    assert list(frame["response"]) == RESPONSES[:2] and list(frame["prompt"]) == PROMPTS[:2]
+    assert frame["quality"].notna().all()

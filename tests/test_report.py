@@ -273,6 +273,64 @@ def test_a_report_removes_the_run_folders_it_replaced_and_keeps_the_rest(tmp_pat
     assert (tmp_path / "run-run1" / "results.jsonl").is_file() and (tmp_path / "run-run2" / "results.jsonl").is_file()
 
 
+def _two_runs() -> tuple[list, list]:
+    rows = sweep_rows(configs=[BASELINE_CONFIG, PASTA10], n_keys=3)
+    second = sweep_rows(configs=[BASELINE_CONFIG, PASTA5], n_keys=3)
+    for r in second:
+        r.run = "run2"
+    return rows, second
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_users_run_folder_is_kept_and_named(tmp_path: Path) -> None:
+    """Issue 29: `run-friday-copy/` (a kept results.jsonl and the user's notes) was deleted by a one-run
+    session; a run folder of ours that the user added a file to is kept too; both are named in one line."""
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    (tmp_path / "run-run2" / "notes.txt").write_text("my notes on run2")
+    copy = tmp_path / "run-friday-copy"
+    copy.mkdir()
+    (copy / "results.jsonl").write_bytes((tmp_path / "run-run1" / "results.jsonl").read_bytes())
+    (copy / "notes.txt").write_text("friday")
+    report = report_run(rows, METRICS, tmp_path, _info())  # one run now: the earlier run folders are replaced
+    assert report.problems == []
+    assert not (tmp_path / "run-run1").exists()  # ours and nothing else: removed
+    assert (tmp_path / "run-run2" / "notes.txt").read_text() == "my notes on run2"
+    assert (tmp_path / "run-run2" / "results.jsonl").is_file()
+    assert sorted(p.name for p in copy.iterdir()) == ["notes.txt", "results.jsonl"]
+    kept = [line for line in report.terminal_lines if line.startswith("kept in")]
+    assert len(kept) == 1 and "run-friday-copy/ (no pytest-steer manifest)" in kept[0]
+    assert "run-run2/ (holds notes.txt)" in kept[0]
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_run_folders_of_the_release_before_manifests_are_kept(tmp_path: Path) -> None:
+    """A folder an earlier release wrote has no manifest: not provably ours, so it is named, never deleted."""
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    (tmp_path / "run-run2" / ".pytest-steer-run.json").unlink()
+    report = report_run(rows, METRICS, tmp_path, _info())
+    assert (tmp_path / "run-run2" / "results.jsonl").is_file()
+    assert any("run-run2/ (no pytest-steer manifest)" in line for line in report.terminal_lines)
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_load_results_reads_the_last_session_or_says_where_it_is(tmp_path: Path) -> None:
+    """After a session with several runs the report dir's top-level files are an earlier one-run session's:
+    load_results used to return those rows silently."""
+    from pytest_steer.analysis import load_results
+
+    rows, second = _two_runs()
+    report_run(rows, METRICS, tmp_path, _info())
+    assert {r.run for r in load_results(tmp_path).rows} == {"run1"}
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    with pytest.raises(ValueError, match="run-run1.*run-run2"):
+        load_results(tmp_path)
+    assert {r.run for r in load_results(tmp_path / "run-run2").rows} == {"run2"}
+    report_run(second, METRICS, tmp_path, _info())
+    assert {r.run for r in load_results(tmp_path).rows} == {"run2"}
+
+
 def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) -> None:
     from pytest_steer.dose import DOSE
     from pytest_steer.report.figures import dose_figure

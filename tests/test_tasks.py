@@ -96,3 +96,58 @@ def test_the_task_judges_responses_for_actadds_layer_sweep() -> None:
     assert ifeval.judge(case, "Cats purr.") and not ifeval.judge(case, "Cats, dogs.")
     plain = Task.from_cases("plain", [Case("c1", "Say hi.")], [scorer("ok")(lambda sample: True)])
     assert plain.judge is None and _layer_sweep_tools(None, plain) == {}  # type: ignore[arg-type]
+
+
+def test_from_cases_takes_the_judge_that_layer_auto_needs() -> None:
+    """Issue 29: layer `auto` on a user's task needed `Task(judge=...)`; `from_cases`, the README's way to build
+    a task, had no `judge=`. Its cache name follows the function's source."""
+    def one_word(case: Case, response: str) -> bool:
+        return len(response.split()) == 1
+
+    ok = scorer("ok")(lambda sample: True)
+    task = Task.from_cases("brevity", [Case("c1", "Say hi.")], [ok], judge=one_word)
+    assert task.judge is one_word and task.judge("c1", "Hi.") and not task.judge("c1", "Hi there.")  # type: ignore[arg-type]
+    assert task.judge_name.startswith(f"{__name__}.test_from_cases_takes_the_judge_that_layer_auto_needs.<locals>"
+                                      ".one_word:")
+    named = Task.from_cases("brevity", [Case("c1", "Say hi.")], [ok], judge=one_word, judge_name="one-word-v1")
+    assert named.judge_name == "one-word-v1"
+    with pytest.raises(TaskError, match="judge must be a function"):
+        Task.from_cases("brevity", [Case("c1", "Say hi.")], [ok], judge="one word")  # type: ignore[arg-type]
+
+
+AUTO_ON_A_USER_TASK = '''
+import pytest
+from pytest_steer import Case, Metric, Task, register_task, scorer
+
+def case(key, kind, text):
+    rule = {"short": "Answer in one word.", "digit": "Include a number."}[kind]
+    return Case(key, f"{text} {rule}", instructions=(rule,), instruction_id_list=(f"mine:{kind}",))
+
+cases = [case(f"{k}{i}", k, t) for i, t in enumerate(["Name a colour.", "Name a fruit.", "Name a city."])
+         for k in ("short", "digit")]
+
+def follows(case, response):
+    open("judged", "a").close()  # the layer sweep asked the task's judge
+    return len(response.split()) == 1 if "one word" in case.prompt else any(c.isdigit() for c in response)
+
+@scorer(Metric("ok", "binary"))
+def ok(sample):
+    return follows(sample.case, sample.response)
+
+register_task(Task.from_cases("mine", cases[:2], [ok], held_out=cases[2:], judge=follows))
+
+@pytest.mark.steer(task="mine", methods="actadd", actadd_layer="auto", actadd_coefs=[1], trials=1,
+                   max_new_tokens=4)
+def test_auto(steer_eval):
+    assert steer_eval.result("actadd-c1").ok is not None
+'''
+
+
+def test_layer_auto_runs_on_a_task_built_with_from_cases(pytester: pytest.Pytester, tiny_model_dir, tmp_path) -> None:
+    pytester.makepyfile(test_mine=AUTO_ON_A_USER_TASK)
+    result = pytester.runpytest("--steer-model", str(tiny_model_dir), "--steer-cache-dir", str(tmp_path / "cache"),
+                                "-p", "no:cacheprovider", "--steer-html", "false")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.OK, out
+    assert "layer auto over" in out, out  # the sweep ran...
+    assert (pytester.path / "judged").exists()  # ...judged by the task's judge

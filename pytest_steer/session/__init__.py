@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..methods import GridPoint
+from ..methods import GridPoint, method_entry, method_names
 from ..options import MarkerError
 from ..results import ResultRow, write_atomically
 from ..scores import Metric
@@ -146,6 +147,7 @@ class SteerSession:
         self.terminal_lines: list[str] = []
         self.stored: Any = None  # baselines.StoredBaseline with --steer-compare
         self.missing_in_stored: set[str] = set()
+        self._warned_markers: set[str] = set()  # tests whose marker sets options of methods they do not run
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
         self._report_lock: Any = None  # held from start-up to close(): one session per report dir
 
@@ -170,7 +172,9 @@ class SteerSession:
                 device = worker_device(g["devices"], int(str(self.worker["workerid"]).removeprefix("gw")))
             cache = default_cache(g["cache"], g["cache_dir"])
             if g["clear_cache"] and not self.is_worker:
-                cache.clear()
+                kept = cache.clear()
+                if kept:
+                    self.notes.append(kept)
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
             backend = None
             if g["ray"]:
@@ -186,9 +190,27 @@ class SteerSession:
         try:
             spec = spec_from(resolve(self._get_cli, self._get_ini, marker_kwargs, marker_args))
             spec.configs()  # labels and values checked by the methods themselves
-            return spec
         except (MarkerError, ValueError) as exc:
             raise MarkerError(f"{nodeid}: {exc}") from None
+        self._warn_unused(nodeid, marker_kwargs, spec)
+        return spec
+
+    def _warn_unused(self, nodeid: str, marker_kwargs: Mapping[str, Any], spec: RunSpec) -> None:
+        """A marker setting an option of a method the test does not run has no effect: warn (once per test),
+        since it usually means the method was meant to be in `methods=`."""
+        owned = {o.name for o in spec.owned_options()}
+        unused: dict[str, list[str]] = {}
+        for method in method_names():
+            entry = method_entry(method)
+            for name in [o.name for o in (entry.grid, *entry.options)]:
+                if name in marker_kwargs and name not in owned:
+                    unused.setdefault(name, []).append(method)
+        if unused and nodeid not in self._warned_markers:
+            self._warned_markers.add(nodeid)
+            what = "; ".join(f"{name} (of {', '.join(methods)})" for name, methods in unused.items())
+            warnings.warn(f"pytest-steer: {nodeid}: @pytest.mark.steer sets {what}, but the test runs only "
+                          f"{', '.join(spec.methods)}, so it has no effect; add the method to methods= or drop "
+                          "the setting", UserWarning, stacklevel=2)
 
     # -- start ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ steps still happen, so a run's results are never lost to a reporting bug.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from ..files import REPORT_MANIFEST, RUN_MANIFEST, read_manifest, write_manifest
 from ..results import BASELINE, ResultRow, to_frame
 from ..scores import QUALITY_ROLE, Metric, with_role
 from ..scores import budgets as declared_budgets
@@ -196,14 +196,46 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
 RUN_DIR_PREFIX = "run-"
 
 
-def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> None:
-    """Remove the `run-<key>/` folders of earlier sessions that this one replaced: a folder of ours (it has
-    our results files) that is not one of this session's runs. Anything else in the report dir stays."""
+def _files_of(folder: Path) -> dict[str, int]:
+    """The plain files directly in `folder`, by name, with their inode: a file written atomically during a
+    step gets a new inode, which is how `report_run` knows exactly which files it wrote."""
+    try:
+        return {p.name: p.stat().st_ino for p in folder.iterdir() if p.is_file() and not p.is_symlink()}
+    except OSError:
+        return {}
+
+
+def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> list[str]:
+    """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
+    provably ours: a manifest this package wrote lists their files, and they hold nothing else. Returns what
+    was kept (a folder without our manifest, e.g. one written before manifests or a user's copy, or one
+    holding files of the user's), one entry each, for one terminal line."""
     if not out_dir.is_dir():
-        return
-    for sub in out_dir.glob(f"{RUN_DIR_PREFIX}*"):
-        if sub.is_dir() and sub not in kept and (sub / "results.jsonl").is_file():
-            _step(problems, f"remove the replaced report folder {sub}", partial(shutil.rmtree, sub))
+        return []
+    left = []
+    for sub in sorted(out_dir.glob(f"{RUN_DIR_PREFIX}*")):
+        if sub in kept or sub.is_symlink() or not sub.is_dir():
+            continue
+        manifest = read_manifest(sub / RUN_MANIFEST)
+        if manifest is None:
+            left.append(f"{sub.name}/ (no pytest-steer manifest)")
+            continue
+        ours = set(manifest.get("files", ())) | {RUN_MANIFEST}
+        others = sorted(p.name + ("/" if p.is_dir() else "") for p in sub.iterdir()
+                        if p.name not in ours or p.is_symlink() or not p.is_file())
+        if others:
+            left.append(f"{sub.name}/ (holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})")
+            continue
+
+        def remove(sub: Path = sub) -> None:
+            for p in sub.iterdir():
+                if p.name != RUN_MANIFEST:
+                    p.unlink()
+            (sub / RUN_MANIFEST).unlink()  # last: an interrupted removal leaves a folder still marked ours
+            sub.rmdir()
+
+        _step(problems, f"remove the replaced report folder {sub}", remove)
+    return left
 
 
 def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
@@ -211,8 +243,9 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
     """Everything for the session's rows: per run (rows of one settings key) the results files,
     figures and report fragment (in `out_dir`, or `out_dir/run-<key>` when there are several runs),
     then the standalone `summary.html` and the stored baseline; `run-<key>` folders of earlier
-    sessions are removed. `metrics` is one list, or one per run key. Never raises: failures are in
-    `Report.problems`, one line each."""
+    sessions are removed when their manifest proves them ours (`_remove_replaced`), and each folder
+    written gets a manifest of the files written there. `metrics` is one list, or one per run key.
+    Never raises: failures are in `Report.problems`, one line each."""
     report = Report()
     rows = list(rows)
     if not rows:
@@ -225,13 +258,25 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
         for run in runs:
             ms = metrics[run] if isinstance(metrics, Mapping) else metrics
             run_info = info.for_run(run)
+            before = _files_of(subs[run])
             fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
                                           report.problems)
+            after = _files_of(subs[run])
+            earlier = (read_manifest(subs[run] / RUN_MANIFEST) or {}).get("files", ())  # ours before, still there
+            written = {n for n, ino in after.items() if before.get(n) != ino} | {n for n in earlier if n in after}
+            _step(report.problems, f"mark {subs[run]} as written by pytest-steer",
+                  partial(write_manifest, subs[run], run=run, files=sorted(written - {RUN_MANIFEST})))
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
                 + lines
-        _remove_replaced(out_dir, set(subs.values()), report.problems)
+        left = _remove_replaced(out_dir, set(subs.values()), report.problems)
+        if left:
+            report.terminal_lines.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them "
+                                         f"yourself if they are not needed): {'; '.join(left)}")
+        _step(report.problems, f"record this session's runs in {out_dir}", partial(
+            write_manifest, out_dir, REPORT_MANIFEST, runs={run: "." if sub == out_dir else sub.name
+                                                            for run, sub in subs.items()}))
         report.fragment = "".join(fragments)
         from ..report.html import write_standalone
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..options import Option, Settings
-from ..scores import Scorer, metrics_of
+from ..scores import Scorer, _code_hash, metrics_of
 
 
 class CaseLoadError(ValueError):
@@ -269,11 +269,15 @@ class Task:
     def from_cases(cls, name: str, cases: Sequence[Case], scorers: Sequence[Scorer], *, primary: str | None = None,
                    held_out: Sequence[Case] = (), options: Sequence[Option] = (),
                    highlights: Callable[[Case], Sequence[str]] | None = None,
-                   vector_keys: Callable[[Case], Sequence[str]] | None = None) -> Task:
+                   vector_keys: Callable[[Case], Sequence[str]] | None = None,
+                   judge: Callable[[Case, str], bool] | None = None, judge_name: str = "") -> Task:
         """A task over a fixed list of cases; `primary` defaults to the first declared metric.
 
         `highlights(case)`: the substrings of the prompt the methods steer towards; `vector_keys(case)`: the
-        names that group its activation vectors. Both default to the Split-IFEval fields."""
+        names that group its activation vectors. Both default to the Split-IFEval fields. `judge(case,
+        response)`: whether a response does what its case asks, which activation steering's layer `auto`
+        sweep needs; its cache name `judge_name` defaults to the function's module, name and a hash of its
+        source, so editing the judge re-runs the sweep."""
         scorers = tuple(scorers)
         if not cases:
             raise TaskError(f"task {name!r} has no cases")
@@ -281,7 +285,13 @@ class Task:
         first = metrics_of(scorers)[0].name if scorers and metrics_of(scorers) else ""
         offers = INSTRUCTIONS if highlights is None and vector_keys is None else \
             FunctionOffers(highlights or INSTRUCTIONS.highlights, vector_keys)
-        return cls(name, scorers, primary or first, lambda settings: split, tuple(options), offers)
+        if judge is not None and not callable(judge):
+            raise TaskError(f"task {name!r}: judge must be a function (case, response) -> bool, not "
+                            f"{type(judge).__name__}")
+        if judge is not None and not judge_name:
+            where = f"{getattr(judge, '__module__', '')}.{getattr(judge, '__qualname__', type(judge).__name__)}"
+            judge_name = f"{where}:{_code_hash(judge)}"
+        return cls(name, scorers, primary or first, lambda settings: split, tuple(options), offers, judge, judge_name)
 
 
 @dataclass(frozen=True)

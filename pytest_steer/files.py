@@ -1,0 +1,85 @@
+"""Files this package writes: atomically, with the user's umask, and marked by manifests.
+
+A manifest (a small JSON file naming this package) is how a clean-up proves a folder is ours: the result
+cache's kind folders and the report dir's run folders carry one, and only what a manifest vouches for is
+ever deleted. This module imports nothing from the package (the cache, a leaf, uses it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+_REPLACE_RETRIES = 5
+WRITTEN_BY = "pytest-steer"
+#: the manifest of a folder of one run's report files (the report dir itself, or a `run-<key>/` in it)
+RUN_MANIFEST = ".pytest-steer-run.json"
+#: the manifest of the last session in the report dir: which folders hold its runs
+REPORT_MANIFEST = ".pytest-steer-report.json"
+
+
+def write_atomically(path: Path, data: str | bytes) -> Path:
+    """Write `data` to a temp file beside `path`, then rename it over `path`: a full or read-only disk
+    leaves the previous file or none, never a cut-off file that looks complete. Raises OSError.
+
+    The temp file is created with mode 0o666 less the umask, as `open()` would create the file, so a
+    shared cache or a served report is as readable as the user's other files (mkstemp's 0600 is not).
+    The one atomic write of the package: results, report files and cache records all go through it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new file `.<name>.<random>.tmp` beside `path`, opened for writing with mode 0o666 & ~umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name[:24]}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temp file beside {path}")
+
+
+def _replace(src: str, dst: Path) -> None:
+    """os.replace, retried briefly: Windows refuses it onto a file another process has open for a moment."""
+    for attempt in range(_REPLACE_RETRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == _REPLACE_RETRIES - 1:
+                raise
+            time.sleep(0.01 * 2**attempt)
+
+
+def write_manifest(folder: Path, name: str = RUN_MANIFEST, **fields: Any) -> Path:
+    """Mark `folder` as written by this package, with `fields` (e.g. the files it wrote there)."""
+    return write_atomically(Path(folder) / name,
+                            json.dumps({"written_by": WRITTEN_BY, **fields}, indent=1, sort_keys=True) + "\n")
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at `path` if this package wrote it (None: absent, unreadable or someone else's)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY else None
