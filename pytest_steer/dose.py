@@ -58,7 +58,7 @@ def doses(engine: GenerationEngine, requests: Sequence[GenerationRequest], basel
     with torch.inference_mode(), contextlib.ExitStack() as stack:
         cases = [r.case for r in rows]
         for name, method in engine.methods.items():
-            values = [r.config.value if r.config.method == name else None for r in rows]
+            values = [r.config.value_for(name) for r in rows]
             stack.enter_context(method.steer(model, enc, cases, values))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **keep).logits
         logp = logits[:, -(n + 1):-1].float().log_softmax(-1)

@@ -225,6 +225,7 @@ class PASTA:
     name: ClassVar[str] = "pasta"
     param: ClassVar[str] = "alpha"
     noop: ClassVar[Value] = 1.0
+    needs_prompt: ClassVar[bool] = True  # its highlights are located in the rendered prompt (combined configs)
     #: the grid option and the settings this method reads (CLI --steer-<name>, ini steer_<name>, marker <name>)
     grid: ClassVar[Option] = Option(
         "alphas", grid_parser("alpha", check_alpha, 1.0, "5,10,20"), (5.0, 10.0, 20.0),
@@ -321,6 +322,10 @@ class PASTA:
                                     "run such cases unsteered")
             warnings.warn(msg + "; its PASTA rows run unsteered", stacklevel=2)
             self.unsteerable.add(case.key)
+
+    def rewrites(self, value: Value) -> str:
+        """For combined configs: PASTA renders the prompt unchanged (and `needs_prompt` to find its spans)."""
+        return "none"
 
     def identity(self) -> dict[str, Any]:
         """Method, head config (layer list when every head of a layer is steered) and scale position."""

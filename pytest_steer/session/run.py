@@ -262,7 +262,14 @@ class SteerRun:
     def _generation_key(self, spec: RunSpec, req: GenerationRequest, settings: dict[str, Any]) -> dict[str, Any]:
         m = self.model
         cfg = req.config
-        identity = None if cfg.is_baseline else {"method": cfg.method, **self.methods(spec)[cfg.method].identity()}
+        methods = self.methods(spec)
+        pairs = cfg.steering()
+        identity: dict[str, Any] | None = None
+        if len(pairs) == 1 and pairs[0] == (cfg.method, cfg.value):
+            identity = {"method": cfg.method, **methods[cfg.method].identity()}
+        elif pairs:  # a combined config or a method's setting as its own series: every part's method and value
+            identity = {"method": cfg.method, "parts": [{"method": m, **methods[m].identity(), "value": v}
+                                                        for m, v in pairs]}
         return generation_key(
             model_identity=m.identity, tokenizer_fingerprint=tokenizer_fingerprint(m.tokenizer),
             case_hash=req.case.content_hash(), method_identity=identity, value=cfg.value, settings=settings,
