@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
     from ..prompts import EncodedBatch
     from ..tasks.base import Case
-    from .pasta_profile import HeadProfile
 
 SCALE_POSITIONS = ("include", "exclude", "generation")
 PROFILE = "profile"
@@ -255,7 +254,7 @@ class PASTA:
         self.scale_position = scale_position
         self._spec = _head_spec(layers)
         self._resolved: dict[int, list[int]] | None = None
-        self.profile: HeadProfile | None = None  # what profiling found (layers "profile"), from prepare
+        self.profile: Any = None  # what profiling found (a pasta_profile.HeadProfile) (layers "profile"), from prepare
         self.unsteerable: set[str] = set()  # keys of cases whose instructions were not found (warn mode)
         self.offers: CaseOffers = INSTRUCTIONS  # what each case offers to highlight: the run's task, from prepare
 
@@ -290,8 +289,8 @@ class PASTA:
 
     # --- model and cases ------------------------------------------------------------------------
 
-    def heads(self, model: Any) -> dict[int, list[int]]:
-        """The selected heads per layer of `model`; SteeringError if PASTA cannot steer the model."""
+    def _modules(self, model: Any) -> dict[int, torch.nn.Module]:
+        """The attention modules PASTA steers, by layer; SteeringError if PASTA cannot steer the model."""
         if not getattr(type(model), "_supports_attention_backend", False):
             raise SteeringError(
                 f"{type(model).__name__} does not route attention through transformers.AttentionInterface, "
@@ -304,6 +303,11 @@ class PASTA:
         if not modules:
             raise SteeringError(f"{type(model).__name__} has no attention modules with a layer index for PASTA "
                                 "to steer")
+        return modules
+
+    def heads(self, model: Any) -> dict[int, list[int]]:
+        """The selected heads per layer of `model`; SteeringError if PASTA cannot steer the model."""
+        modules = self._modules(model)
         num_layers, num_heads = len(modules), model.config.get_text_config().num_attention_heads
         spec: HeadSpec
         if self._spec == PROFILE:
@@ -336,7 +340,10 @@ class PASTA:
         if self._spec == PROFILE:
             from .pasta_profile import profile_heads
 
-            self.profile = profile_heads(self, ctx)
+            def found(case: Case) -> bool:
+                return _spans(render_chat(tokenizer, user_turn(case)), case, self.offers.highlights(case))[1] is None
+
+            self.profile = profile_heads(self, ctx, len(self._modules(model)), found)
             self._resolved = {layer: list(heads) for layer, heads in self.profile.chosen.items()}
         self._resolved = self.heads(model)
         enable_steering_backend(model)  # once here, so batches do not switch the kernel back and forth

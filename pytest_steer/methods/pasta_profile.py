@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,9 @@ from .base import PrepareContext, SteeringError, user_turn
 
 if TYPE_CHECKING:
     from ..tasks.base import Case
-    from .pasta import PASTA
+
+#: the PASTA method being profiled (typed loosely: `pasta` imports this module)
+PASTA = Any
 
 #: the profiling budget (see the module docstring); bump PROFILE_FORMAT when the computation changes
 PROFILE_ALPHA, PROFILE_CASES, PROFILE_TOKENS, TOP_LAYERS = 100.0, 1, 24, 3
@@ -90,15 +92,12 @@ def top_k(total_heads: int) -> int:
     return max(1, round(HEAD_SHARE * total_heads))
 
 
-def profile_cases(method: PASTA, held_out: Sequence[Case], tokenizer: Any) -> list[Case]:
-    """PROFILE_CASES held-out cases per instruction type whose highlights are found in their prompt
+def profile_cases(method: PASTA, held_out: Sequence[Case], found: Callable[[Case], bool]) -> list[Case]:
+    """PROFILE_CASES held-out cases per instruction type whose highlights are `found` in their prompt
     (single-instruction ones first, then by key: the same choice on every machine)."""
-    from ..prompts import render_chat
     from .actadd import _kinds
-    from .pasta import _spans
 
-    usable = [c for c in {c.key: c for c in held_out}.values() if method.offers.highlights(c)
-              and _spans(render_chat(tokenizer, user_turn(c)), c, method.offers.highlights(c))[1] is None]
+    usable = [c for c in {c.key: c for c in held_out}.values() if method.offers.highlights(c) and found(c)]
     kinds = sorted({k for c in usable for k in _kinds(method.offers, c)} or {""})
     picked: list[Case] = []
     for kind in kinds:
@@ -148,19 +147,18 @@ def _run(method: PASTA, ctx: PrepareContext, cases: Sequence[Case], selections: 
     return out_scores
 
 
-def profile_heads(method: PASTA, ctx: PrepareContext) -> HeadProfile:
-    """Profile the model's heads on the held-out cases (module docstring); from `ctx.store` when it ran before."""
+def profile_heads(method: PASTA, ctx: PrepareContext, num_layers: int, found: Callable[[Case], bool]) -> HeadProfile:
+    """Profile the model's `num_layers` layers' heads on the held-out cases whose highlights are `found` in their
+    prompts (module docstring); from `ctx.store` when it ran before."""
     from ..cache import numerics_versions, tokenizer_fingerprint
-    from .pasta import _attention_modules
 
     if not all(callable(ctx.options.get(k)) for k in ("follows", "log_likelihoods")):
         raise SteeringError("PASTA layers 'profile' score held-out responses, which needs options 'follows' and "
                             "'log_likelihoods' in its PrepareContext (the session gives them when the task has a "
                             "judge: Task(judge=...)); give layers middle, all or indices instead")
     model, tokenizer = ctx.model.model, ctx.model.tokenizer
-    num_layers = len(_attention_modules(model))
     num_heads = model.config.get_text_config().num_attention_heads
-    cases = profile_cases(method, ctx.held_out, tokenizer)
+    cases = profile_cases(method, ctx.held_out, found)
     if not cases:
         raise SteeringError("PASTA layers 'profile' needs held-out cases whose instructions are found in their "
                             "prompts, and the task gives none; give layers middle, all or indices instead")
