@@ -94,7 +94,8 @@ def top_k(total_heads: int) -> int:
 
 def profile_cases(method: PASTA, held_out: Sequence[Case], found: Callable[[Case], bool]) -> list[Case]:
     """PROFILE_CASES held-out cases per instruction type whose highlights are `found` in their prompt
-    (single-instruction ones first, then by key: the same choice on every machine)."""
+    (single-instruction ones first, then the shortest prompts, which the many profiling passes pay for, then by
+    key: the same choice on every machine)."""
     from .actadd import _kinds
 
     usable = [c for c in {c.key: c for c in held_out}.values() if method.offers.highlights(c) and found(c)]
@@ -102,7 +103,7 @@ def profile_cases(method: PASTA, held_out: Sequence[Case], found: Callable[[Case
     picked: list[Case] = []
     for kind in kinds:
         having = sorted((c for c in usable if kind in _kinds(method.offers, c) or not kind),
-                        key=lambda c: (len(_kinds(method.offers, c)) > 1, c.key))
+                        key=lambda c: (len(_kinds(method.offers, c)) > 1, len(c.prompt), c.key))
         picked.extend(c for c in having[:PROFILE_CASES] if c not in picked)
     return picked
 
@@ -118,7 +119,7 @@ def _run(method: PASTA, ctx: PrepareContext, cases: Sequence[Case], selections: 
 
     model, tokenizer = ctx.model.model, ctx.model.tokenizer
     follows, log_likelihoods = ctx.options["follows"], ctx.options["log_likelihoods"]
-    rows = [(case, sel) for sel in selections for case in cases]
+    rows = [(case, sel) for case in cases for sel in selections]  # case-major: a batch shares one prompt length
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     responses: list[str] = []
     for start in range(0, len(rows), _BATCH):
@@ -135,7 +136,7 @@ def _run(method: PASTA, ctx: PrepareContext, cases: Sequence[Case], selections: 
     ll = log_likelihoods([c.prompt for c, _ in rows], responses)
     out_scores = []
     for i in range(len(selections)):
-        part = range(i * len(cases), (i + 1) * len(cases))
+        part = range(i, len(rows), len(selections))
         by_kind: dict[str, list[bool]] = {}
         for j in part:
             case = rows[j][0]
