@@ -6,6 +6,7 @@ reach JUnit properties, the HTML report and `steer_eval.summary()` like IFEval's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -48,8 +49,16 @@ def json_answer(sample):
     return {"valid_json": is_object, "has_keys": is_object and all(k in parsed for k in keys)}
 
 
+def follows(case: Case, response: str) -> bool:
+    """The task's judge: what PASTA's head profiling and activation steering's layer `auto` score held-out
+    responses with (a JSON object with the case's keys)."""
+    parsed = _parse(response)
+    return isinstance(parsed, dict) and all(k in parsed for k in case.target or ())
+
+
 CASES = [_case(i, ask, keys) for i, (ask, keys) in enumerate(_ASKS)]
-register_task(Task.from_cases("json", CASES[:6], [json_answer], primary="valid_json", held_out=CASES[6:]))
+register_task(dataclasses.replace(Task.from_cases("json", CASES[:6], [json_answer], primary="valid_json",
+                                                  held_out=CASES[6:]), judge=follows, judge_name="json keys"))
 
 
 @pytest.mark.steer(task="json", trials=1)

@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from .generation import GenerationEngine, GenerationRequest
 
 DOSE = Metric("dose", "real", 0, label="dose (KL nats/token)")
+#: the same KL, teacher-forced on a neutral passage (`neutral_text`) instead of the baseline's response: how much
+#: the steering moves the model on text it is not about (its invasiveness, as ITI and "Steering Without Side
+#: Effects" measure it on unrelated text); one value per (case, config), the same for every trial
+OFF_TARGET_DOSE = Metric("off_target_dose", "real", 0, label="off-target dose (KL nats/token)",
+                         description="mean per-token KL from the unsteered model on a fixed neutral passage "
+                                     "(pytest_steer/data/neutral.jsonl) after the row's prompt")
+
+
+def neutral_text(case_key: str) -> str:
+    """The neutral passage the off-target dose of `case_key`'s rows is measured on: one of the package's fixed
+    passages (about nothing any instruction asks for), chosen by a hash of the key, the same on every machine."""
+    import hashlib
+    import json
+    from importlib import resources
+
+    lines = resources.files("pytest_steer").joinpath("data", "neutral.jsonl").read_text("utf-8").splitlines()
+    texts = [str(json.loads(line)["text"]) for line in lines if line.strip()]
+    return texts[int.from_bytes(hashlib.sha256(case_key.encode()).digest()[:4], "little") % len(texts)]
 
 
 def doses(engine: GenerationEngine, requests: Sequence[GenerationRequest], baseline_response: str) -> list[float]:
@@ -58,7 +76,7 @@ def doses(engine: GenerationEngine, requests: Sequence[GenerationRequest], basel
     with torch.inference_mode(), contextlib.ExitStack() as stack:
         cases = [r.case for r in rows]
         for name, method in engine.methods.items():
-            values = [r.config.value if r.config.method == name else None for r in rows]
+            values = [r.config.value_for(name) for r in rows]
             stack.enter_context(method.steer(model, enc, cases, values))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **keep).logits
         logp = logits[:, -(n + 1):-1].float().log_softmax(-1)

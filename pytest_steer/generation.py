@@ -26,7 +26,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from .methods.base import GridPoint, SteeringError, SteeringMethod, user_turn
+from .methods.base import GridPoint, SteeringError, SteeringMethod
 from .prompts import encode, render_chat
 
 if TYPE_CHECKING:
@@ -220,10 +220,11 @@ class GenerationEngine:
     def validate(self, requests: Sequence[GenerationRequest]) -> None:
         """Every steered row's method is one of the engine's; cheap, so call it before long runs."""
         for r in requests:
-            if not r.config.is_baseline and r.config.method not in self.methods:
-                have = ", ".join(self.methods) or "none"
-                raise SteeringError(f"row {r.key!r} asks for steering method {r.config.method!r}, but the engine "
-                                    f"has {have}; pass it in GenerationEngine(methods=...)")
+            for method, _ in r.config.steering():
+                if method not in self.methods:
+                    have = ", ".join(self.methods) or "none"
+                    raise SteeringError(f"row {r.key!r} asks for steering method {method!r}, but the engine "
+                                        f"has {have}; pass it in GenerationEngine(methods=...)")
 
     def check_context(self, requests: Sequence[GenerationRequest]) -> None:
         """Refuse a row whose rendered prompt plus `max_new_tokens` exceeds the model's context: past it the
@@ -239,10 +240,10 @@ class GenerationEngine:
                                  "tokens; shorten the case or lower --steer-max-new-tokens")
 
     def messages(self, request: GenerationRequest) -> list[dict[str, str]]:
-        """The chat messages of one row, as its method renders them."""
-        if request.config.is_baseline:
-            return user_turn(request.case)
-        return self.methods[request.config.method].render(request.case, request.config.value)
+        """The chat messages of one row, as its method (or a combined config's prompt-changing part) renders them."""
+        from .methods.combine import render
+
+        return render(request.config, request.case, self.methods)
 
     def generate(
         self,
@@ -326,7 +327,7 @@ class GenerationEngine:
         cases = [r.case for r in batch]
         with contextlib.ExitStack() as stack:
             for name, method in self.methods.items():
-                values = [r.config.value if r.config.method == name else None for r in batch]
+                values = [r.config.value_for(name) for r in batch]
                 stack.enter_context(method.steer(self.model, enc, cases, values))
             out = self.model.generate(
                 input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=config,

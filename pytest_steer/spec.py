@@ -23,6 +23,7 @@ from .options import (
     parse_choice,
     parse_fraction,
     parse_int,
+    parse_list,
     parse_methods,
     parse_positive_int,
     parse_positive_number,
@@ -82,6 +83,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "task: 'ifeval' or a name registered with pytest_steer.register_task (e.g. in conftest.py)",
     ),
     Option("methods", parse_methods, ("pasta",), "steering methods to sweep: pasta, actadd, prompt (comma-separated)"),
+    Option("combine", parse_list, (),
+           "combined configs, each two or more of the grid's configs applied at once, joined by '+' "
+           "(comma-separated), e.g. prompt-restate+actadd-c1"),
     Option("trials", parse_positive_int, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
     Option("temperature", parse_temperature, None, "sampling temperature (default: the model's generation_config)"),
@@ -215,6 +219,7 @@ class RunSpec:
 
     task: str = _default("task")
     methods: tuple[str, ...] = _default("methods")
+    combine: tuple[str, ...] = _default("combine")
     trials: int = _default("trials")
     max_new_tokens: int = _default("max_new_tokens")
     temperature: float | None = _default("temperature")
@@ -241,6 +246,7 @@ class RunSpec:
         for name, f in own.items():
             object.__setattr__(self, name, settings.pop(name, f.default))
         object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "combine", tuple(self.combine))
         declared = {o.name: o for o in declared_options()}
         for name in settings:
             if name not in declared:
@@ -309,13 +315,18 @@ class RunSpec:
         return tuple(self[method_entry(method).grid.name])
 
     def configs(self) -> list[GridPoint]:
-        """The sweep as `GridPoint`s: the baseline first, then each method's values in the order given."""
+        """The sweep as `GridPoint`s: the baseline first, then each method's values in the order given (a method
+        may add settings of its own, `expand`), then the combined configs (`methods.combine`)."""
         from .methods import build_method
+        from .methods.combine import combined_config
 
         out = [BASELINE_CONFIG]
+        built = {}
         for name in self.methods:
-            method = build_method(name, self)
+            method = built[name] = build_method(name, self)
             grid = self.values(name)
+            expand = getattr(method, "expand", None)
+            grid = tuple(expand(grid)) if callable(expand) else grid
             labelled: dict[str, Any] = {}
             for v in grid:
                 c = config(method, v, grid)
@@ -327,6 +338,11 @@ class RunSpec:
                                         f"{c.label!r}; its label() must give each grid value its own label")
                 labelled[c.label] = v
                 out.append(c)
+        for label in self.combine:
+            c = combined_config(label, out, built)
+            if c.label in {o.label for o in out}:
+                raise SteeringError(f"combined config {label!r} is given twice")
+            out.append(c)
         return out
 
     def config(self, label: str) -> GridPoint:

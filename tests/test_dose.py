@@ -84,3 +84,32 @@ def test_no_op_values_have_dose_zero_and_bad_input_is_refused(engine):
     with pytest.raises(ValueError, match="one case and trial"):
         doses(engine, [*_requests(engine, [("actadd", 1.0)]),
                        GenerationRequest(load_cases()[1], config(engine.methods["actadd"], 1.0), 0)], RESPONSE)
+
+
+def test_off_target_dose_is_the_kl_on_a_neutral_passage_per_case_and_config(tiny_model_dir, tmp_path):
+    """The off-target dose: 0 for the baseline, the KL on the case's neutral passage for a steered row, one value
+    per (case, config) whatever the trial, and read from the cache by the next run."""
+    from pytest_steer.cache import ResultCache
+    from pytest_steer.dose import neutral_text
+    from pytest_steer.session.run import ModelSettings, SteerRun
+    from pytest_steer.spec import RunSpec
+
+    spec = RunSpec(methods=("actadd", "prompt"), actadd_layer=1, actadd_coefs=(4.0,), prompt_variants=("restate",),
+                   trials=2, max_new_tokens=4, per_type=1)
+    run = SteerRun(ModelSettings(str(tiny_model_dir)), ResultCache(tmp_path))
+    rows = run.rows(spec, 0) + run.rows(spec, 1)
+    off = {(r.key, r.config, r.trial): r.scores["off_target_dose"] for r in rows}
+    assert all(v == 0.0 for (_, c, _), v in off.items() if c == "baseline")
+    steered = [r for r in rows if r.config != "baseline" and r.trial == 0]
+    assert run.off_target_rows == len(steered)  # once per (case, config), not per trial
+    cases = {c.key: c for c in run.cases(spec)}
+    for r in steered:
+        assert off[(r.key, r.config, 1)] == off[(r.key, r.config, 0)]
+        cfg = spec.config(r.config)
+        expected = doses(run.engine(spec), [GenerationRequest(cases[r.key], cfg, 0)], neutral_text(r.key))[0]
+        assert off[(r.key, r.config, 0)] == pytest.approx(expected, abs=1e-6) and expected > 0
+        assert r.scores["off_target_dose"] != r.scores["dose"]  # another text than the baseline's response
+    again = SteerRun(ModelSettings(str(tiny_model_dir)), ResultCache(tmp_path))
+    assert {(r.key, r.config): r.scores["off_target_dose"] for r in again.rows(spec, 0)} == {
+        (k, c): v for (k, c, t), v in off.items() if t == 0}
+    assert again.off_target_rows == 0

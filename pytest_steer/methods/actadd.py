@@ -480,6 +480,32 @@ def check_coefficient(value: Any) -> float:
     return finite_number("actadd", "coefficient", value)
 
 
+#: the paper's two settings: the instruction kept in the prompt, or removed from it and supplied by the vector
+SETTINGS = ("kept", "removed")
+#: a grid value of the instruction-removed setting: "removed:<coefficient>"
+REMOVED = "removed:"
+
+
+def split_value(value: Any) -> tuple[str, float]:
+    """(setting, coefficient) of a grid value: a number is the kept setting, "removed:<c>" the removed one."""
+    if isinstance(value, str) and value.strip().startswith(REMOVED):
+        return "removed", check_coefficient(value.strip()[len(REMOVED):])
+    return "kept", check_coefficient(value)
+
+
+def parse_settings(value: Any) -> tuple[str, ...]:
+    """`--steer-actadd-setting`: kept, removed, or both (comma-separated)."""
+    import argparse
+
+    out = tuple(dict.fromkeys(t.strip() for t in str(value if not isinstance(value, (list, tuple))
+                                                     else ",".join(map(str, value))).split(",") if t.strip()))
+    bad = [t for t in out if t not in SETTINGS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"activation-steering setting {', '.join(bad) or value!r}: use kept, "
+                                         "removed or kept,removed")
+    return out
+
+
 class ActivationSteering:
     """Instruction activation steering as a `SteeringMethod`, at weight `value` on its rule.
 
@@ -506,15 +532,22 @@ class ActivationSteering:
                "layer whose output activation steering edits: middle, an index, or auto (a held-out sweep per type)"),
         Option("actadd_rule", parse_choice(*RULES), "project",
                "activation-steering rule: project (the paper's projection clamp) or add (coefficient x raw vector)"),
+        Option("actadd_setting", parse_settings, ("kept",),
+               "activation-steering setting(s): kept (instruction in the prompt), removed (the prompt without its "
+               "instruction, steered by the instruction's vector; adds an unsteered removed-c0 row), or kept,removed"),
     )
 
-    def __init__(self, layer: int | str = "middle", rule: str = "project") -> None:
+    def __init__(self, layer: int | str = "middle", rule: str = "project",
+                 settings: Sequence[str] = ("kept",)) -> None:
         if layer not in ("middle", "auto") and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise SteeringError(f"activation-steering layer {layer!r} must be 'middle', 'auto' or a layer index >= 0")
         if rule not in RULES:
             raise SteeringError(f"activation-steering rule {rule!r} must be one of {', '.join(RULES)}")
         self.layer = layer
         self.rule = rule
+        if not settings or any(x not in SETTINGS for x in settings):
+            raise SteeringError(f"activation-steering settings {tuple(settings)!r}: use kept and/or removed")
+        self.settings = tuple(settings)
         self._layer: int | None = None  # the resolved fixed layer (None under auto)
         self._fits: Layers = {}  # layer -> (directions, targets), fitted in prepare
         self._type_layers: dict[str, int | None] = {}  # auto's choice per instruction type (None: not steered)
@@ -528,19 +561,44 @@ class ActivationSteering:
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> ActivationSteering:
         """The method at the values of its declared `options`."""
-        return cls(layer=values["actadd_layer"], rule=values["actadd_rule"])
+        return cls(layer=values["actadd_layer"], rule=values["actadd_rule"],
+                   settings=values.get("actadd_setting", ("kept",)))
 
     def __repr__(self) -> str:
-        return f"ActivationSteering(layer={self.layer!r}, rule={self.rule!r})"
+        return f"ActivationSteering(layer={self.layer!r}, rule={self.rule!r}, settings={self.settings!r})"
 
-    def check(self, value: Any) -> float:
-        return check_coefficient(value)
+    def check(self, value: Any) -> Value:
+        """A coefficient (the kept setting), or "removed:<coefficient>" (the instruction-removed setting)."""
+        setting, c = split_value(value)
+        return c if setting == "kept" else f"{REMOVED}{c!r}"
+
+    def expand(self, grid: Sequence[Value]) -> list[Value]:
+        """The grid in each of the method's settings; the removed setting adds its unsteered row (c = 0), the
+        paper's "instruction removed, no steering" point that the steered removed rows are read against."""
+        coefficients = [split_value(v)[1] for v in grid]
+        out: list[Value] = []
+        for setting in self.settings:
+            if setting == "kept":
+                out += coefficients
+            else:
+                out += [f"{REMOVED}{c!r}" for c in dict.fromkeys([0.0, *coefficients])]
+        return out
+
+    def series(self, value: Value) -> str:
+        """The removed setting's rows are their own series ("actadd-removed") in tables and figures."""
+        return "actadd-removed" if split_value(value)[0] == "removed" else self.name
+
+    def rewrites(self, value: Value) -> str:
+        """For combined configs: the removed setting replaces the prompt; the kept one leaves it alone."""
+        return "replaces" if split_value(value)[0] == "removed" else "none"
 
     def label(self, value: Value, grid: Sequence[Value]) -> str:
-        return number_label("c", float(value), [float(g) for g in grid])
+        setting, c = split_value(value)
+        same = [split_value(g)[1] for g in grid if split_value(g)[0] == setting]
+        return number_label("c" if setting == "kept" else "removed-c", c, same)
 
     def strength(self, value: Value) -> float:
-        return abs(float(value))
+        return abs(split_value(value)[1])
 
     @property
     def vectors(self) -> dict[str, torch.Tensor]:
@@ -584,6 +642,7 @@ class ActivationSteering:
             raise SteeringError(f"case {leaked[0]!r} is both held out (fitting the vectors) and evaluated; "
                                 "held-out cases must not be evaluated")
         self.offers = offers = ctx.task
+        self._check_removed(ctx.steered)
         self._keys_id = self._keying(held_out)
         untagged = [c.key for c in ctx.steered if not offers.vector_keys(c)]
         if untagged:  # a row's vector is the mean of its case's key vectors: no key, no vector
@@ -739,8 +798,16 @@ class ActivationSteering:
         return {"method": self.name, "rule": self.rule, "layer": layer, "held_out": self._held_out,
                 "keys": self._keys_id}
 
+    def _check_removed(self, steered: Sequence[Case]) -> None:
+        """In the removed setting every steered case's instructions must cut out of its prompt (before any work)."""
+        if "removed" not in self.settings:
+            return
+        for case in steered:
+            self.render(case, f"{REMOVED}1.0")
+
     def notes(self) -> list[str]:
-        """What the report should say about the fitted method: its layer(s), and keys that fell back to a type."""
+        """What the report should say about the fitted method: its layer(s), its settings, and keys that fell back
+        to a type."""
         if self._layer is not None:
             out = [f"actadd: rule {self.rule}, layer {self._layer}"]
         else:
@@ -749,6 +816,10 @@ class ActivationSteering:
                 f"{kind} {'unsteered' if layer is None else layer}"
                 + (" (no information: no arm of the sweep followed it)" if kind in self._uninformed else "")
                 for kind, layer in chosen)]
+        if "removed" in self.settings:
+            out.append("actadd: settings " + ", ".join(self.settings) + " (actadd-removed-c* rows: the prompt without "
+                       "its instructions, steered by their vectors; removed-c0 unsteered; each paired with the "
+                       "baseline, which keeps the instructions)")
         by_type: dict[str, list[str]] = {}
         for fine, kind in sorted(self._fallbacks.items()):
             by_type.setdefault(kind, []).append(fine)
@@ -759,7 +830,13 @@ class ActivationSteering:
         return out
 
     def render(self, case: Case, value: Value | None) -> list[dict[str, str]]:
-        return user_turn(case)
+        """The prompt as one user turn; in the removed setting, without its instruction texts."""
+        if value is None or split_value(value)[0] == "kept":
+            return user_turn(case)
+        try:
+            return [{"role": "user", "content": prompt_without_instructions(case.prompt, self.offers.highlights(case))}]
+        except ValueError as e:
+            raise SteeringError(f"case {case.key!r}: {e}; the instruction-removed setting cannot render it") from None
 
     def _layer_of(self, kind: str) -> int | None:
         return self._layer if self._layer is not None else self._type_layers.get(kind)
@@ -824,7 +901,7 @@ class ActivationSteering:
             raise SteeringError("activation steering has no vectors; call prepare() before steering")
         hidden = model.config.get_text_config().hidden_size
         param = next(model.parameters())
-        weights = torch.tensor([0.0 if v is None else self.check(v) for v in values])
+        weights = torch.tensor([0.0 if v is None else split_value(v)[1] for v in values])
         used = sorted({layer for c, v in zip(cases, values, strict=True) if v is not None
                        for layer in map(self._layer_of, _kinds(self.offers, c)) if layer is not None})
         edits: list[contextlib.AbstractContextManager[None]] = []

@@ -40,16 +40,32 @@ Value = float | str
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One point of the grid: a method at one value, or the unsteered baseline (method "baseline")."""
+    """One point of the grid: a method at one value, or the unsteered baseline (method "baseline").
+
+    `parts` lists the (registered method, value) pairs the row applies when they are not just
+    (method, value): a combined config ("prompt+actadd", every part at once) or a method's own
+    setting shown as its own series ("actadd-removed"). `method` is then the row's series name.
+    """
 
     method: str
     value: Value | None
     label: str
     strength: float = 0.0
+    parts: tuple[tuple[str, Value], ...] = ()
 
     @property
     def is_baseline(self) -> bool:
         return self.method == BASELINE
+
+    def steering(self) -> tuple[tuple[str, Value], ...]:
+        """The (registered method, value) pairs this row is steered by; none for the baseline."""
+        if self.is_baseline or self.value is None:
+            return ()
+        return self.parts or ((self.method, self.value),)
+
+    def value_for(self, method: str) -> Value | None:
+        """The value registered method `method` steers this row at (None: it leaves the row alone)."""
+        return dict(self.steering()).get(method)
 
 
 BASELINE_CONFIG = GridPoint(BASELINE, None, BASELINE, 0.0)
@@ -152,4 +168,7 @@ def config(method: SteeringMethod, value: Any, grid: Sequence[Any] = ()) -> Grid
         raise SteeringError(f"{method.name} grid value {value!r} must be a number or a name (None is the "
                             "unsteered baseline, always included)")
     others = [method.check(g) for g in grid]
-    return GridPoint(method.name, v, f"{method.name}-{method.label(v, others)}", method.strength(v))
+    series = getattr(method, "series", None)
+    name = series(v) if callable(series) else method.name  # e.g. "actadd-removed": a setting shown as its own series
+    label = f"{method.name}-{method.label(v, others)}"
+    return GridPoint(name, v, label, method.strength(v), () if name == method.name else ((method.name, v),))

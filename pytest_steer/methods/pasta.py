@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ..tasks.base import Case
 
 SCALE_POSITIONS = ("include", "exclude", "generation")
+PROFILE = "profile"
 _PREFIX = "pasta_"
 _BASES = ("sdpa", "eager")
 _BIAS_ATTR = "_steer_bias"
@@ -164,11 +165,19 @@ def _layer_index(value: Any) -> int:
     return n
 
 
+def parse_pasta_layers(value: Any) -> Any:
+    """`--steer-layers`: "profile" (the paper's head profiling, `profile_heads`) or what `parse_layers` reads."""
+    if isinstance(value, str) and value.strip() == PROFILE:
+        return PROFILE
+    return parse_layers(value)
+
+
 def _head_spec(layers: Any) -> str | HeadSpec:
-    """"middle"/"all", or {layer: heads or None (all heads)} from any accepted `layers` form."""
+    """"middle"/"all"/"profile", or {layer: heads or None (all heads)} from any accepted `layers` form."""
     if isinstance(layers, str):
-        if layers not in ("middle", "all"):
-            raise SteeringError(f"PASTA layers {layers!r}: use 'middle', 'all', layer indices or {{layer: [heads]}}")
+        if layers not in ("middle", "all", PROFILE):
+            raise SteeringError(f"PASTA layers {layers!r}: use 'middle', 'all', 'profile', layer indices or "
+                                "{layer: [heads]}")
         return layers
     pairs: list[tuple[Any, Any]]
     if isinstance(layers, Mapping):
@@ -225,13 +234,15 @@ class PASTA:
     name: ClassVar[str] = "pasta"
     param: ClassVar[str] = "alpha"
     noop: ClassVar[Value] = 1.0
+    needs_prompt: ClassVar[bool] = True  # its highlights are located in the rendered prompt (combined configs)
     #: the grid option and the settings this method reads (CLI --steer-<name>, ini steer_<name>, marker <name>)
     grid: ClassVar[Option] = Option(
         "alphas", grid_parser("alpha", check_alpha, 1.0, "5,10,20"), (5.0, 10.0, 20.0),
         "PASTA strengths to sweep, comma-separated (the baseline is always added)")
     options: ClassVar[tuple[Option, ...]] = (
-        Option("layers", parse_layers, "middle",
-               "PASTA layers (all heads): middle, all, 8-23, 8,9,10 or JSON {layer: [heads]}"),
+        Option("layers", parse_pasta_layers, "middle",
+               "PASTA layers (all heads): middle, all, 8-23, 8,9,10, JSON {layer: [heads]}, or profile (the paper's "
+               "head profiling on held-out cases, scaled to the run)"),
         Option("scale_position", parse_choice(*SCALE_POSITIONS), "include", "PASTA scale position"),
     )
 
@@ -243,6 +254,7 @@ class PASTA:
         self.scale_position = scale_position
         self._spec = _head_spec(layers)
         self._resolved: dict[int, list[int]] | None = None
+        self.profile: Any = None  # what profiling found (a pasta_profile.HeadProfile) (layers "profile"), from prepare
         self.unsteerable: set[str] = set()  # keys of cases whose instructions were not found (warn mode)
         self.offers: CaseOffers = INSTRUCTIONS  # what each case offers to highlight: the run's task, from prepare
 
@@ -260,15 +272,25 @@ class PASTA:
         return check_alpha(value)
 
     def label(self, value: Value, grid: Sequence[Value]) -> str:
-        return number_label("alpha", float(value), [float(g) for g in grid])
+        """"alpha10"; "profiled-alpha10" on profiled heads, so the two can never be read as one another."""
+        prefix = "profiled-alpha" if self._spec == PROFILE else "alpha"
+        return number_label(prefix, float(value), [float(g) for g in grid])
+
+    def series(self, value: Value) -> str:
+        """Profiled PASTA is its own series ("pasta-profiled") in tables and figures."""
+        return "pasta-profiled" if self._spec == PROFILE else self.name
+
+    def notes(self) -> list[str]:
+        """For the report and the terminal: the heads profiling chose, and what it cost."""
+        return self.profile.notes() if self.profile is not None else []
 
     def strength(self, value: Value) -> float:
         return abs(math.log(float(value)))
 
     # --- model and cases ------------------------------------------------------------------------
 
-    def heads(self, model: Any) -> dict[int, list[int]]:
-        """The selected heads per layer of `model`; SteeringError if PASTA cannot steer the model."""
+    def _modules(self, model: Any) -> dict[int, torch.nn.Module]:
+        """The attention modules PASTA steers, by layer; SteeringError if PASTA cannot steer the model."""
         if not getattr(type(model), "_supports_attention_backend", False):
             raise SteeringError(
                 f"{type(model).__name__} does not route attention through transformers.AttentionInterface, "
@@ -281,9 +303,18 @@ class PASTA:
         if not modules:
             raise SteeringError(f"{type(model).__name__} has no attention modules with a layer index for PASTA "
                                 "to steer")
+        return modules
+
+    def heads(self, model: Any) -> dict[int, list[int]]:
+        """The selected heads per layer of `model`; SteeringError if PASTA cannot steer the model."""
+        modules = self._modules(model)
         num_layers, num_heads = len(modules), model.config.get_text_config().num_attention_heads
         spec: HeadSpec
-        if isinstance(self._spec, dict):
+        if self._spec == PROFILE:
+            if self._resolved is None:
+                raise SteeringError("PASTA layers 'profile' are chosen by profiling; call prepare() first")
+            spec = {layer: tuple(hs) for layer, hs in self._resolved.items()}
+        elif isinstance(self._spec, dict):
             spec = self._spec
         elif self._spec == "middle":
             spec = dict.fromkeys(middle_layers(num_layers))
@@ -305,10 +336,18 @@ class PASTA:
         if ctx.on_missing not in ("error", "warn"):
             raise SteeringError(f"on_missing must be 'error' or 'warn', not {ctx.on_missing!r}")
         model, tokenizer = ctx.model.model, ctx.model.tokenizer
+        self.offers = ctx.task
+        if self._spec == PROFILE:
+            from .pasta_profile import profile_heads
+
+            def found(case: Case) -> bool:
+                return _spans(render_chat(tokenizer, user_turn(case)), case, self.offers.highlights(case))[1] is None
+
+            self.profile = profile_heads(self, ctx, len(self._modules(model)), found)
+            self._resolved = {layer: list(heads) for layer, heads in self.profile.chosen.items()}
         self._resolved = self.heads(model)
         enable_steering_backend(model)  # once here, so batches do not switch the kernel back and forth
         self.unsteerable = set()
-        self.offers = ctx.task
         for case in {c.key: c for c in ctx.steered}.values():
             if not self.offers.highlights(case):
                 raise no_highlights(case, "PASTA", "highlight")
@@ -322,12 +361,21 @@ class PASTA:
             warnings.warn(msg + "; its PASTA rows run unsteered", stacklevel=2)
             self.unsteerable.add(case.key)
 
+    def rewrites(self, value: Value) -> str:
+        """For combined configs: PASTA renders the prompt unchanged (and `needs_prompt` to find its spans)."""
+        return "none"
+
     def identity(self) -> dict[str, Any]:
         """Method, head config (layer list when every head of a layer is steered) and scale position."""
-        if isinstance(self._spec, str):
+        head_config: Any
+        if self._spec == PROFILE:
+            if self._resolved is None:
+                raise SteeringError("PASTA layers 'profile' are chosen by profiling; call prepare() first")
+            head_config = {"profiled": {str(k): h for k, h in sorted(self._resolved.items())}}
+        elif isinstance(self._spec, str):
             if self._resolved is None:
                 raise SteeringError(f"PASTA layers {self._spec!r} depend on the model; call prepare() first")
-            head_config: Any = list(self._resolved)
+            head_config = list(self._resolved)
         elif all(h is None for h in self._spec.values()):
             head_config = sorted(self._spec)
         else:
@@ -391,18 +439,23 @@ class PASTA:
         return log_a.expand(hl.shape).clone()
 
     @contextlib.contextmanager
-    def steer_highlight(self, model: Any, highlight: torch.Tensor, alphas: float | Sequence[float]) -> Iterator[None]:
+    def steer_highlight(self, model: Any, highlight: torch.Tensor, alphas: float | Sequence[float],
+                        row_heads: Sequence[Mapping[int, Sequence[int]]] | None = None) -> Iterator[None]:
         """Steer every forward pass (prefill and decode) of `model` inside the block, from a highlight tensor.
 
         highlight: bool [batch, prompt_len], True for highlighted prompt tokens, laid out like input_ids.
         alphas: one alpha, or one per row (1 = that row unsteered).
+        row_heads: per row, its own {layer: heads} instead of the method's (profiling steers each head alone).
         """
         import torch
 
         if highlight.dim() != 2:
             raise SteeringError(f"highlight must be a [batch, prompt_len] bool tensor, got shape "
                                 f"{tuple(highlight.shape)}")
-        sel = self.heads(model)
+        sel = self.heads(model) if row_heads is None else {}
+        rows = [sel] * highlight.shape[0] if row_heads is None else list(row_heads)
+        if len(rows) != highlight.shape[0]:
+            raise SteeringError(f"got {len(rows)} head selections for {highlight.shape[0]} batch rows")
         modules = _attention_modules(model)
         num_heads = model.config.get_text_config().num_attention_heads
         bias = self.prompt_bias(highlight, alphas)
@@ -410,10 +463,11 @@ class PASTA:
         previous = enable_steering_backend(model)
         try:
             for layer, mod in modules.items():
-                heads = torch.zeros(num_heads, dtype=torch.float32, device=bias.device)
-                heads[sel.get(layer, [])] = 1.0
+                heads = torch.zeros(len(rows), num_heads, dtype=torch.float32, device=bias.device)
+                for i, chosen in enumerate(rows):
+                    heads[i, list(chosen.get(layer, []))] = 1.0
                 # [B, H, 1, P]: zeros for unselected heads, so one graph serves every row and layer
-                setattr(mod, _BIAS_ATTR, (bias[:, None, None, :] * heads[None, :, None, None]).to(dtype))
+                setattr(mod, _BIAS_ATTR, (bias[:, None, None, :] * heads[:, :, None, None]).to(dtype))
             yield
         finally:
             for mod in modules.values():

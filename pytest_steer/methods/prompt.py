@@ -79,6 +79,11 @@ class PromptEmphasis:
     def strength(self, value: Value) -> float:
         return {NOOP: 0.0, "restate": 1.0, "system": 1.0, "both": 2.0, "marked": 1.0}[self.check(value)]
 
+    def rewrites(self, value: Value) -> str:
+        """For combined configs: `marked` changes the prompt's text, the others add around it verbatim."""
+        variant = self.check(value)
+        return "none" if variant == NOOP else "replaces" if variant == "marked" else "keeps"
+
     def identity(self) -> dict[str, Any]:
         """The method and its wording: rewording the emphasis changes every steered prompt."""
         return {"method": self.name, "restate": RESTATE, "system": SYSTEM, "mark": MARK,

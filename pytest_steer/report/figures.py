@@ -148,7 +148,8 @@ def dose_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path,
                 quality: str = "quality", dose: str = "dose", baseline: str = BASELINE) -> Path:
     """`dose.png`: the primary metric and the quality against the dose (mean per-token KL from the
     unsteered model, `pytest_steer.dose`), every method on the one axis, with both intervals: which
-    method buys more at the same amount of change to the model."""
+    method buys more at the same amount of change to the model. `dose="off_target_dose"` draws
+    `off-target-dose.png`, the same against the KL on neutral text."""
     by_name = {m.name: m for m in metrics}
     shown = [by_name[n] for n in dict.fromkeys((primary, quality)) if n in by_name and n in summary]
     if not shown or dose not in summary or summary[dose].isna().all():
@@ -171,7 +172,7 @@ def dose_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path,
         ax.set_ylabel(_axis_label(metric))
         ax.set_title(f"{metric.title} vs dose")
         _legend_below(ax)
-    return _save(fig, out_dir, "dose.png")
+    return _save(fig, out_dir, "dose.png" if dose == "dose" else f"{dose.replace('_', '-')}.png")
 
 
 def pareto_figure(summary: pd.DataFrame, metrics: Sequence[Metric], out_dir: Path, *, x: str,

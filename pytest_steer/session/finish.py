@@ -157,6 +157,9 @@ def _report_one(rows: list[ResultRow], metrics: Sequence[Metric], out_dir: Path,
     if "dose" in by_name and len(summary) > 1:
         add("Dose: every method on one axis", lambda: dose_figure(summary, present, out_dir, primary=primary,
                                                                  quality=quality or primary))
+    if "off_target_dose" in by_name and len(summary) > 1:
+        add("Off-target dose (KL on neutral text)", lambda: dose_figure(
+            summary, present, out_dir, primary=primary, quality=quality or primary, dose="off_target_dose"))
     if quality:
         add("Pareto frontier", lambda: pareto_figure(summary, present, out_dir, x=primary, y=quality))
     if tagged and has_tags:

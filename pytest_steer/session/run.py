@@ -34,7 +34,7 @@ from ..cache import (
     score_key,
     tokenizer_fingerprint,
 )
-from ..dose import DOSE
+from ..dose import DOSE, OFF_TARGET_DOSE
 from ..evaluation import EvalResult, check_metric_names
 from ..generation import (
     Generation,
@@ -55,6 +55,7 @@ from ..tasks.base import CaseSet
 
 #: bump when the dose computation changes; _DOSE_ROWS steered rows share one teacher-forced pass
 DOSE_FORMAT = 1
+OFF_TARGET_FORMAT = 1
 _DOSE_ROWS = 7
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class SteerRun:
     generation_seconds: float = field(default=0.0, init=False)
     generated_tokens: int = field(default=0, init=False)
     dose_rows: int = field(default=0, init=False)  # steered rows whose dose went through the model
+    off_target_rows: int = field(default=0, init=False)  # (case, config) pairs whose off-target dose did
     dose_seconds: float = field(default=0.0, init=False)
 
     # -- resources ---------------------------------------------------------------------------------
@@ -194,8 +196,7 @@ class SteerRun:
                 self.store = RecordingStore(self.cache)
             ctx = PrepareContext(self.model, tuple(split.evaluated), split.held_out, self.store, spec.on_missing,
                                  _layer_sweep_tools(self.model, self.task(spec), spec.max_new_tokens)
-                                 if spec["actadd_layer"] == "auto"
-                                 else {},
+                                 if spec["actadd_layer"] == "auto" or spec["layers"] == "profile" else {},
                                  task=self.task(spec))
             built = {name: build_method(name, spec) for name in spec.methods}
             for name, m in built.items():
@@ -227,7 +228,7 @@ class SteerRun:
     def metrics(self, spec: RunSpec) -> list[Metric]:
         """The scorers' metrics, then the dose every steered row gets (`pytest_steer.dose`), with the run's
         budgets on them."""
-        return with_budgets([*metrics_of(self.scorers(spec)), DOSE], spec)
+        return with_budgets([*metrics_of(self.scorers(spec)), DOSE, OFF_TARGET_DOSE], spec)
 
     def settings(self, spec: RunSpec) -> GenerationSettings:
         s = GenerationSettings(
@@ -263,7 +264,14 @@ class SteerRun:
     def _generation_key(self, spec: RunSpec, req: GenerationRequest, settings: dict[str, Any]) -> dict[str, Any]:
         m = self.model
         cfg = req.config
-        identity = None if cfg.is_baseline else {"method": cfg.method, **self.methods(spec)[cfg.method].identity()}
+        methods = self.methods(spec)
+        pairs = cfg.steering()
+        identity: dict[str, Any] | None = None
+        if len(pairs) == 1 and pairs[0] == (cfg.method, cfg.value):
+            identity = {"method": cfg.method, **methods[cfg.method].identity()}
+        elif pairs:  # a combined config or a method's setting as its own series: every part's method and value
+            identity = {"method": cfg.method, "parts": [{"method": m, **methods[m].identity(), "value": v}
+                                                        for m, v in pairs]}
         return generation_key(
             model_identity=m.identity, tokenizer_fingerprint=tokenizer_fingerprint(m.tokenizer),
             case_hash=req.case.content_hash(), method_identity=identity, value=cfg.value, settings=settings,
@@ -284,7 +292,8 @@ class SteerRun:
                         if self.backend is not None else [trial]
                     self._generations.update(self._generate_units(spec, trials))
                 gens, hashes = self._generations[unit]
-                self._units[unit] = self._score(spec, gens, hashes, self._doses(self.engine(spec), gens, hashes))
+                self._units[unit] = self._score(spec, gens, hashes, self._doses(self.engine(spec), gens, hashes),
+                                                self._off_target_doses(spec, gens))
         return self._units[unit]
 
     def _generate_units(self, spec: RunSpec, trials: Sequence[int]
@@ -361,6 +370,38 @@ class SteerRun:
         self.dose_rows += sum(len(r) for r in todo.values())
         return out
 
+    def _off_target_doses(self, spec: RunSpec, gens: Sequence[Generation]) -> list[float]:
+        """Each row's off-target dose (`dose.OFF_TARGET_DOSE`; 0 for the baseline): per (case, config), the same in
+        every trial, from the cache where it has it."""
+        from ..dose import doses, neutral_text
+
+        out = [0.0 if g.request.config.is_baseline else math.nan for g in gens]
+        todo: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i, g in enumerate(gens):
+            if g.request.config.is_baseline:
+                continue
+            first = dataclasses.replace(g.request, trial=0)  # no sampling: every trial's value is trial 0's
+            key = {"format": OFF_TARGET_FORMAT, "row": key_hash(self._generation_key(spec, first, {})),
+                   "text": neutral_text(g.request.case.key)}
+            rec = self.cache.get("off-target-dose", key) if self.cache else None
+            if rec is not None and isinstance(rec.get("kl"), float):
+                out[i] = rec["kl"]
+            else:
+                todo.setdefault(g.request.case.key, []).append((i, key))
+        start, engine = time.perf_counter(), self.engine(spec) if todo else None
+        for case_key, rows in todo.items():
+            for chunk in (rows[j:j + _DOSE_ROWS] for j in range(0, len(rows), _DOSE_ROWS)):
+                assert engine is not None
+                kl = doses(engine, [dataclasses.replace(gens[i].request, trial=0) for i, _ in chunk],
+                           neutral_text(case_key))
+                for (i, key), v in zip(chunk, kl, strict=True):
+                    out[i] = v
+                    if self.cache and not math.isnan(v):
+                        self.cache.put("off-target-dose", key, {"kl": v})
+        self.dose_seconds += time.perf_counter() - start
+        self.off_target_rows += sum(len(r) for r in todo.values())
+        return out
+
     def _samples(self, gens: Sequence[Generation]) -> list[Sample]:
         base = {g.request.case.key: g.n_tokens for g in gens if g.request.config.is_baseline}
         return [Sample(g.request.case, g.request.config, g.request.case.prompt, g.text, g.n_tokens, g.finish_reason,
@@ -409,7 +450,7 @@ class SteerRun:
             return None
 
     def _score(self, spec: RunSpec, gens: list[Generation], gen_hashes: list[str],
-               dose: Sequence[float]) -> list[ResultRow]:
+               dose: Sequence[float], off_target: Sequence[float] = ()) -> list[ResultRow]:
         samples = self._samples(gens)
         names = [m.name for m in self.metrics(spec)]
         scorers = self.scorers(spec)
@@ -426,6 +467,8 @@ class SteerRun:
             if failed:
                 details["scorer_errors"] = failed
             values[DOSE.name] = None if math.isnan(dose[i]) else dose[i]
+            if off_target:
+                values[OFF_TARGET_DOSE.name] = None if math.isnan(off_target[i]) else off_target[i]
             cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
                 key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,
@@ -510,8 +553,9 @@ class SteerRun:
         if self.generation_seconds > 0:
             out["generation"] = f"{self.generated_tokens} tokens in {self.generation_seconds:.1f} s " \
                                 f"({self.generated_tokens / self.generation_seconds:.1f} tokens/s)"
-        if self.dose_rows:
-            out["dose pass"] = f"{self.dose_rows} steered rows in {self.dose_seconds:.1f} s " \
+        if self.dose_rows or self.off_target_rows:
+            out["dose pass"] = f"{self.dose_rows} steered rows and {self.off_target_rows} off-target passages " \
+                               f"in {self.dose_seconds:.1f} s " \
                                f"({self.dose_seconds / max(self.generation_seconds, 1e-9):.0%} of generation time)"
         if self.backend is not None:
             out.update(self.backend.meta())
@@ -522,17 +566,20 @@ class SteerRun:
 
 
 def _layer_sweep_tools(model: LoadedModel, task: Task, max_new_tokens: int = 0) -> dict[str, Any]:
-    """What activation steering's `auto` layer sweep scores held-out responses with: the task's judge (IFEval:
-    its strict check), and each response's perplexity alone under the unsteered model (the degeneration
-    filter); and the run's token budget. A task without a judge gives none, and `auto` says what it needs."""
+    """What the held-out sweeps (activation steering's `auto` layers, PASTA's head profiling) score responses
+    with: the task's judge (IFEval: its strict check); each response's perplexity alone under the unsteered
+    model (`auto`'s degeneration filter); its log-likelihood given the prompt (profiling's tie-break); and the
+    run's token budget. A task without a judge gives none, and the sweep says what it needs."""
     import functools
 
     from ..methods.actadd import response_perplexities
+    from ..metrics.quality import Fluency
 
     if task.judge is None:
         return {}
     return {"follows": task.judge, "perplexities": functools.partial(response_perplexities, model.model,
                                                                      model.tokenizer),
+            "log_likelihoods": Fluency(model.model, model.tokenizer).log_likelihoods,
             "scorer": task.judge_name or task.name, "max_new_tokens": max_new_tokens}
 
 
