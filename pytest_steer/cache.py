@@ -368,14 +368,17 @@ def _written_here(folder: Path, rel: str) -> bool:
     path = folder / rel
     if _TEMP_FILE.fullmatch(rel):
         return True
-    if _LOCK_FILE.fullmatch(rel):
-        return folder.name == LOCKS and not path.is_symlink() and path.stat().st_size == 0
-    if not _RECORD_FILE.fullmatch(rel):
-        return False
-    if path.is_symlink():  # removing the link never touches what it points to
+    try:
+        if _LOCK_FILE.fullmatch(rel):
+            return folder.name == LOCKS and not path.is_symlink() and path.stat().st_size == 0
+        if not _RECORD_FILE.fullmatch(rel):
+            return False
+        if path.is_symlink():  # removing the link never touches what it points to
+            return True
+        with open(path, "rb") as fh:
+            return _RECORD_START.match(fh.read(128)) is not None
+    except FileNotFoundError:  # already gone, e.g. another worker cleared it
         return True
-    with open(path, "rb") as fh:
-        return _RECORD_START.match(fh.read(128)) is not None
 
 
 def _kind_dir(root: Path, kind: str) -> Path:
