@@ -220,7 +220,8 @@ class ResultCache:
 
         A kind folder is ours when it holds the manifest `put` writes into it, or, for caches written before
         manifests existed, when it has the name of a kind the package writes (`LEGACY_KINDS`); in it only
-        files named as records, temp files and lock files are deleted, then the folders left empty. Returns
+        what `_written_here` vouches for is deleted (records, temp files, `locks/`' empty lock files), then the
+        folders left empty. Returns
         one line naming what was kept (other folders and files), or None. When deleting fails the cache is
         disabled for this run, so no record meant to be gone is reused.
         """
