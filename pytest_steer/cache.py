@@ -47,9 +47,13 @@ CACHE_MANIFEST = ".pytest-steer-cache.json"
 LOCKS = "locks"
 #: kind folders the release before manifests wrote; `clear` recognises them by name and their files by name
 LEGACY_KINDS = frozenset({"generation", "score", "dose", "vectors", "layer-sweep", LOCKS})
-#: the files of a kind folder that `clear` deletes: records, temp files of interrupted writes, lock files
-_OWN_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.json|[0-9a-f]{2}/\.[0-9a-f]{1,64}\.[^/]*\.tmp"
-                       r"|[A-Za-z0-9][A-Za-z0-9._-]*\.lock")
+#: the files of a kind folder that `clear` deletes: records (if they read as records), temp files of
+#: interrupted writes, and in `locks/` empty lock files
+_RECORD_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.json")
+_TEMP_FILE = re.compile(r"[0-9a-f]{2}/\.[0-9a-f]{1,64}\.[^/]*\.tmp")
+_LOCK_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.lock")
+#: how every record `put` writes begins (canonical JSON: sorted keys, no spaces)
+_RECORD_START = re.compile(rb'\{"checksum":"[0-9a-f]{64}","format":')
 _NAMED = 5  # kept paths named in clear's line; the rest are counted
 
 
@@ -216,7 +220,8 @@ class ResultCache:
 
         A kind folder is ours when it holds the manifest `put` writes into it, or, for caches written before
         manifests existed, when it has the name of a kind the package writes (`LEGACY_KINDS`); in it only
-        files named as records, temp files and lock files are deleted, then the folders left empty. Returns
+        what `_written_here` vouches for is deleted (records, temp files, `locks/`' empty lock files), then the
+        folders left empty. Returns
         one line naming what was kept (other folders and files), or None. When deleting fails the cache is
         disabled for this run, so no record meant to be gone is reused.
         """
@@ -342,7 +347,7 @@ def _remove_records(folder: Path) -> list[str]:
         base = Path(here)
         for name in files + [d for d in dirs if (base / d).is_symlink()]:
             rel = (base / name).relative_to(folder).as_posix()
-            if name in dirs or (rel != CACHE_MANIFEST and not _OWN_FILE.fullmatch(rel)):
+            if name in dirs or (rel != CACHE_MANIFEST and not _written_here(folder, rel)):
                 kept.append(rel)
             elif rel != CACHE_MANIFEST:
                 with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
@@ -355,6 +360,26 @@ def _remove_records(folder: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             folder.rmdir()
     return kept
+
+
+def _written_here(folder: Path, rel: str) -> bool:
+    """Whether the file `rel` of the kind folder `folder` is one `put` or `lock` wrote: a record that reads as
+    one (not merely a sha256-named JSON file of the user's), a temp file of an interrupted write, or an empty
+    lock file in `locks/` (the only lock files the cache writes)."""
+    path = folder / rel
+    if _TEMP_FILE.fullmatch(rel):
+        return True
+    try:
+        if _LOCK_FILE.fullmatch(rel):
+            return folder.name == LOCKS and not path.is_symlink() and path.stat().st_size == 0
+        if not _RECORD_FILE.fullmatch(rel):
+            return False
+        if path.is_symlink():  # removing the link never touches what it points to
+            return True
+        with open(path, "rb") as fh:
+            return _RECORD_START.match(fh.read(128)) is not None
+    except FileNotFoundError:  # already gone, e.g. another worker cleared it
+        return True
 
 
 def _kind_dir(root: Path, kind: str) -> Path:

@@ -148,6 +148,10 @@ def parse_batch_size(value: Any) -> int | str:
     return _word_or_number(value, ("auto",), "a whole number >= 1", parse_positive_int)
 
 
+#: a bound on layer ranges (`--steer-layers 0-N` lists every index); the model's own count is checked later
+MAX_LAYERS = 10_000
+
+
 def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[int, ...]], ...]:
     """ "middle" (the seed study's 8..23 of 28, scaled), "all", "8-23", "8,9,10", [8, 9] or {"8": [0, 1]}.
 
@@ -175,6 +179,11 @@ def parse_layers(value: Any) -> str | tuple[int, ...] | tuple[tuple[int, tuple[i
                 if int(hi) < int(lo):
                     raise argparse.ArgumentTypeError(
                         f"layer range {part!r} runs backwards; write it low-high, e.g. {hi}-{lo}"
+                    )
+                if int(hi) >= MAX_LAYERS:  # the range is built in memory: its size must not be the user's typo
+                    raise argparse.ArgumentTypeError(
+                        f"layer range {part!r} ends past layer {MAX_LAYERS - 1}; no model has that many layers; "
+                        "give your model's layers, e.g. middle or 8-23"
                     )
                 layers.extend(range(int(lo), int(hi) + 1))
             elif part:

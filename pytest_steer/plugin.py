@@ -160,6 +160,10 @@ def pytest_configure(config: pytest.Config) -> None:
                                               on_progress=_progress(config))
     except StartError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
+    steer = config.stash[_SESSION]
+    if steer.settings["clear_cache"] and not steer.is_worker and not config.option.collectonly \
+            and getattr(config.option, "numprocesses", None):
+        steer.clear_cache()  # the xdist controller starts no run: clear before its workers start
 
 
 # -- parametrization and fixtures -------------------------------------------------------------------

@@ -166,6 +166,28 @@ def test_clear_removes_records_of_the_release_before_manifests(tmp_path):
     assert (tmp_path / "scores" / "ab.json").read_text() == "{}"
 
 
+def test_clear_keeps_a_users_files_in_a_folder_named_like_an_old_kind(tmp_path):
+    """Probe of issue 29: a project folder used as the cache dir with a `vectors/` of the user's own (no manifest,
+    a name the release before manifests wrote): clearing deleted its `poetry.lock` (any `*.lock`, though the
+    cache writes locks only in `locks/`) and its sha256-named `ab/<hash>.json` files (named like records,
+    but not records). Now a record goes only when it reads as one, a lock only from `locks/` and only empty."""
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    with c.lock("unit-1"):
+        pass
+    name = "ab" + "c" * 62
+    user = {"vectors/poetry.lock": b"[[package]]\n", f"vectors/ab/{name}.json": b'{"embedding": [0.1, 0.2]}',
+            "generation/notes.lock": b"mine", f"generation/ab/{name}.json": b'{"mine": true}',
+            "locks/held.lock": b"a user's lock with content"}
+    for rel, data in user.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    line = c.clear()
+    assert {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in _files(tmp_path)} == user
+    assert c.get("generation", KEY) is None and not (tmp_path / "locks" / "unit-1.lock").exists()
+    assert line is not None and "vectors/poetry.lock" in line and f"vectors/ab/{name}.json" in line
+
+
 def test_a_forged_or_foreign_manifest_does_not_make_a_folder_ours(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / cache_mod.CACHE_MANIFEST).write_text('{"written_by": "someone-else", "kind": "data"}')

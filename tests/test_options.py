@@ -73,6 +73,18 @@ def test_parse_layers():
         parse_layers("5-2")
 
 
+def test_a_huge_layer_range_is_refused_at_once():
+    """Probe of issue 29: `--steer-layers 0-100000000` built the list of every index in it, a MemoryError after
+    gigabytes and seconds instead of one line; a range is bounded by the input now, like a list."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(argparse.ArgumentTypeError, match="'0-100000000' ends past layer 9999; no model has"):
+        parse_layers("0-100000000")
+    assert time.perf_counter() - start < 0.5
+    assert len(parse_layers("0-9999")) == 10_000
+
+
 def test_ints_refuse_bools_and_fractions():
     assert parse_positive_int("3") == 3 == parse_positive_int(3)
     for bad in (True, 2.5, "2.5", 0, "x"):

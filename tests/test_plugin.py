@@ -220,6 +220,24 @@ def test_sigkill_midway_then_xdist_resume_matches_the_serial_run(first_run: tupl
     assert "workers" in (killed / "report" / "summary.html").read_text()
 
 
+def test_clear_cache_under_xdist_clears_once_before_the_workers(first_run: tuple[Path, Path, str],
+                                                                 tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Probe of issue 29: with -n 2, --steer-clear-cache cleared nothing (workers never clear, and the controller
+    starts no run), so every stale record was reused without a word. The controller clears before the workers
+    start; every row is generated again, once; the user's file stays and is named."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(first_run[1], cache)
+    (cache / "notes.txt").write_text("mine")
+    project = _project(tmp_path / "project")
+    out = _pytest(project, [*_args(tiny_model_dir, cache), "-n", "2", "--dist", "loadgroup", "--steer-clear-cache"])
+    assert f"{N_TESTS} passed" in out.stdout, out.stdout + out.stderr
+    assert len(_generated(project)) == N_ROWS
+    assert (cache / "notes.txt").read_text() == "mine"
+    assert f"pytest-steer cache: cleared {cache}, but kept what it did not write there: notes.txt" in out.stdout
+
+
 def test_marker_sets_the_grid_and_command_line_wins(pytester: pytest.Pytester, tiny_model_dir: Path,
                                                     tmp_path: Path) -> None:
     pytester.makepyfile('''

@@ -367,6 +367,27 @@ def test_score_responses_checks_a_hub_id_as_the_command_line_does(monkeypatch: p
             score_responses(PROMPTS[:1], RESPONSES[:1], **kwargs)
 
 
+def test_score_responses_refuses_a_pair_past_the_context_before_scoring(embedded,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe of issue 29: fluency read a response of any length in one forward pass, past the model's context
+    (positions it never saw) and at a cost without bound (8,000 words: 108 s and 5 GB on the embedded model;
+    more runs out of memory). A run refuses such rows at start-up; score_responses now does too, in one line,
+    before any scorer runs, and without fluency scores any length."""
+    from pytest_steer import score_responses
+    from pytest_steer.metrics import quality
+
+    monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)  # a window this test can exceed
+    monkeypatch.setattr(quality, "quality_scorers", lambda *a, **k: pytest.fail("scored before the length check"))
+    long = " ".join(["word"] * 100)
+    with pytest.raises(ValueError, match=r"^responses\[1\]: its prompt and response are \d+ tokens, over the "
+                                         r"model's context of 64; .*fluency=False"):
+        score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded)
+    monkeypatch.undo()
+    monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)
+    frame = score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded, fluency=False)
+    assert frame["fluency"].isna().all() and frame.at[1, "repetition"] > 0.9
+
+
 def test_score_responses_takes_a_series_or_an_array(embedded) -> None:
     """A pandas user holds columns: Series and arrays are taken as lists, not refused."""
     import numpy as np

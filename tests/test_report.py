@@ -304,6 +304,32 @@ def test_a_users_run_folder_is_kept_and_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_figures")
+def test_a_copied_or_edited_run_folder_is_kept(tmp_path: Path) -> None:
+    """Probe of issue 29: `cp -r run-run1 run-friday` (the natural way to keep a run) copies our manifest, and
+    the next session deleted the copy as ours; so it did with a run folder whose summary.csv the user had
+    annotated. A manifest proves only the folder it names, and only files unchanged since they were written."""
+    import os
+    import shutil
+
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    shutil.copytree(tmp_path / "run-run1", tmp_path / "run-friday")
+    copied = (tmp_path / "run-friday" / "results.jsonl").read_bytes()
+    edited = tmp_path / "run-run2" / "summary.csv"
+    with open(edited, "a") as fh:
+        fh.write("my annotation\n")
+    os.utime(edited, ns=(1, 1))  # a coarse clock or an editor that keeps the time: the size still differs
+    report = report_run(rows, METRICS, tmp_path, _info())  # one run now: the earlier run folders are replaced
+    assert report.problems == []
+    assert (tmp_path / "run-friday" / "results.jsonl").read_bytes() == copied
+    assert edited.read_text().endswith("my annotation\n")
+    assert not (tmp_path / "run-run1").exists()  # ours, as written: removed
+    kept = [line for line in report.terminal_lines if line.startswith("kept in")]
+    assert len(kept) == 1 and "run-friday/ (a copy: its manifest is run-run1's)" in kept[0]
+    assert "run-run2/ (summary.csv changed since pytest-steer wrote it)" in kept[0]
+
+
+@pytest.mark.usefixtures("no_figures")
 def test_run_folders_of_the_release_before_manifests_are_kept(tmp_path: Path) -> None:
     """A folder an earlier release wrote has no manifest: not provably ours, so it is named, never deleted."""
     rows, second = _two_runs()

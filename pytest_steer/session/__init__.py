@@ -26,6 +26,7 @@ from ..scores import Metric
 from ..spec import RunSpec, check_settings, resolve, spec_from
 
 if TYPE_CHECKING:  # also what the plugin's fixtures are typed with
+    from ..cache import ResultCache
     from ..evaluation import EvalResult
     from ..generation import Progress
     from ..methods import SteeringMethod
@@ -150,6 +151,7 @@ class SteerSession:
         self._warned_markers: set[str] = set()  # tests whose marker sets options of methods they do not run
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
         self._report_lock: Any = None  # held from start-up to close(): one session per report dir
+        self._cleared = False  # --steer-clear-cache done (once per session)
 
     @property
     def is_worker(self) -> bool:
@@ -171,10 +173,7 @@ class SteerSession:
 
                 device = worker_device(g["devices"], int(str(self.worker["workerid"]).removeprefix("gw")))
             cache = default_cache(g["cache"], g["cache_dir"])
-            if g["clear_cache"] and not self.is_worker:
-                kept = cache.clear()
-                if kept:
-                    self.notes.append(kept)
+            self.clear_cache(cache)
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
             backend = None
             if g["ray"]:
@@ -184,6 +183,19 @@ class SteerSession:
                                                  g["ray_gpus_per_replica"]))
             self._run = SteerRun(settings, cache, on_progress=self.on_progress, backend=backend)
         return self._run
+
+    def clear_cache(self, cache: ResultCache | None = None) -> None:
+        """--steer-clear-cache: delete the cache's own records once, naming what it kept. A plain session does
+        it when its run starts; under xdist the controller does, before the workers start (it starts no run
+        of its own, and a worker clearing would delete the records its siblings just wrote)."""
+        if not self.settings["clear_cache"] or self.is_worker or self._cleared:
+            return
+        from .run import default_cache
+
+        self._cleared = True
+        kept = (cache or default_cache(self.settings["cache"], self.settings["cache_dir"])).clear()
+        if kept:
+            self.notes.append(kept)
 
     def spec_for(self, nodeid: str, marker_kwargs: Mapping[str, Any], marker_args: tuple[Any, ...] = ()) -> RunSpec:
         """A test's settings; a bad marker raises MarkerError naming the test."""

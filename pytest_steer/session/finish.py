@@ -208,11 +208,23 @@ def _files_of(folder: Path) -> dict[str, int]:
         return {}
 
 
+def _stamp(path: Path) -> list[int]:
+    """A file's size and modification time: what the run manifest records of each file it lists, so that a
+    file the user has changed since (an annotated summary.csv) is no longer ours to delete."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _run_dir(run: str) -> str:
+    return f"{RUN_DIR_PREFIX}{_file_safe(run)}"
+
+
 def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> list[str]:
     """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
-    provably ours: a manifest this package wrote lists their files, and they hold nothing else. Returns what
-    was kept (a folder without our manifest, e.g. one written before manifests or a user's copy, or one
-    holding files of the user's), one entry each, for one terminal line."""
+    provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
+    folder is not ours) lists their files, unchanged since, and they hold nothing else. Returns what was kept
+    (a folder without our manifest, e.g. one written before manifests, a copy, or one holding files of the
+    user's or files the user changed), one entry each, for one terminal line."""
     if not out_dir.is_dir():
         return []
     left = []
@@ -223,11 +235,20 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
         if manifest is None:
             left.append(f"{sub.name}/ (no pytest-steer manifest)")
             continue
+        if sub.name != _run_dir(str(manifest.get("run"))):
+            left.append(f"{sub.name}/ (a copy: its manifest is {_run_dir(str(manifest.get('run')))}'s)")
+            continue
+        stamps = manifest.get("stamps") or {}
         ours = set(manifest.get("files", ())) | {RUN_MANIFEST}
         others = sorted(p.name + ("/" if p.is_dir() else "") for p in sub.iterdir()
                         if p.name not in ours or p.is_symlink() or not p.is_file())
         if others:
             left.append(f"{sub.name}/ (holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})")
+            continue
+        changed = sorted(p.name for p in sub.iterdir() if p.name != RUN_MANIFEST and stamps.get(p.name) != _stamp(p))
+        if changed:
+            left.append(f"{sub.name}/ ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed since "
+                        "pytest-steer wrote it)")
             continue
 
         def remove(sub: Path = sub) -> None:
@@ -239,6 +260,19 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
 
         _step(problems, f"remove the replaced report folder {sub}", remove)
     return left
+
+
+def _mark_written(folder: Path, run: str, before: dict[str, int]) -> None:
+    """Write the run manifest of `folder`: the files this session wrote there (a new inode since `before`), and
+    those an earlier session's manifest listed that are still as it wrote them, each with its `_stamp`."""
+    earlier = (read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}
+    stamps = {}
+    for name, ino in _files_of(folder).items():
+        if name != RUN_MANIFEST:
+            stamp = _stamp(folder / name)
+            if before.get(name) != ino or earlier.get(name) == stamp:
+                stamps[name] = stamp
+    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps)
 
 
 def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
@@ -257,18 +291,15 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
     try:
         runs = list(dict.fromkeys(r.run for r in rows))
         fragments = []
-        subs = {run: out_dir if len(runs) == 1 else out_dir / f"{RUN_DIR_PREFIX}{_file_safe(run)}" for run in runs}
+        subs = {run: out_dir if len(runs) == 1 else out_dir / _run_dir(run) for run in runs}
         for run in runs:
             ms = metrics[run] if isinstance(metrics, Mapping) else metrics
             run_info = info.for_run(run)
             before = _files_of(subs[run])
             fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
                                           report.problems)
-            after = _files_of(subs[run])
-            earlier = (read_manifest(subs[run] / RUN_MANIFEST) or {}).get("files", ())  # ours before, still there
-            written = {n for n, ino in after.items() if before.get(n) != ino} | {n for n in earlier if n in after}
             _step(report.problems, f"mark {subs[run]} as written by pytest-steer",
-                  partial(write_manifest, subs[run], run=run, files=sorted(written - {RUN_MANIFEST})))
+                  partial(_mark_written, subs[run], run, before))
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
