@@ -3,9 +3,9 @@ run on the embedded model.
 
 Prepares PASTA on `make eval`'s split three ways in the same process: `middle` (locate the instruction spans),
 `profile` with an empty cache (the layer pass and the head pass over held-out cases, `pasta_profile`), and
-`profile` again on that cache (read, no generation). Prints the seconds, the rows generated, the ratio of the
-profiled run's prepare to one steered grid point's generation measured here too (the same cases, trials 1),
-and the heads chosen; all in one process on the same machine, so load from other processes hits them alike.
+`profile` again on that cache (read, no generation). Prints the load average, the rows the profile generated,
+the three prepare times and profile - middle, and the heads chosen; all in one process on the same machine, so
+load from other processes hits them alike.
 
     python bench/bench_head_profile.py
 """

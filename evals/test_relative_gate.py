@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_steer import GridPoint
+from pytest_steer.spec import RunSpec
+
 #: absolute margins on the pooled means. The embedded model's baseline quality is about 0.15 and its
 #: repetition (rep-4) about 0.21 (make eval, see README): these catch a collapse, e.g. activation steering
 #: at coefficient 4 (quality -0.125, 95% CI [-0.229, -0.027]; repetition +0.44), not a small cost.
@@ -12,12 +15,32 @@ QUALITY_MARGIN = 0.12
 REPETITION_MARGIN = 0.3
 
 
+def gentlest_per_series(configs: list[GridPoint], method: str) -> list[GridPoint]:
+    """The gentlest steering config of each series `method` runs alone: a profiled PASTA
+    ("pasta-profiled") or the removed setting ("actadd-removed") is its own series, so matching the
+    series name to the method would skip them. Strength 0 (`actadd-removed-c0`) steers nothing."""
+    alone = [c for c in configs if c.strength > 0 and {m for m, _ in c.steering()} == {method}]
+    return [min((c for c in alone if c.method == s), key=lambda c: c.strength)
+            for s in dict.fromkeys(c.method for c in alone)]
+
+
 @pytest.mark.parametrize("method", ["pasta", "actadd", "prompt"])
 def test_gentlest_config_keeps_quality(steer_eval, method):
-    configs = [c for c in steer_eval.configs if c.method == method]
-    if not configs:
+    gentlest = gentlest_per_series(steer_eval.configs, method)
+    if not gentlest:
         pytest.skip(f"{method} is not in this run's --steer-methods")
-    gentlest = min(configs, key=lambda c: c.strength)
-    pooled = steer_eval.result(gentlest)  # all trials pooled: the unit the interval is computed over
-    pooled.assert_not_worse("quality", margin=QUALITY_MARGIN)
-    pooled.assert_not_worse("repetition", margin=REPETITION_MARGIN)
+    for config in gentlest:
+        pooled = steer_eval.result(config)  # all trials pooled: the unit the interval is computed over
+        pooled.assert_not_worse("quality", margin=QUALITY_MARGIN)
+        pooled.assert_not_worse("repetition", margin=REPETITION_MARGIN)
+
+
+def test_gate_covers_profiled_and_removed_series():
+    """Under --steer-layers profile PASTA's configs are the series "pasta-profiled": a gate that matched
+    the series name to "pasta" skipped PASTA. The combined config belongs to no one method."""
+    configs = RunSpec(methods=("pasta", "actadd", "prompt"), alphas=(5, 10), actadd_coefs=(1, 2),
+                      layers="profile", actadd_setting=("kept", "removed"),
+                      combine=("prompt-restate+actadd-c1",)).configs()
+    chosen = {m: [c.label for c in gentlest_per_series(configs, m)] for m in ("pasta", "actadd", "prompt")}
+    assert chosen == {"pasta": ["pasta-profiled-alpha5"], "actadd": ["actadd-c1", "actadd-removed-c1"],
+                      "prompt": ["prompt-restate"]}
