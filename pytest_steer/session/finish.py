@@ -232,6 +232,7 @@ def _run_names(configs: Iterable[str]) -> list[str]:
 
 
 def _stamp_or_none(path: Path) -> list[int] | None:
+    """A plain file's `_stamp`; None when missing or not a plain file (a link or folder there is never ours)."""
     try:
         return None if path.is_symlink() or not path.is_file() else _stamp(path)
     except OSError:
