@@ -19,7 +19,7 @@ _REPLACE_RETRIES = 5
 WRITTEN_BY = "pytest-steer"
 #: the manifest of a folder of one run's report files (the report dir itself, or a `run-<key>/` in it)
 RUN_MANIFEST = ".pytest-steer-run.json"
-#: the manifest of the last session in the report dir: which folders hold its runs
+#: the manifest of the last session in the report dir: which folders hold its runs, and the pages written there
 REPORT_MANIFEST = ".pytest-steer-report.json"
 
 

@@ -293,14 +293,14 @@ def _uses_steering(item: pytest.Item) -> bool:
     return bool(set(getattr(item, "fixturenames", ())) & STEER_FIXTURES) or item.get_closest_marker("steer") is not None
 
 
-def _start_html(config: pytest.Config, session: pytest.Session, report_dir: Path) -> None:
+def _start_html(config: pytest.Config, session: pytest.Session, page: Path) -> None:
     """Switch pytest-html on into the report dir, now that a steering test is known to run."""
     try:
         from pytest_html import plugin as html_plugin
         from pytest_html.basereport import BaseReport
     except ImportError:
         return
-    config.option.htmlpath = str(report_dir / "report.html")
+    config.option.htmlpath = str(page)
     config.option.self_contained_html = True
     before = set(config.pluginmanager.get_plugins())
     html_plugin.pytest_configure(config)
@@ -338,16 +338,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     steer.note_partial_selection(selected, whole)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    html = bool(steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None)
+                and hasattr(config.option, "htmlpath"))
     try:
         steer.start([*selected, *whole],
-                    say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None)
+                    say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None,
+                    html=html)
     except StartError as exc:
         raise pytest.UsageError(f"pytest-steer: {exc}") from None
     if not steer.is_worker:
         _HTML_COLUMNS[:] = steer.html_columns()
-    if steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None) \
-            and hasattr(config.option, "htmlpath"):
-        _start_html(config, session, steer.report_dir)
+    if steer.html_page is not None:
+        _start_html(config, session, steer.html_page)
     if not steer.is_worker:
         _guard_html(config, steer)
 
@@ -355,7 +357,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _guard_html(config: pytest.Config, steer: SteerSession) -> None:
     """pytest-html writes its page in place and raises at session end when the disk is full or read-only
     (a traceback, a 0-byte page, no pass/fail line, rc 1). Have it write atomically, and make a failure
-    one line in our summary: the tests' outcome and exit code stand."""
+    one line in our summary: the tests' outcome and exit code stand. A page written is recorded as ours when
+    it is the one the plugin pointed into the report dir (the next session may replace it)."""
     try:
         from pytest_html.basereport import BaseReport
     except ImportError:
@@ -370,6 +373,8 @@ def _guard_html(config: pytest.Config, steer: SteerSession) -> None:
             except OSError as exc:
                 steer.notes.append(f"could not write the HTML report {report._report_path}: {exc}")
                 manager.unregister(report)  # nor claim "Generated html report" in the summary
+                return
+            steer.page_written(report._report_path)
 
         report._write_report = write
 

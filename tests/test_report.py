@@ -19,7 +19,7 @@ from pytest_steer.report.figures import pareto_figure, tag_delta_bars, tag_heatm
 from pytest_steer.report.html import summary_html, write_standalone
 from pytest_steer.results import to_frame
 from pytest_steer.scores import Metric
-from pytest_steer.session.finish import RunInfo, report_run, save_stored_baseline, terminal_table
+from pytest_steer.session.finish import RunInfo, not_ours, report_run, save_stored_baseline, terminal_table
 
 from .factories import ACTADD4, METRICS, PASTA5, PASTA10, QUALITY, STRICT_INSTR, sweep_rows
 
@@ -338,6 +338,39 @@ def test_run_folders_of_the_release_before_manifests_are_kept(tmp_path: Path) ->
     report = report_run(rows, METRICS, tmp_path, _info())
     assert (tmp_path / "run-run2" / "results.jsonl").is_file()
     assert any("run-run2/ (no pytest-steer manifest)" in line for line in report.terminal_lines)
+
+
+def test_every_file_a_report_writes_is_checked_and_ours_until_changed(tmp_path: Path) -> None:
+    """The start-up check predicts the report's file names: each one written is vouched for by a manifest (the next
+    session replaces it), and each one changed since is named (its name is in the list, so no file escapes it)."""
+    rows = sweep_rows(n_keys=6)
+    assert report_run(rows, METRICS, tmp_path, _info()).problems == []
+    runs = {"run1": list(dict.fromkeys(r.config for r in rows))}
+    assert not_ours(tmp_path, runs) is None
+    written = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    assert {"summary.html", "results.jsonl", "heatmap_tags.png"} <= written
+    assert any(name.startswith("delta_by_tag_") for name in written)
+    for name in written:
+        with open(tmp_path / name, "ab") as fh:
+            fh.write(b"mine")
+    line = not_ours(tmp_path, runs)
+    assert line is not None and set(line.split(" would be overwritten")[0].split(", ")) == written
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_report_never_replaces_a_users_file(tmp_path: Path) -> None:
+    """An xdist controller starts nothing, so no start-up check ran: the report itself refuses to replace a file it
+    cannot prove it wrote (here a run folder's, the user's own), writes nothing there, and says so in one line."""
+    rows, second = _two_runs()
+    (tmp_path / "run-run2").mkdir()
+    mine = tmp_path / "run-run2" / "results.jsonl"
+    mine.write_text("my rows\n")
+    report = report_run([*rows, *second], METRICS, tmp_path, _info(), save_baseline=tmp_path / "b.json")
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith(f"could not build the report in {tmp_path}: run-run2/results.jsonl would "
+                                         "be overwritten")
+    assert mine.read_text() == "my rows\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["b.json", "results.jsonl", "run-run2"]  # only the baseline
 
 
 @pytest.mark.usefixtures("no_figures")

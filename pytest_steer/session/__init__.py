@@ -151,6 +151,7 @@ class SteerSession:
         self._warned_markers: set[str] = set()  # tests whose marker sets options of methods they do not run
         self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
         self._report_lock: Any = None  # held from start-up to close(): one session per report dir
+        self.html_page: Path | None = None  # the pytest-html page the plugin points into the report dir
         self._cleared = False  # --steer-clear-cache done (once per session)
 
     @property
@@ -236,9 +237,11 @@ class SteerSession:
                                   "config of a trial is generated together (shared batches, paired on one "
                                   "baseline): all of them are generated, or read from the cache, and reported")
 
-    def start(self, specs: Iterable[RunSpec], say: Callable[[str], None] = lambda line: None) -> None:
+    def start(self, specs: Iterable[RunSpec], say: Callable[[str], None] = lambda line: None, *,
+              html: bool = False) -> None:
         """Start-up checks in order of cost: paths, device, model source, stored baseline, then load and
-        prepare. Raises StartError (one line); `say` shows a warning now (it is also kept for the summary)."""
+        prepare. Raises StartError (one line); `say` shows a warning now (it is also kept for the summary).
+        `html`: the plugin will point pytest-html's page into the report dir (`html_page`)."""
         from ..cache import default_cache_dir
         from ..models import ModelLoadError, check_device, check_source, split_cpu_threads
         from ..options import BUILTIN_QUALITY
@@ -249,6 +252,7 @@ class SteerSession:
         if not self.is_worker:
             _check_writable("--steer-report-dir", self.report_dir, is_dir=True)
             self._lock_report_dir()
+            self._check_report_files(html)
             if g["save_baseline"]:
                 _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
         cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
@@ -295,6 +299,27 @@ class SteerSession:
         if self._report_lock is None:
             raise StartError(f"--steer-report-dir {self.report_dir}: another pytest session is writing its report "
                              "there; wait for it, or give this run its own --steer-report-dir")
+
+    def _check_report_files(self, html: bool) -> None:
+        """A user's file with a name the report writes (`--steer-report-dir .`, a kept results.jsonl) would be
+        replaced silently at the end: refuse now, before any work, unless a manifest proves the file ours."""
+        from .finish import HTML_PAGE, not_ours
+
+        theirs = not_ours(self.report_dir, {s.key(): [c.label for c in s.configs()] for s in self.specs}, html=html)
+        if theirs:
+            raise StartError(f"--steer-report-dir {self.report_dir}: {theirs}")
+        self.html_page = self.report_dir / HTML_PAGE if html else None
+
+    def page_written(self, path: Path) -> None:
+        """pytest-html wrote `path`: when it is `html_page`, record it as ours, so the next session may replace it."""
+        if self.html_page is None or Path(path).resolve() != self.html_page.resolve():
+            return
+        from .finish import mark_pages
+
+        try:
+            mark_pages(self.report_dir, [self.html_page.name])
+        except OSError as exc:
+            self.notes.append(f"could not record {path} as written by pytest-steer in {self.report_dir}: {exc}")
 
     def _prepare(self) -> None:
         from ..baselines import BaselineMismatch, check_compatible, load_baseline

@@ -9,8 +9,9 @@ steps still happen, so a run's results are never lost to a reporting bug.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -219,6 +220,62 @@ def _run_dir(run: str) -> str:
     return f"{RUN_DIR_PREFIX}{_file_safe(run)}"
 
 
+#: what a run writes into its folder, besides `delta_by_tag_<config>.png` (named by report/figures.py)
+RUN_FILES = ("results.jsonl", "summary.csv", "metrics.json", "tradeoff.png", "dose.png", "off-target-dose.png",
+             "pareto.png", "heatmap_tags.png")
+#: the report dir's own pages: the standalone summary, and pytest-html's when the plugin points it there
+SUMMARY_PAGE, HTML_PAGE = "summary.html", "report.html"
+
+
+def _run_names(configs: Iterable[str]) -> list[str]:
+    return [*RUN_FILES, *(f"delta_by_tag_{_file_safe(c)}.png" for c in configs)]
+
+
+def _stamp_or_none(path: Path) -> list[int] | None:
+    """A plain file's `_stamp`; None when missing or not a plain file (a link or folder there is never ours)."""
+    try:
+        return None if path.is_symlink() or not path.is_file() else _stamp(path)
+    except OSError:
+        return None
+
+
+def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = False) -> str | None:
+    """Before a report is written into `out_dir`: the files there (and in the `run-<key>/` folders of several
+    `runs`, run key -> config labels) that it would replace but that no manifest proves this package wrote as
+    they are now, as one line; None when there are none. At the top, every name a run may write is checked,
+    whether or not the session's runs share the report dir."""
+    out_dir = Path(out_dir)
+    pages = [SUMMARY_PAGE, *([HTML_PAGE] if html else [])]
+    names = {out_dir: [*pages, *_run_names(c for configs in runs.values() for c in configs)]}
+    if len(runs) > 1:
+        names.update({out_dir / _run_dir(run): _run_names(configs) for run, configs in runs.items()})
+    found = []
+    for folder, listed in names.items():
+        stamps = {**((read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}),
+                  **((read_manifest(folder / REPORT_MANIFEST) or {}).get("stamps") or {})}
+        for name in dict.fromkeys(listed):
+            stamp = _stamp_or_none(folder / name)
+            if os.path.lexists(folder / name) and (stamp is None or stamp != stamps.get(name)):
+                found.append(str((folder / name).relative_to(out_dir)))
+    if not found:
+        return None
+    them, are = ("them", "they are") if len(found) > 1 else ("it", "it is")
+    return (f"{', '.join(found)} would be overwritten by the report, and no pytest-steer manifest shows that it "
+            f"wrote {them} as {are}; choose another (or an empty) --steer-report-dir, or move {them} away; if an "
+            f"earlier pytest-steer run wrote {them}, delete {them} yourself")
+
+
+def mark_pages(out_dir: Path, written: Iterable[str], runs: Mapping[str, str] | None = None) -> None:
+    """Record in the report dir's manifest the pages just `written` there, keeping the earlier entries that
+    still hold (the next session may replace them), and `runs` (the session's run folders; default: as recorded)."""
+    out_dir = Path(out_dir)
+    earlier = read_manifest(out_dir / REPORT_MANIFEST) or {}
+    stamps = {n: s for n, s in (earlier.get("stamps") or {}).items() if _stamp_or_none(out_dir / n) == s}
+    stamps.update({n: _stamp(out_dir / n) for n in written})
+    write_manifest(out_dir, REPORT_MANIFEST, runs=(earlier.get("runs") or {}) if runs is None else dict(runs),
+                   files=sorted(stamps), stamps=stamps)
+
+
 def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> list[str]:
     """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
     provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
@@ -281,7 +338,9 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
     figures and report fragment (in `out_dir`, or `out_dir/run-<key>` when there are several runs),
     then the standalone `summary.html` and the stored baseline; `run-<key>` folders of earlier
     sessions are removed when their manifest proves them ours (`_remove_replaced`), and each folder
-    written gets a manifest of the files written there. `metrics` is one list, or one per run key.
+    written gets a manifest of the files written there. Nothing is written in `out_dir` when it holds a
+    file the report would replace that is not provably ours (`not_ours`). `metrics` is one list, or one
+    per run key.
     Never raises: failures are in `Report.problems`, one line each."""
     report = Report()
     rows = list(rows)
@@ -290,6 +349,10 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
     out_dir = Path(out_dir)
     try:
         runs = list(dict.fromkeys(r.run for r in rows))
+        # checked at start-up too; here again for an xdist controller (it starts nothing) and for late arrivals
+        theirs = not_ours(out_dir, {run: dict.fromkeys(r.config for r in rows if r.run == run) for run in runs})
+        if theirs:
+            raise RuntimeError(theirs)
         fragments = []
         subs = {run: out_dir if len(runs) == 1 else out_dir / _run_dir(run) for run in runs}
         for run in runs:
@@ -308,15 +371,16 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
         if left:
             report.terminal_lines.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them "
                                          f"yourself if they are not needed): {'; '.join(left)}")
-        _step(report.problems, f"record this session's runs in {out_dir}", partial(
-            write_manifest, out_dir, REPORT_MANIFEST, runs={run: "." if sub == out_dir else sub.name
-                                                            for run, sub in subs.items()}))
         report.fragment = "".join(fragments)
         from ..report.html import write_standalone
 
-        if _step(report.problems, f"write the standalone report {out_dir / 'summary.html'}",
-                 lambda: write_standalone(out_dir / "summary.html", report.fragment, "pytest-steer summary")):
+        page = _step(report.problems, f"write the standalone report {out_dir / SUMMARY_PAGE}",
+                     lambda: write_standalone(out_dir / SUMMARY_PAGE, report.fragment, "pytest-steer summary"))
+        if page:
             report.terminal_lines.append(f"report: {out_dir}")
+        _step(report.problems, f"record this session's runs in {out_dir}", partial(
+            mark_pages, out_dir, [SUMMARY_PAGE] if page else [],
+            {run: "." if sub == out_dir else sub.name for run, sub in subs.items()}))
     except Exception as exc:  # any failure: the stored baseline below must still be written
         report.problems.append(f"could not build the report in {out_dir}: {exc}")
     if save_baseline is not None:
