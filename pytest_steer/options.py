@@ -34,6 +34,19 @@ def _text(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
+#: bounds on what one option can ask for: each grid value is a config run on every case and trial, and
+#: a trial a full pass over the grid; past these, collection alone ran out of memory (issue 29's probe)
+MAX_GRID_VALUES = 256
+MAX_TRIALS = 1000
+
+
+def _bounded_grid(name: str, values: list[Any]) -> list[Any]:
+    if len(values) > MAX_GRID_VALUES:
+        raise argparse.ArgumentTypeError(f"{len(values)} {name} values are more than {MAX_GRID_VALUES}: each one is a "
+                                         "config run on every case and trial; sweep fewer at a time")
+    return values
+
+
 def _no_repeats(name: str, values: list[Any]) -> tuple[Any, ...]:
     seen: set[Any] = set()
     for v in values:
@@ -75,7 +88,7 @@ def parse_values(value: Any) -> tuple[Any, ...]:
     out = _items(value)
     if not out:
         raise argparse.ArgumentTypeError("give at least one grid value, e.g. 1,2")
-    return _no_repeats("value", out)
+    return _no_repeats("value", _bounded_grid("value", out))
 
 
 def grid_parser(param: str, check: Callable[[Any], Any], noop: Any, example: str) -> Callable[[Any], tuple[Any, ...]]:
@@ -95,7 +108,7 @@ def grid_parser(param: str, check: Callable[[Any], Any], noop: Any, example: str
             out.append(v)
         if not out:
             raise argparse.ArgumentTypeError(f"give at least one {param}, e.g. {example}")
-        return _no_repeats(param, out)
+        return _no_repeats(param, _bounded_grid(param, out))
 
     parse.__name__ = f"parse_{param}s"
     return parse
@@ -127,6 +140,15 @@ def parse_positive_int(value: Any) -> int:
     n = parse_int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def parse_trials(value: Any) -> int:
+    """Sampled trials per config: 1 to `MAX_TRIALS` (each trial is a test per config and case)."""
+    n = parse_positive_int(value)
+    if n > MAX_TRIALS:
+        raise argparse.ArgumentTypeError(f"{n} trials are more than {MAX_TRIALS}: each trial is a test per config and "
+                                         "case; 3 to 10 trials are what the statistics need")
     return n
 
 

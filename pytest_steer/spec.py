@@ -32,6 +32,7 @@ from .options import (
     parse_temperature,
     parse_top_k,
     parse_top_p,
+    parse_trials,
 )
 from .options import resolve as resolve_options
 from .tasks import task_options
@@ -86,7 +87,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("combine", parse_list, (),
            "combined configs, each two or more of the grid's configs applied at once, joined by '+' "
            "(comma-separated), e.g. prompt-restate+actadd-c1"),
-    Option("trials", parse_positive_int, 3, "sampled trials per config"),
+    Option("trials", parse_trials, 3, "sampled trials per config"),
     Option("max_new_tokens", parse_positive_int, 96, "new tokens per response"),
     Option("temperature", parse_temperature, None, "sampling temperature (default: the model's generation_config)"),
     Option("top_p", parse_top_p, None, "nucleus sampling p (default: the model's generation_config)"),
