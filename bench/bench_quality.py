@@ -1,9 +1,16 @@
-"""Does the headline quality punish degenerate text? Checked on the pair set and on a run's results table.
+"""Does the headline quality judge damage and not difference? Checked on real answers, the pair set, real
+people, and a run's results table.
 
-First, unless --skip-pairs: the pair set of tests/quality_pairs.py (hand-written answers to 31 embedded
-cases, each failure mode built from them, format-only variants and the model's own greedy answers),
-scored by `pytest_steer.score_responses` on the embedded model, as a per-mode table: in how many pairs
-the genuine answer ranks above the mode (formats: stays within 10%), and the median quality ratio.
+First, unless --skip-pairs, three tables, scored by `pytest_steer.score_responses` on the embedded model:
+
+1. per mode: the pair set of tests/quality_pairs.py (hand-written answers to 31 embedded cases, and
+   GPT-4's compliant IFEval answers, each with the failure modes built from it; format-only variants and
+   the model's own greedy answers for the hand-written set): in how many pairs the genuine answer ranks
+   above the mode (formats: stays within 10%), and the median quality ratio;
+2. per instruction type: GPT-4's answers that Google's checker labels as following every instruction,
+   how many score below 0.5 (the bar: at most 10% per type with at least 5 answers);
+3. PandaLM's 794 answer pairs with a unanimous human preference: how often the headline, and "prefer the
+   longer answer", agree with the people (a tie counts half).
 
 Then it reads the results.jsonl that `make eval` writes (rows with `response` and a `scores` dict holding
 `quality`), recomputes seq-rep-4 from each response's text with pytest_steer.metrics.side_effects (so
@@ -18,6 +25,7 @@ the headline was before, and loops score high on it. Exit status 1 when a target
 the file has no scored rows.
 
     python bench/bench_quality.py                          # pair set, then steer-report/results.jsonl
+    python bench/bench_quality.py --gpt4-step 6            # GPT-4's modes from every 6th answer, as the tests
     python bench/bench_quality.py path/to/results.jsonl --skip-pairs
 """
 
@@ -40,33 +48,88 @@ TOP_SHARE = 0.1
 FORMAT_BAND = 0.1
 
 
-def pair_table() -> None:
-    """Score the pair set and print, per mode, how often the genuine answer ranks above it."""
+def _scored(items: list) -> tuple[pd.DataFrame, float]:
+    """score_responses over pair-set items, with a `kind` column, and the seconds it took."""
     import time
 
     from pytest_steer import score_responses
-    from tests.quality_pairs import FORMATS, GREEDY_KIND, MODES, pair_set
 
-    items = pair_set()
     start = time.perf_counter()
     frame = score_responses([i.case.prompt for i in items], [i.response for i in items],
                             finish_reasons=[i.finish_reason for i in items], cases=[i.case for i in items],
-                            batch_size=16, fluency=False)
-    seconds = time.perf_counter() - start
-    frame["kind"] = [i.kind for i in items]
-    genuine = frame[frame["kind"] == "genuine"].set_index("key")["quality"]
-    print(f"pair set: {len(frame)} responses to {len(genuine)} cases scored in {seconds:.0f} s "
-          f"(genuine answers: median quality {genuine.median():.3f}, min {genuine.min():.3f})")
-    print("| variant | pairs | genuine ranks higher | within 10% | median quality / genuine |")
-    print("|---|---|---|---|---|")
-    for kind in [*MODES, *(f"format: {f}" for f in FORMATS), GREEDY_KIND]:
-        rows = frame[frame["kind"] == kind]
-        base = rows["key"].map(genuine).to_numpy()
-        ratio = rows["quality"].to_numpy() / base
-        higher = int((base > rows["quality"].to_numpy()).sum())
-        within = int((abs(ratio - 1) <= FORMAT_BAND).sum())
-        print(f"| {kind} | {len(rows)} | {higher} ({higher / len(rows):.0%}) | {within} ({within / len(rows):.0%}) "
-              f"| {float(pd.Series(ratio).median()):.3f} |")
+                            batch_size=32, fluency=False)
+    return frame.assign(kind=[i.kind for i in items]), time.perf_counter() - start
+
+
+def pair_table(step: int) -> pd.DataFrame:
+    """Score both pair sets; print, per mode, how often the genuine answer ranks above it. Returns GPT-4's rows.
+
+    GPT-4's genuine answers are all scored; its failure modes are built from every `step`-th of them and
+    from every answer to a case that asks for another language (step 1: from all)."""
+    from tests.quality_pairs import FORMATS, GREEDY_KIND, MODES, gpt4_pair_set, pair_set
+
+    gpt4 = gpt4_pair_set()
+    keys = set(list(dict.fromkeys(i.case.key for i in gpt4))[::step])
+    keys |= {i.case.key for i in gpt4 if i.kind == "refusal in language"}
+    gpt4 = [i for i in gpt4 if i.kind == "genuine" or i.case.key in keys]
+    frames = {}
+    for name, items in (("hand-written", pair_set()), ("GPT-4", gpt4)):
+        frame, seconds = _scored(items)
+        genuine = frame[frame["kind"] == "genuine"].set_index("key")["quality"]
+        print(f"{name} pair set: {len(frame)} responses to {len(genuine)} cases scored in {seconds:.0f} s "
+              f"(genuine answers: median quality {genuine.median():.3f}, min {genuine.min():.3f})")
+        frame = frames[name] = frame.assign(genuine=frame["key"].map(genuine).to_numpy())
+        print(f"| variant ({name}) | pairs | genuine ranks higher (formats: within 10%) | median quality / genuine |")
+        print("|---|---|---|---|")
+        for kind in [*MODES, *(f"format: {f}" for f in FORMATS), GREEDY_KIND]:
+            rows = frame[frame["kind"] == kind]
+            if rows.empty:
+                continue
+            ratio = rows["quality"].to_numpy() / rows["genuine"].to_numpy()
+            hits = int((abs(ratio - 1) <= FORMAT_BAND).sum() if kind.startswith("format: ")
+                       else (rows["genuine"] > rows["quality"]).sum())
+            median = float(pd.Series(ratio).median())
+            print(f"| {kind} | {len(rows)} | {hits} ({hits / len(rows):.0%}) | {median:.3f} |", flush=True)
+    return frames["GPT-4"]
+
+
+def compliance_table(gpt4: pd.DataFrame) -> None:
+    """Per instruction type: GPT-4's compliant answers that score below 0.5."""
+    from tests.quality_pairs import gpt4_answers
+
+    types = {c.key: c.instruction_id_list for c, _, ok in gpt4_answers() if ok}
+    genuine = gpt4[gpt4["kind"] == "genuine"].assign(type=lambda f: f["key"].map(types)).explode("type")
+    table = genuine.groupby("type")["quality"].agg(n="size", below=lambda q: int((q < 0.5).sum()), median="median")
+    table = table.sort_values(["below", "n"], ascending=[False, False])
+    judged = table[table["n"] >= 5]
+    over = judged[judged["below"] > 0.1 * judged["n"]]
+    print(f"compliant GPT-4 answers: {len(genuine['key'].unique())}, below 0.5: "
+          f"{int((gpt4[gpt4['kind'] == 'genuine']['quality'] < 0.5).sum())}; types with >= 5 answers: {len(judged)}, "
+          f"over 10% below 0.5: {len(over)}")
+    print("| instruction type | compliant answers | below 0.5 | median |")
+    print("|---|---|---|---|")
+    for name, row in table.iterrows():
+        print(f"| `{name}` | {row['n']} | {row['below'] / row['n']:.0%} | {row['median']:.2f} |")
+
+
+def people_table() -> None:
+    """PandaLM's pairs: agreement of the headline and of "prefer the longer answer" with the annotators."""
+    from pytest_steer import score_responses
+    from tests.quality_pairs import agreement, pandalm_pairs
+
+    pairs = pandalm_pairs()
+    prompts = [str(p["prompt"]) for p in pairs]
+    first, second = [str(p["response_1"]) for p in pairs], [str(p["response_2"]) for p in pairs]
+    quality = score_responses(prompts + prompts, first + second, batch_size=32, fluency=False)["quality"].tolist()
+    preferred = [int(str(p["preferred"])) for p in pairs]
+    n = len(pairs)
+    ties = sum(a == b for a, b in zip(quality[:n], quality[n:], strict=True))
+    print(f"PandaLM: {n} pairs with a unanimous human preference; the headline ties on {ties}")
+    print("| judge | agrees with the people |")
+    print("|---|---|")
+    print(f"| offline headline | {agreement(quality[:n], quality[n:], preferred):.1%} |")
+    words = [float(len(r.split())) for r in first + second]
+    print(f"| prefer the longer answer (words) | {agreement(words[:n], words[n:], preferred):.1%} |")
 
 
 def load(path: Path) -> list[dict]:
@@ -113,9 +176,12 @@ def main() -> int:
                     help="a results.jsonl, or a report dir whose results.jsonl files (one per run) are read "
                          "together (default: steer-report, from `make eval`)")
     ap.add_argument("--skip-pairs", action="store_true", help="only the results table, not the pair set")
+    ap.add_argument("--gpt4-step", type=int, default=1,
+                    help="GPT-4 failure modes from every N-th compliant answer (default 1: all; the tests: 6)")
     args = ap.parse_args()
     if not args.skip_pairs:
-        pair_table()
+        compliance_table(pair_table(args.gpt4_step))
+        people_table()
     files = sorted(args.results.rglob("results.jsonl")) if args.results.is_dir() else [args.results]
     files = [f for f in files if f.is_file()]
     if not files:

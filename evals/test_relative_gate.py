@@ -8,10 +8,13 @@ import pytest
 from pytest_steer import GridPoint
 from pytest_steer.spec import RunSpec
 
-#: absolute margins on the pooled means. The embedded model's baseline quality is about 0.15 and its
-#: repetition (rep-4) about 0.21 (make eval, see README): these catch a collapse, e.g. activation steering
-#: at coefficient 4 (quality -0.125, 95% CI [-0.229, -0.027]; repetition +0.44), not a small cost.
-QUALITY_MARGIN = 0.12
+#: margins on the pooled means that catch a collapse, not a small cost: the headline quality (a geometric
+#: mean) may not fall by QUALITY_DROP of the baseline's own value, the same share the earlier absolute 0.12
+#: allowed on the earlier headline's baseline of 0.133 (activation steering at coefficient 4 fell 94%);
+#: repetition (worst-window share) may not rise by REPETITION_MARGIN where the headline is a reward model or
+#: fluency: the offline headline already pays for repetition, and gating it twice would fail a config twice
+#: for one phenomenon (the recommendation's budgets follow the same rule).
+QUALITY_DROP = 0.9
 REPETITION_MARGIN = 0.3
 
 
@@ -31,8 +34,10 @@ def test_gentlest_config_keeps_quality(steer_eval, method):
         pytest.skip(f"{method} is not in this run's --steer-methods")
     for config in gentlest:
         pooled = steer_eval.result(config)  # all trials pooled: the unit the interval is computed over
-        pooled.assert_not_worse("quality", margin=QUALITY_MARGIN)
-        pooled.assert_not_worse("repetition", margin=REPETITION_MARGIN)
+        baseline_quality = pooled.metric_values["quality"].baseline or 0.0
+        pooled.assert_not_worse("quality", margin=QUALITY_DROP * baseline_quality)
+        if steer_eval.spec.quality != "offline":
+            pooled.assert_not_worse("repetition", margin=REPETITION_MARGIN)
 
 
 def test_gate_covers_profiled_and_removed_series():

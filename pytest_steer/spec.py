@@ -98,7 +98,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "quality",
         parse_quality,
         "offline",
-        "headline quality: 'offline' (content x diversity x word order x topic x language x refusal), "
+        "headline quality: 'offline' (damage: answer x repetition x word order x topic x language x refusal x ending), "
         "'fluency', or a reward model id/path, e.g. OpenAssistant/reward-model-deberta-v3-large-v2",
     ),
     Option("quality_batch_size", parse_positive_int, 8, "batch size of the quality scorers"),
@@ -133,7 +133,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "max_repetition_rise",
         parse_fraction,
         0.1,
-        "recommendation budget: rise of the repetition rate (rep-4) against the baseline; only with a reward "
+        "recommendation budget: rise of the repetition rate (worst window) against the baseline; only with a reward "
         "model or fluency as the headline (the offline quality already counts repetition)",
     ),
     Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),

@@ -317,7 +317,7 @@ def test_stored_baseline_passes_for_same_model_and_fails_when_degraded(pytester:
     pytester.makeconftest(DEGRADE_CONFTEST)
     result = pytester.runpytest(*base, "--steer-compare", str(stored), "--steer-cache", "false")
     result.assert_outcomes(passed=1, failed=1)  # the baseline is unaffected, pasta-alpha5 regressed
-    result.stdout.fnmatch_lines(["*regressed against stored baseline*", "*rep-4 for pasta-alpha5*"])
+    result.stdout.fnmatch_lines(["*regressed against stored baseline*", "*repetition (worst window) for pasta-alpha5*"])
 
     # other generation settings: the comparison refuses instead of comparing apples to oranges
     i = base.index("--steer-max-new-tokens")

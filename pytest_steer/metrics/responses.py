@@ -94,24 +94,6 @@ def _checked(prompts: Any, responses: Any, finish_reasons: Any, cases: Any, *, m
     return prompts, responses, finish_reasons, cases
 
 
-def _check_context(loaded: LoadedModel, prompts: list[str], responses: list[str]) -> None:
-    """Refuse a (prompt, response) pair longer than the model's context, as a run refuses such a row: fluency
-    reads the pair in one forward pass, which past the context is noise and costs memory without bound."""
-    from pytest_steer.prompts import render_chat
-
-    window = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
-    if not window:
-        return
-    tok = loaded.tokenizer
-    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        n = (len(tok(render_chat(tok, prompt), add_special_tokens=False)["input_ids"])
-             + len(tok(response, add_special_tokens=False)["input_ids"]))
-        if n > window:
-            raise ValueError(f"responses[{i}]: its prompt and response are {n} tokens, over the model's context of "
-                             f"{window}; the fluency score reads them in one pass: shorten the response, or pass "
-                             "fluency=False (the other scores read any length)")
-
-
 def score_responses(
     prompts: Sequence[str],
     responses: Sequence[str],
@@ -130,10 +112,16 @@ def score_responses(
     the prompt is the case. `model`: "embedded", a hub id or directory, or a `LoadedModel`. `quality`:
     as `--steer-quality` ("offline", "fluency" or a reward model). Columns: key, prompt, response,
     finish_reason, then every score by name (the side effects, then `quality`, plus `reward` for a
-    reward model) and `flags` (a list of labels such as "repetition" or "copied"). `fluency=False` skips
+    reward model) and `flags` (a list of labels such as "repetition" or "copied").
+
+    The offline `quality` judges damage (no answer of its own, loops, word salad, drift off topic, the wrong
+    language, refusals, an answer that stops mid-sentence), wherever in the response it starts: a sound
+    answer scores 1 whatever its length, format or language. It cannot say which of two sound answers a
+    person prefers; for that pass a reward model as `quality`. `fluency=False` skips
     the fluency score (None): the costliest one, not part of the offline headline, and of little
-    meaning when `model` did not write the responses. Bad input raises before any model loads; with
-    fluency, a pair longer than the model's context raises once it has loaded, before any scoring.
+    meaning when `model` did not write the responses. Bad input raises before any model loads. Any length
+    has a bounded cost: fluency reads at most 2,048 response tokens (less where the model's context ends
+    first) and flags the row "over budget"; the other scores read windows of the whole text.
     """
     import pandas as pd
 
@@ -147,8 +135,6 @@ def score_responses(
                                                          quality=quality, batch_size=batch_size, fluency=fluency)
     n = len(responses)
     loaded = load_model(model) if isinstance(model, str) else model
-    if fluency:
-        _check_context(loaded, prompts, responses)
     scorers = quality_scorers(quality, loaded, batch_size=batch_size)
     for s in scorers:
         if isinstance(s, SideEffectScorer):

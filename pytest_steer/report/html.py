@@ -20,7 +20,7 @@ import pandas as pd
 from pytest_steer.analysis import MatchedDose, Recommendation
 from pytest_steer.reduce import SCOPE
 from pytest_steer.results import BASELINE, write_atomically
-from pytest_steer.scores import Metric
+from pytest_steer.scores import QUALITY_ROLE, Metric
 
 #: a change against the baseline is "significant" below this p-value (two-sided)
 SIGNIFICANCE = 0.05
@@ -138,6 +138,9 @@ def _side_effects_html(summary: pd.DataFrame, metrics: Sequence[Metric], baselin
              f"{SIGNIFICANCE:.0%} of the time): green in "
              "the metric's good direction, red in its "
              "bad one, yellow for metrics without a good direction.</p>"]
+    headline = next((m for m in metrics if m.role == QUALITY_ROLE and m.description), None)
+    if headline is not None:  # what the headline judges, and what it cannot
+        parts.append(f"<p>Headline {_e(headline.title)}: {_e(headline.description)}.</p>")
     cls = {"better": "good", "worse": "bad", "changed": "changed"}
     for row in steered.to_dict("records"):
         lines = []

@@ -105,10 +105,10 @@ def _scorer_key(spec: RunSpec) -> tuple[Any, ...]:
 
 def with_budgets(metrics: Sequence[Metric], spec: RunSpec) -> list[Metric]:
     """The declarations with the run's budgets on them. One budget per phenomenon: the headline quality may
-    drop by --steer-max-quality-drop. The offline headline already pays for repetition (its diversity
+    drop by --steer-max-quality-drop. The offline headline already pays for repetition (its repetition
     factor), so a repetition budget would fail a looping config twice; a reward model or fluency may not
-    see loops, so there the repetition rise keeps its own budget. Diversity counts the same repeated
-    n-grams as rep-4 and carries none."""
+    see loops, so there the repetition rise keeps its own budget. Diversity counts repeated n-grams too
+    and carries none."""
     out = []
     for m in metrics:
         if m.role == QUALITY_ROLE:

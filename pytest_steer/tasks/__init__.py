@@ -16,7 +16,18 @@ import sys
 from collections.abc import Callable
 
 from ..options import Option, nearest
-from .base import INSTRUCTIONS, Case, CaseOffers, CaseSet, CaseSplit, FunctionOffers, InstructionOffers, Task, TaskError
+from .base import (
+    INSTRUCTIONS,
+    Case,
+    CaseOffers,
+    CaseSet,
+    CaseSplit,
+    Expectation,
+    FunctionOffers,
+    InstructionOffers,
+    Task,
+    TaskError,
+)
 from .ifeval import (
     EMBEDDED,
     FILE_SUFFIXES,
@@ -33,7 +44,8 @@ from .ifeval import (
 
 __all__ = [
     "EMBEDDED", "FILE_SUFFIXES", "HELD_OUT_PER_TYPE", "IFEVAL_OPTIONS", "INSTRUCTIONS", "SEED_INSTRUCTION_TYPES",
-    "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "FunctionOffers", "InstructionOffers", "Task",
+    "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "Expectation", "FunctionOffers",
+    "InstructionOffers", "Task",
     "TaskError", "get_task", "ifeval_split", "ifeval_task", "load_case_set", "load_cases", "parse_types",
     "register_task", "select_cases", "task_options",
 ]

@@ -94,6 +94,19 @@ class VectorKey:
     per_word: bool = False
 
 
+@dataclass(frozen=True)
+class Expectation:
+    """What a case asks of its answer's form, so the damage score does not read compliance as damage.
+
+    `language`: the language the answer must be in (ISO 639-1; None: the prompt's own). `echoes_prompt`:
+    the case asks for the prompt said back, or for one of the options it lists, so text copied from the
+    prompt is an answer. Nothing about length: the damage score never counts words.
+    """
+
+    language: str | None = None
+    echoes_prompt: bool = False
+
+
 class CaseOffers(Protocol):
     """What a task tells steering methods about its cases; methods ask it instead of reading fields.
 
@@ -112,6 +125,9 @@ class CaseOffers(Protocol):
     def language(self, case: Case) -> str | None:
         """The language the case asks the response to be in (None: the prompt's own), for `wrong_language`."""
         ...
+
+    # Optional: `expectation(case) -> Expectation`, what the case asks of the answer's form (language,
+    # prompt said back); offers without it are read as `Expectation(language=self.language(case))`.
 
 
 #: keyword types the reference keys per word: kwargs field of the words, the key prefix of their
@@ -165,6 +181,14 @@ class InstructionOffers:
                 return str(kw["language"])
         return None
 
+    def expectation(self, case: Case) -> Expectation:
+        """The language asked for; the prompt said back for `combination:repeat_prompt`, and an option the
+        prompt lists for `detectable_format:constrained_response`."""
+        return Expectation(self.language(case), bool(_ECHO_TYPES & set(case.instruction_id_list)))
+
+
+#: IFEval types whose compliant answers copy the prompt: repeat the request first; pick one of the listed options
+_ECHO_TYPES = frozenset({"combination:repeat_prompt", "detectable_format:constrained_response"})
 
 #: what a case offers when no task says otherwise
 INSTRUCTIONS = InstructionOffers()
@@ -259,6 +283,11 @@ class Task:
     def language(self, case: Case) -> str | None:
         return self.offers.language(case)
 
+    def expectation(self, case: Case) -> Expectation:
+        """What the case asks of the answer's form (`Expectation`), from the offers where they say it."""
+        expect = getattr(self.offers, "expectation", None)
+        return expect(case) if callable(expect) else Expectation(self.offers.language(case))
+
     def __post_init__(self) -> None:
         names = [m.name for m in metrics_of(self.scorers)]
         if self.primary not in names:
@@ -311,3 +340,6 @@ class FunctionOffers:
 
     def language(self, case: Case) -> str | None:
         return INSTRUCTIONS.language(case)
+
+    def expectation(self, case: Case) -> Expectation:
+        return INSTRUCTIONS.expectation(case)
