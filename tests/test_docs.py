@@ -7,13 +7,11 @@ MkDocs, so they hold wherever the suite runs.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -29,14 +27,6 @@ LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"\s*$', re.M)
 #: flags the docs name that no code declares: the user-method example of docs/extending.md and a placeholder
 EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-x"}
-
-
-def _gen_options() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_options", DOCS / "gen_options.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _expand(path: Path) -> str:
@@ -107,15 +97,20 @@ def test_every_readme_section_has_a_page() -> None:
 
 def test_options_reference_lists_every_option_of_help(tmp_path: Path) -> None:
     """Each flag of `pytest --help`'s steer group is in the generated reference, and nothing else is."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    group = out.stdout.split("pytest-steer: LLM steering evaluations:", 1)[1].split("\n\n", 1)[0]
+    # each in a fresh process, as for a user and the docs build: this one has other tests' methods and tasks
+    def run(*args: str) -> str:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    group = run("-m", "pytest", "--help", "-p", "no:cacheprovider").split(
+        "pytest-steer: LLM steering evaluations:", 1)[1].split("\n\n", 1)[0]
     in_help = set(re.findall(r"^  (--steer-[a-z0-9-]+)", group, re.M))
     assert len(in_help) >= 40, group  # the run's, IFEval's and three methods' options
 
-    reference = _gen_options().options_markdown()
+    reference = run(str(DOCS / "gen_options.py"))
     in_reference = set(re.findall(r"^\| `(--steer-[a-z0-9-]+)", reference, re.M))
     assert in_help - in_reference == set(), "in `pytest --help` but not in the options reference"
     assert in_reference - in_help == set(), "in the options reference but not in `pytest --help`"
