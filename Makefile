@@ -1,7 +1,7 @@
 # Two entry points, each sets up what it needs on a fresh machine (Python 3.11, no GPU, no hub):
 #   make eval   run the steering evaluation (evals/) on the embedded model and write steer-report/
 #   make test   lint, then run the test suite (with the [ray] extra)
-#   make lint   ruff and mypy, at pinned versions
+#   make lint   ruff and mypy, at pinned versions, and the documentation site built strictly into build/docs
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -26,6 +26,11 @@ $(VENV)/.installed-ray: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[ray]"
 	touch $@
 
+# the [docs] extra, for `make lint`'s documentation build; `make eval` does not pay for it
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
 # Converts the embedded GGUF model into the user cache once (~30 s; instant when it is there), so that
 # runs and the test suite start from safetensors.
 setup: $(VENV)/.installed
@@ -34,9 +39,11 @@ setup: $(VENV)/.installed
 eval: setup
 	$(PY) -m pytest evals/ $(ARGS)
 
-lint: setup
-	$(PY) -m ruff check pytest_steer tests evals bench conftest.py
-	$(PY) -m mypy pytest_steer tests/typing_methods.py tests/typing_public.py
+lint: setup $(VENV)/.installed-docs
+	$(PY) -m ruff check pytest_steer tests evals bench docs conftest.py
+	$(PY) -m mypy pytest_steer tests/typing_methods.py tests/typing_public.py docs/gen_options.py
+	# --strict: a broken link or anchor, a missing snippet or an API name that moved fails the lint
+	$(PY) -m mkdocs build --strict --quiet --site-dir build/docs
 
 test: lint $(VENV)/.installed-ray
 	$(PY) -m pytest tests/ $(ARGS)

@@ -12,7 +12,7 @@ a lost one:
 - A replica or node that dies loses only its unfinished rows: they go back on the queue for the
   replicas left, and a row that already arrived is never taken twice.
 - Prepared state (e.g. activation vectors) is fitted once, in the pytest process, and its JSON records
-  are shipped to every replica (`cache.RecordingStore`): see README "Ray" for why.
+  are shipped to every replica (`cache.RecordingStore`): see docs/ray.md for why.
 """
 
 from __future__ import annotations
@@ -148,11 +148,11 @@ class RayBackend:
             m.node = info["node"][:8]
             if info["identity"] != want:
                 raise RayBackendError(f"{where}: {m.name} on node {m.node} loaded a different model ({info['identity']}"
-                                      f" vs {want} here); replicas must see the same model files (README \"Ray\")")
+                                      f" vs {want} here); replicas must see the same model files (docs/ray.md)")
             if info["numerics"] != _numerics(run.model):  # rows are cached under this process's device and dtype
                 raise RayBackendError(f"{where}: {m.name} runs the model as {info['numerics']}, this process as "
                                       f"{_numerics(run.model)}; run pytest on a node of the replicas' kind, or set "
-                                      "--steer-device/--steer-dtype so that both agree (README \"Ray\")")
+                                      "--steer-device/--steer-dtype so that both agree (docs/ray.md)")
 
     def close(self) -> None:
         """End the replicas, and the Ray connection if start() made it."""

@@ -126,7 +126,7 @@ def test_clear_all_or_one_kind(tmp_path):
 
 
 def test_clear_deletes_only_what_the_cache_wrote(tmp_path):
-    """A cache dir shared with other data (the README's cache root, a project folder): --steer-clear-cache
+    """A cache dir shared with other data (the docs' cache root, a project folder): --steer-clear-cache
     deletes our records and names, in one line, what it kept."""
     c = ResultCache(tmp_path)
     c.put("generation", KEY, VALUE)

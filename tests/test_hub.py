@@ -2,8 +2,8 @@
 
 `huggingface_hub`, `transformers` and `datasets` run their real download code against `tests/hub_stand_in.py`
 (HF_ENDPOINT on 127.0.0.1), in a pytest subprocess as a user would: a tiny Qwen2 chat model, a tiny DeBERTa-v2
-reward model and a Split-IFEval-shaped parquet dataset, two commits each. The commands are the README's
-"Using a Hub model" section, with the real ids mapped to the stand-in's and a small grid appended.
+reward model and a Split-IFEval-shaped parquet dataset, two commits each. The commands are the docs'
+"Using a Hub model" section (docs/hub.md), with the real ids mapped to the stand-in's and a small grid appended.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pytest
 
 from tests.hub_stand_in import HubStandIn, folder_files
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-#: the README's real ids -> the stand-in's repos
+HUB_PAGE = Path(__file__).resolve().parents[1] / "docs" / "hub.md"
+#: the page's real ids -> the stand-in's repos
 IDS = {"Qwen/Qwen2.5-1.5B-Instruct": "org/tiny-qwen2", "OpenAssistant/reward-model-deberta-v3-large-v2": "org/tiny-rm",
        "ibm-research/Split-IFEval": "org/split-ifeval"}
-#: appended to every README command: one PASTA strength, one trial, one case per seed type, 4 new tokens, and
+#: appended to every command of the page: one PASTA strength, one trial, one case per seed type, 4 new tokens, and
 #: no pytest-html page (steer-report/summary.html is still written)
 SMALL_GRID = ["--steer-methods", "pasta", "--steer-alphas", "10", "--steer-trials", "1", "--steer-per-type", "1",
               "--steer-max-new-tokens", "4", "--steer-html", "false", "-p", "no:cacheprovider"]
@@ -35,11 +35,9 @@ def test_answers(steer_result):
 """
 
 
-def readme_commands() -> list[str]:
-    """The shell commands of the README's "Using a Hub model" section, continuation lines joined."""
-    text = README.read_text("utf-8")
-    section = text.split("## Using a Hub model", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", section, flags=re.S)
+def hub_page_commands() -> list[str]:
+    """The shell commands of the page "Using a Hub model" (docs/hub.md), continuation lines joined."""
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", HUB_PAGE.read_text("utf-8"), flags=re.S)
     joined = [line for b in blocks for line in b.replace("\\\n", " ").splitlines()]
     return [" ".join(line.split("#")[0].split()) for line in joined if line.strip() and not line.startswith("#")]
 
@@ -174,7 +172,7 @@ def hub(hub_repos: dict[tuple[str, str], list[dict[str, bytes]]], tmp_path: Path
 
 
 class Runs:
-    """Runs README commands with pytester in this process (its imports are paid once), mapped onto the
+    """Runs the hub page's commands with pytester in this process (its imports are paid once), mapped onto the
     stand-in, and remembers which ran."""
 
     def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, hub: HubStandIn,
@@ -185,7 +183,7 @@ class Runs:
         pytester.makepyfile(**{"evals/test_hub_eval": EVAL})
 
     def run(self, command: str, *extra: str) -> pytest.RunResult:
-        """Run one README command (its `VAR=value` prefixes as environment) plus the small grid."""
+        """Run one command of the page (its `VAR=value` prefixes as environment) plus the small grid."""
         self.ran.append(command)
         words = shlex.split(command)
         env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
@@ -209,7 +207,7 @@ def _meta(pytester: pytest.Pytester) -> str:
 
 def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                    tmp_path: Path) -> None:
-    online, offline = readme_commands()
+    online, offline = hub_page_commands()
     runs = Runs(pytester, monkeypatch, hub, tmp_path / "hf-home")
     qwen, rm = hub.repos[("model", "org/tiny-qwen2")], hub.repos[("model", "org/tiny-rm")]
 
@@ -226,7 +224,7 @@ def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, m
     assert f"hub:org/tiny-qwen2@{qwen.commits[0][0]}" in page and f"hub:org/tiny-rm@{rm.commits[0][0]}" in page
     served = len(hub.requests)
 
-    # 2. the README's offline command with the stand-in stopped: the HF cache and our results cache, no new rows
+    # 2. the page's offline command with the stand-in stopped: the HF cache and our results cache, no new rows
     hub.stop()
     result = runs.run(offline)
     assert result.ret == 0, result.stdout.str()
@@ -262,7 +260,7 @@ def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, m
     hub.move("org/tiny-rm", 0)
     assert RewardScore("org/tiny-rm").rewards(*pair) != moved
 
-    assert set(runs.ran) == set(readme_commands())  # every README command ran
+    assert set(runs.ran) == set(hub_page_commands())  # every command of the page ran
 
 
 @pytest.mark.parametrize("args, line", [

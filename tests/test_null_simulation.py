@@ -8,7 +8,7 @@ Binary and real metrics, 1 and 3 trials, 16 cases, a baseline and three steered 
 the array-level functions that `reduce.summary`, the gates and the report call.
 
 Every rate must be at most its nominal level plus three Monte-Carlo standard errors at that level.
-The observed rates are printed (`pytest -s tests/test_null_simulation.py`) and quoted in the README.
+The observed rates are printed (`pytest -s tests/test_null_simulation.py`) and quoted in docs/statistics.md.
 """
 
 from __future__ import annotations

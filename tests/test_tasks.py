@@ -99,7 +99,7 @@ def test_the_task_judges_responses_for_actadds_layer_sweep() -> None:
 
 
 def test_from_cases_takes_the_judge_that_layer_auto_needs() -> None:
-    """Issue 29: layer `auto` on a user's task needed `Task(judge=...)`; `from_cases`, the README's way to build
+    """Issue 29: layer `auto` on a user's task needed `Task(judge=...)`; `from_cases`, the docs' way to build
     a task, had no `judge=`. Its cache name follows the function's source."""
     def one_word(case: Case, response: str) -> bool:
         return len(response.split()) == 1

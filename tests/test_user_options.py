@@ -20,7 +20,7 @@ def check_level(value):
     return value
 
 
-class Shout:  # the shape of a built-in method (README "Your own method")
+class Shout:  # the shape of a built-in method (docs/extending.md, "Your own method")
     name, param, noop = "shout", "level", 0
     grid = Option("shout_values", grid_parser("level", check_level, 0, "1,2"), (1,), "shout levels")
     options = (Option("shout_times", parse_positive_int, 2, "how often a shout repeats"),)

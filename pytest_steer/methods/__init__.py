@@ -82,7 +82,7 @@ def method_options() -> tuple[Option, ...]:
 
 def register_method(name: str, factory: Callable[[Mapping[str, Any]], SteeringMethod], values: Sequence[Any] = (),
                     *, options: Sequence[Option] = (), grid: Option | None = None) -> None:
-    """Make a user's method selectable with `--steer-methods name` (see README "Your own method").
+    """Make a user's method selectable with `--steer-methods name` (see docs/extending.md).
 
     `factory` is a class shaped like the built-ins (`grid`, `options`, `from_options`), or a function.
     Without a `grid` its grid is the option `<name>_values` (`--steer-<name>-values`, ini `steer_<name>_values`, marker

@@ -4,7 +4,7 @@ A method owns the meaning of its one parameter (PASTA's alpha, activation steeri
 prompt emphasis's variant): which values are valid, which is the no-op, how strong a value is for
 plots, and the label that names it in test ids. The engine and the session know nothing else of it.
 
-    class Shout:                      # a user's own method, see README "Steering methods"
+    class Shout:                      # a user's own method, see docs/extending.md
         name, param, noop = "shout", "level", 0
         def check(self, value): ...   # validate once, return the normalised value
         ...

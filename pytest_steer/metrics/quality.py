@@ -33,7 +33,7 @@ language = 0.1 when not in the language asked for; refusal = 0.1 for a refusal (
 IFEval's languages); ending = 0.5 for an answer that stopped by itself inside a sentence. All absolute: a
 judgement of this answer alone. What only the baseline can tell (length, truncation at the token limit)
 is a side effect compared with the same case's unsteered answer (`length_ratio`, `truncated`). The
-README ("Quality and side effects") gives the measurements; tests/test_quality_pairs.py and
+docs/quality.md gives the measurements; tests/test_quality_pairs.py and
 tests/test_quality_real.py check it.
 
 Side effects (each a `Metric(side_effect=True)`; the report lists them; `details["flags"]` names
