@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_manifest, write_atomically, write_manifest
+from .files import read_manifest, report_files, write_atomically, write_manifest
 
 try:
     import fcntl
@@ -232,7 +232,8 @@ class ResultCache:
             if kind is not None:
                 folders = [_kind_dir(self.root, kind)]
             elif self.root.is_dir():
-                folders = sorted(self.root.iterdir())
+                report = report_files(self.root)  # a cache dir that is also the report dir: the report's are ours
+                folders = sorted(p for p in self.root.iterdir() if p.name not in report)
             else:
                 folders = []
             for folder in folders:

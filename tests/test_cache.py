@@ -225,6 +225,29 @@ def test_clear_deletes_files_only_by_their_exact_names_and_never_links_or_a_user
     assert line is not None and "locks/held.lock" in line and "dose/plans/" in line
 
 
+def test_clear_in_the_report_dir_does_not_call_the_reports_files_someone_elses(tmp_path):
+    """Probe round 3 of issue 29: with --steer-cache-dir equal to --steer-report-dir, the clear line named our own
+    summary.csv, run folders and manifests as files "it did not write"; now it names only the user's."""
+    from pytest_steer.files import REPORT_LOCK, RUN_MANIFEST, write_manifest
+    from pytest_steer.session.finish import mark_pages
+
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    for name in ("summary.csv", "results.jsonl", "summary.html", REPORT_LOCK, "notes.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "run-abc").mkdir()
+    (tmp_path / "run-abc" / "summary.csv").write_text("x")
+    write_manifest(tmp_path / "run-abc", run="abc", files=["summary.csv"])
+    (tmp_path / "run-mine").mkdir()
+    write_manifest(tmp_path, run="k", files=["summary.csv", "results.jsonl"])
+    mark_pages(tmp_path, ["summary.html"], {"k": "."})
+    line = c.clear()
+    assert line == f"pytest-steer cache: cleared {tmp_path}, but kept what it did not write there: notes.txt, run-mine/"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".pytest-steer-report.json", RUN_MANIFEST, REPORT_LOCK, "notes.txt", "results.jsonl", "run-abc", "run-mine",
+         "summary.csv", "summary.html"])
+
+
 def test_a_forged_or_foreign_manifest_does_not_make_a_folder_ours(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / cache_mod.CACHE_MANIFEST).write_text('{"written_by": "someone-else", "kind": "data"}')

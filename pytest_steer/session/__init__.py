@@ -289,10 +289,11 @@ class SteerSession:
     def _lock_report_dir(self) -> None:
         """One session per report dir: two would overwrite each other's files, the last one silently winning."""
         from ..cache import hold_lock
+        from ..files import REPORT_LOCK
 
         try:
             self.report_dir.mkdir(parents=True, exist_ok=True)
-            self._report_lock = hold_lock(self.report_dir / ".pytest-steer.lock")
+            self._report_lock = hold_lock(self.report_dir / REPORT_LOCK)
         except OSError as exc:
             raise StartError(f"--steer-report-dir {self.report_dir}: cannot be written "
                              f"({exc.strerror or exc})") from None
