@@ -75,6 +75,9 @@ def _marker_test(marker: str) -> str:
     return f"import pytest\n\n@pytest.mark.steer({marker})\ndef test_point(steer_result):\n    pass\n"
 
 
+LONG_PART = "x" * 300  # longer than the 255 bytes a file name may have
+
+
 def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     """(id, extra args, test file, text the one error line must contain)."""
     a_file = tmp / "a-file"
@@ -122,6 +125,19 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
          "the embedded model; did you mean 'embedded'?"),
         ("model-embedded-revision", ["--steer-model", "embedded@main"], GRID_TEST,
          "--steer-model embedded@main: the embedded model has no revisions"),
+        # probe round 3 of issue 29: a path part longer than 255 bytes was an INTERNALERROR traceback
+        ("model-name-too-long", ["--steer-model", f"{tmp}/{LONG_PART}/m"], GRID_TEST,
+         "cannot be a path here (File name too long)"),
+        ("cache-dir-name-too-long", ["--steer-cache-dir", f"{tmp}/{LONG_PART}"], GRID_TEST,
+         "cannot be used (File name too long)"),
+        ("report-dir-name-too-long", ["--steer-report-dir", f"{tmp}/{LONG_PART}"], GRID_TEST,
+         "--steer-report-dir"),
+        ("save-baseline-name-too-long", ["--steer-save-baseline", f"{tmp}/{LONG_PART}.json"], GRID_TEST,
+         "cannot be written (File name too long)"),
+        ("dataset-name-too-long", ["--steer-dataset", f"{tmp}/{LONG_PART}.jsonl"], GRID_TEST,
+         "cannot be read (File name too long)"),
+        ("dataset-file-missing", ["--steer-dataset", f"{tmp}/no-such-cases.jsonl"], GRID_TEST,
+         "no-such-cases.jsonl: no such file"),  # was found only after the model had loaded
     ]
 
 
