@@ -33,7 +33,7 @@ def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
 
 #: an error quotes what it got; past these lengths a word of it (a pasted file, a 100k-character value) is cut
 #: and the message shortened in its middle, keeping its end, which says what to do
-MAX_WORD, MAX_MESSAGE = 120, 1000
+MAX_WORD, MAX_MESSAGE = 300, 1000  # a deep project path is still shown whole
 _LONG_WORD = re.compile(rf"\S{{{MAX_WORD + 1},}}")
 
 
