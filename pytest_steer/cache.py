@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_manifest, write_atomically, write_manifest
+from .files import read_manifest, report_files, write_atomically, write_manifest
 
 try:
     import fcntl
@@ -47,11 +47,13 @@ CACHE_MANIFEST = ".pytest-steer-cache.json"
 LOCKS = "locks"
 #: kind folders the release before manifests wrote; `clear` recognises them by name and their files by name
 LEGACY_KINDS = frozenset({"generation", "score", "dose", "vectors", "layer-sweep", LOCKS})
-#: the files of a kind folder that `clear` deletes: records (if they read as records), temp files of
-#: interrupted writes, and in `locks/` empty lock files
-_RECORD_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.json")
-_TEMP_FILE = re.compile(r"[0-9a-f]{2}/\.[0-9a-f]{1,64}\.[^/]*\.tmp")
-_LOCK_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.lock")
+#: the files of a kind folder that `clear` deletes, each by its exact name: records (if they read as records) in
+#: the shard folder their hash names, temp files of interrupted writes (`files.write_atomically`'s, and the
+#: release before's `mkstemp` ones), and in `locks/` empty lock files of `SteerRun`'s units
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_RECORD_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}\.json")
+_TEMP_FILE = re.compile(r"([0-9a-f]{2})/\.\1(?:[0-9a-f]{22}\.[0-9a-f]{8}|[0-9a-f]{14}\.[a-z0-9_]{8})\.tmp")
+_LOCK_FILE = re.compile(r"unit-[0-9a-f]{10}-trial[0-9]+\.lock")
 #: how every record `put` writes begins (canonical JSON: sorted keys, no spaces)
 _RECORD_START = re.compile(rb'\{"checksum":"[0-9a-f]{64}","format":')
 _NAMED = 5  # kept paths named in clear's line; the rest are counted
@@ -230,7 +232,8 @@ class ResultCache:
             if kind is not None:
                 folders = [_kind_dir(self.root, kind)]
             elif self.root.is_dir():
-                folders = sorted(self.root.iterdir())
+                report = report_files(self.root)  # a cache dir that is also the report dir: the report's are ours
+                folders = sorted(p for p in self.root.iterdir() if p.name not in report)
             else:
                 folders = []
             for folder in folders:
@@ -340,9 +343,13 @@ def _is_ours(folder: Path) -> bool:
 
 
 def _remove_records(folder: Path) -> list[str]:
-    """Delete the record, temp and lock files in `folder` and the folders they leave empty, then the manifest
-    and `folder` itself if nothing else is left. Returns the paths kept (relative to `folder`)."""
+    """Delete the record, temp and lock files in `folder` and the shard folders they leave empty, then the
+    manifest and `folder` itself if nothing else is left and it was ours to begin with (its manifest, or a record
+    of ours in it: a user's empty folder named like an old kind stays). Links, a user's folders (empty or not)
+    and files are kept; returns the paths kept (relative to `folder`)."""
     kept: list[str] = []
+    marked = (folder / CACHE_MANIFEST).is_file()
+    removed = 0
     for here, dirs, files in os.walk(folder, topdown=False):
         base = Path(here)
         for name in files + [d for d in dirs if (base / d).is_symlink()]:
@@ -352,9 +359,13 @@ def _remove_records(folder: Path) -> list[str]:
             elif rel != CACHE_MANIFEST:
                 with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
                     (base / name).unlink()
-        if base != folder and not any(base.iterdir()):
+                removed += 1
+        if base != folder and base.parent == folder and _SHARD.fullmatch(base.name) and not any(base.iterdir()):
             base.rmdir()
-    if not kept:
+            removed += 1
+        elif base != folder and not any(base.iterdir()):
+            kept.append(base.relative_to(folder).as_posix() + "/")
+    if not kept and (marked or removed):
         with contextlib.suppress(FileNotFoundError):
             (folder / CACHE_MANIFEST).unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -365,17 +376,18 @@ def _remove_records(folder: Path) -> list[str]:
 def _written_here(folder: Path, rel: str) -> bool:
     """Whether the file `rel` of the kind folder `folder` is one `put` or `lock` wrote: a record that reads as
     one (not merely a sha256-named JSON file of the user's), a temp file of an interrupted write, or an empty
-    lock file in `locks/` (the only lock files the cache writes)."""
+    unit lock file in `locks/` (the only lock files the cache writes). A link is never one: `put` and `lock`
+    write plain files."""
     path = folder / rel
-    if _TEMP_FILE.fullmatch(rel):
-        return True
     try:
+        if path.is_symlink():
+            return False
+        if _TEMP_FILE.fullmatch(rel):
+            return True
         if _LOCK_FILE.fullmatch(rel):
-            return folder.name == LOCKS and not path.is_symlink() and path.stat().st_size == 0
+            return folder.name == LOCKS and path.stat().st_size == 0
         if not _RECORD_FILE.fullmatch(rel):
             return False
-        if path.is_symlink():  # removing the link never touches what it points to
-            return True
         with open(path, "rb") as fh:
             return _RECORD_START.match(fh.read(128)) is not None
     except FileNotFoundError:  # already gone, e.g. another worker cleared it

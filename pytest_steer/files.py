@@ -21,6 +21,8 @@ WRITTEN_BY = "pytest-steer"
 RUN_MANIFEST = ".pytest-steer-run.json"
 #: the manifest of the last session in the report dir: which folders hold its runs, and the pages written there
 REPORT_MANIFEST = ".pytest-steer-report.json"
+#: the lock file a session holds in its report dir (one session per report dir)
+REPORT_LOCK = ".pytest-steer.lock"
 
 
 def write_atomically(path: Path, data: str | bytes) -> Path:
@@ -83,3 +85,18 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY else None
+
+
+def report_files(folder: Path) -> set[str]:
+    """The names directly in `folder` that its report manifests say pytest-steer's report wrote there (pages,
+    results files, run folders marked by their own manifest), with the manifests and the report's lock: what
+    a cache clear in a cache dir that is also the report dir need not name as someone else's."""
+    folder = Path(folder)
+    report, run = read_manifest(folder / REPORT_MANIFEST), read_manifest(folder / RUN_MANIFEST)
+    names = {n for m in (report, run) if m for n in m.get("files") or () if isinstance(n, str)}
+    if report or run:
+        names |= {REPORT_MANIFEST, RUN_MANIFEST, REPORT_LOCK}
+    with contextlib.suppress(OSError):
+        names |= {p.name for p in folder.iterdir() if not p.is_symlink() and p.is_dir()
+                  and (m := read_manifest(p / RUN_MANIFEST)) is not None and m.get("run") is not None}
+    return names

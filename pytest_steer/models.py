@@ -231,10 +231,15 @@ def check_source(model: str | None, *, revision: str | None = None, option: str 
             embedded_gguf_path()
         return None
     path = Path(name).expanduser()
-    if kind != "model" and (_path_like(name) or path.exists()):
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name the system refuses as a path, e.g. a part longer than 255 bytes
+        raise ModelLoadError(f"{option} {name}: cannot be a path here ({exc.strerror}); give a local directory, "
+                             "a hub id such as org/name, or 'embedded'") from None
+    if kind != "model" and (_path_like(name) or exists):
         return None  # a local data file or folder: the case loader reads and checks it
-    if _path_like(name) or path.exists():
-        if not path.exists():
+    if _path_like(name) or exists:
+        if not exists:
             raise ModelLoadError(f"{option} {name}: no such directory")
         if not path.is_dir():
             raise ModelLoadError(f"{option} {name}: not a directory; give the directory save_pretrained() wrote")

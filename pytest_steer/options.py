@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,20 @@ def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
 
     found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
     return found[0] if found else None
+
+
+#: an error quotes what it got; past these lengths a word of it (a pasted file, a 100k-character value) is cut
+#: and the message shortened in its middle, keeping its end, which says what to do
+MAX_WORD, MAX_MESSAGE = 300, 1000  # a deep project path is still shown whole
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD + 1},}}")
+
+
+def shorten(message: str) -> str:
+    """`message` with every word longer than MAX_WORD cut, and at most about MAX_MESSAGE characters."""
+    message = _LONG_WORD.sub(lambda m: f"{m[0][:MAX_WORD // 2]}... ({len(m[0]):,} characters)", message)
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE * 2 // 3]} ... ({len(message):,} characters) ... {message[-MAX_MESSAGE // 3:]}"
 
 
 def _text(value: Any) -> str:
@@ -63,6 +78,8 @@ def _number(value: Any, what: str) -> float:
         x = float(value)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"{what} {value!r} is not a number") from None
+    except OverflowError:  # an integer past float's range, e.g. 10**400 from a marker or 400 digits of text
+        raise argparse.ArgumentTypeError(f"{what} {value!r} is too large") from None
     if not math.isfinite(x):
         raise argparse.ArgumentTypeError(f"{what} {value!r} must be finite")
     return x

@@ -8,6 +8,7 @@ fixture or the marker.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from .options import MarkerError, Option
+from .options import MarkerError, Option, shorten
 from .spec import RunSpec, declared_options
 
 if TYPE_CHECKING:
@@ -45,7 +46,10 @@ WORKER_KEY = "pytest_steer_rows"
 
 def _argparse_type(parse: Any) -> Any:
     def convert(text: str) -> Any:
-        return parse(text)  # parse_* raise argparse.ArgumentTypeError -> "argument --steer-x: ..."
+        try:
+            return parse(text)  # parse_* raise argparse.ArgumentTypeError -> "argument --steer-x: ..."
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(shorten(str(exc))) from None
 
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
@@ -159,7 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                               xdist=bool(getattr(config.option, "numprocesses", None)),
                                               on_progress=_progress(config))
     except StartError as exc:
-        raise pytest.UsageError(f"pytest-steer: {exc}") from None
+        raise pytest.UsageError(shorten(f"pytest-steer: {exc}")) from None
     steer = config.stash[_SESSION]
     if steer.settings["clear_cache"] and not steer.is_worker and not config.option.collectonly \
             and getattr(config.option, "numprocesses", None):
@@ -321,7 +325,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     tests = dict.fromkeys(it.nodeid.split("[")[0] for it in steering)
     bad = [steer.problems[n] for n in tests if n in steer.problems]
     if bad:
-        raise pytest.UsageError("pytest-steer: " + bad[0])
+        raise pytest.UsageError(shorten("pytest-steer: " + bad[0]))
     selected: dict[RunSpec, set[str]] = {}
     whole: set[RunSpec] = set()  # specs a whole-sweep test (steer_eval, ...) needs every config of anyway
     try:
@@ -333,7 +337,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             else:
                 whole.add(_spec_for(it))
     except MarkerError as exc:
-        raise pytest.UsageError(f"pytest-steer: {exc}") from None
+        raise pytest.UsageError(shorten(f"pytest-steer: {exc}")) from None
     if config.option.collectonly:  # markers are checked as a run checks them; nothing is started
         return
     steer.note_partial_selection(selected, whole)
@@ -345,7 +349,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                     say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None,
                     html=html)
     except StartError as exc:
-        raise pytest.UsageError(f"pytest-steer: {exc}") from None
+        raise pytest.UsageError(shorten(f"pytest-steer: {exc}")) from None
     if not steer.is_worker:
         _HTML_COLUMNS[:] = steer.html_columns()
     if steer.html_page is not None:

@@ -199,6 +199,8 @@ def _number(scorer: str, metric: Metric, value: Any) -> float | None:
         x = float(value)
     except (TypeError, ValueError):
         raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}, which is not a number or bool") from None
+    except OverflowError:  # an integer past float's range (10**400)
+        raise ScorerError(f"scorer {scorer!r} gave {metric.name}={value!r}; scores must be finite") from None
     if math.isnan(x):
         return None
     if math.isinf(x):

@@ -75,6 +75,9 @@ def _marker_test(marker: str) -> str:
     return f"import pytest\n\n@pytest.mark.steer({marker})\ndef test_point(steer_result):\n    pass\n"
 
 
+LONG_PART = "x" * 300  # longer than the 255 bytes a file name may have
+
+
 def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     """(id, extra args, test file, text the one error line must contain)."""
     a_file = tmp / "a-file"
@@ -122,6 +125,19 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
          "the embedded model; did you mean 'embedded'?"),
         ("model-embedded-revision", ["--steer-model", "embedded@main"], GRID_TEST,
          "--steer-model embedded@main: the embedded model has no revisions"),
+        # probe round 3 of issue 29: a path part longer than 255 bytes was an INTERNALERROR traceback
+        ("model-name-too-long", ["--steer-model", f"{tmp}/{LONG_PART}/m"], GRID_TEST,
+         "cannot be a path here (File name too long)"),
+        ("cache-dir-name-too-long", ["--steer-cache-dir", f"{tmp}/{LONG_PART}"], GRID_TEST,
+         "cannot be used (File name too long)"),
+        ("report-dir-name-too-long", ["--steer-report-dir", f"{tmp}/{LONG_PART}"], GRID_TEST,
+         "--steer-report-dir"),
+        ("save-baseline-name-too-long", ["--steer-save-baseline", f"{tmp}/{LONG_PART}.json"], GRID_TEST,
+         "cannot be written (File name too long)"),
+        ("dataset-name-too-long", ["--steer-dataset", f"{tmp}/{LONG_PART}.jsonl"], GRID_TEST,
+         "cannot be read (File name too long)"),
+        ("dataset-file-missing", ["--steer-dataset", f"{tmp}/no-such-cases.jsonl"], GRID_TEST,
+         "no-such-cases.jsonl: no such file"),  # was found only after the model had loaded
     ]
 
 
@@ -229,3 +245,27 @@ def test_marker_options_of_methods_the_test_does_not_run_warn(pytester: pytest.P
     result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
                                 "no:cacheprovider")
     assert "has no effect" not in result.stdout.str()
+
+
+LONG = "x" * 100_000
+
+
+@pytest.mark.parametrize("source", ["cli", "ini", "marker", "cli-400-digits"])
+def test_a_huge_option_value_is_quoted_cut_in_one_line(source: str, pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Probe round 3 of issue 29: a 100k-character value was quoted in full (a 100k-character error line, from
+    every source), and 400 digits given as an alpha on the command line ended in an INTERNALERROR traceback
+    (float() raises OverflowError, which argparse does not catch)."""
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_bad=_marker_test(f"alphas={LONG!r}") if source == "marker" else GRID_TEST)
+    if source == "ini":
+        pytester.makeini(f"[pytest]\nsteer_alphas = {LONG}\n")
+    extra = {"cli": ["--steer-alphas", LONG], "cli-400-digits": ["--steer-alphas", "9" * 400]}.get(source, [])
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider", *extra)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out[:3000]
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out[:3000]
+    lines = [line for line in out.splitlines() if ("too large" if "digits" in source else "is not a number") in line]
+    assert len(lines) == 1 and len(lines[0]) < 1200, out[:3000]
+    assert "alpha" in lines[0] and ("100,00" in lines[0] or "digits" in source)
+    assert max(map(len, out.splitlines())) < 1200

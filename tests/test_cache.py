@@ -5,7 +5,9 @@ import errno
 import json
 import logging
 import multiprocessing
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from pytest_steer.cache import (
     score_key,
     tokenizer_fingerprint,
 )
+from pytest_steer.files import _create_temp
 
+UNIT_LOCK = "unit-0123456789-trial0"  # the shape of SteerRun's lock names: unit-<spec key>-trial<n>
 KEY = {"case": "abc", "alpha": 10.0, "trial": 0, "layers": [6, 7]}
 VALUE = {"text": "Hello — world", "n_tokens": 5, "finish_reason": "stop", "ok": True, "score": 0.1 + 0.2}
 
@@ -131,7 +135,7 @@ def test_clear_deletes_only_what_the_cache_wrote(tmp_path):
     c = ResultCache(tmp_path)
     c.put("generation", KEY, VALUE)
     c.put("my-kind", KEY, VALUE)  # a kind the package does not know by name: ours by its manifest
-    with c.lock("unit-1"):
+    with c.lock(UNIT_LOCK):
         pass
     user = {"huggingface/hub/model.bin": b"weights", "my-project-data/results.csv": b"a,b\n1,2\n",
             "models/embedded/config.json": b"{}", "notes.txt": b"mine",
@@ -139,8 +143,7 @@ def test_clear_deletes_only_what_the_cache_wrote(tmp_path):
     for rel, data in user.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
-    (tmp_path / "generation" / "ab").mkdir()
-    (tmp_path / "generation" / "ab" / ".abcdef.1234abcd.tmp").write_bytes(b"half a record")
+    os.close(_create_temp(c.path("generation", KEY))[0])  # an interrupted write's temp file
     line = c.clear()
     assert sorted(p.relative_to(tmp_path).as_posix() for p in _files(tmp_path)) == sorted(user)
     assert {p.read_bytes() for p in _files(tmp_path)} == set(user.values())
@@ -173,7 +176,7 @@ def test_clear_keeps_a_users_files_in_a_folder_named_like_an_old_kind(tmp_path):
     but not records). Now a record goes only when it reads as one, a lock only from `locks/` and only empty."""
     c = ResultCache(tmp_path)
     c.put("generation", KEY, VALUE)
-    with c.lock("unit-1"):
+    with c.lock(UNIT_LOCK):
         pass
     name = "ab" + "c" * 62
     user = {"vectors/poetry.lock": b"[[package]]\n", f"vectors/ab/{name}.json": b'{"embedding": [0.1, 0.2]}',
@@ -184,8 +187,65 @@ def test_clear_keeps_a_users_files_in_a_folder_named_like_an_old_kind(tmp_path):
         (tmp_path / rel).write_bytes(data)
     line = c.clear()
     assert {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in _files(tmp_path)} == user
-    assert c.get("generation", KEY) is None and not (tmp_path / "locks" / "unit-1.lock").exists()
+    assert c.get("generation", KEY) is None and not (tmp_path / "locks" / f"{UNIT_LOCK}.lock").exists()
     assert line is not None and "vectors/poetry.lock" in line and f"vectors/ab/{name}.json" in line
+
+
+def test_clear_deletes_files_only_by_their_exact_names_and_never_links_or_a_users_folders(tmp_path):
+    """Probe round 3 of issue 29: in a user's folders named like old kinds, clearing deleted `dose/ab/.<hex>.mydraft
+    .tmp` (any `.<hex>.*.tmp` passed for a temp file), another tool's empty `locks/held.lock` (any empty `*.lock`),
+    the user's empty `dose/plans/` and `layer-sweep/` folders, and inside our own folder a link named like a record.
+    Now temp and lock files go only by the exact names this package gives them, links and user folders stay."""
+    c = ResultCache(tmp_path / "cache")
+    c.put("generation", KEY, VALUE)
+    with c.lock(UNIT_LOCK):
+        pass
+    record = c.path("generation", KEY)
+    new_temp = Path(_create_temp(record)[1])
+    fd, old_temp = tempfile.mkstemp(prefix=f".{record.stem[:16]}.", suffix=".tmp", dir=record.parent)  # release before
+    os.close(fd)
+    root = tmp_path / "cache"
+    user = {"dose/ab/.abcdef0123456789.mydraft.tmp": b"draft", "locks/held.lock": b"", "locks/other-tool.lock": b"",
+            "generation/notes.txt": b"mine"}
+    for rel, data in user.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "dose" / "plans").mkdir()
+    (root / "layer-sweep").mkdir()
+    (tmp_path / "precious.txt").write_text("mine")
+    link = root / "generation" / "cd" / ("cd" + "0" * 62 + ".json")
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "precious.txt")
+    line = c.clear()
+    assert {p.relative_to(root).as_posix(): p.read_bytes() for p in _files(root) if not p.is_symlink()} == user
+    assert (root / "dose" / "plans").is_dir() and (root / "layer-sweep").is_dir()
+    assert link.is_symlink() and (tmp_path / "precious.txt").read_text() == "mine"
+    assert not record.exists() and not new_temp.exists() and not Path(old_temp).exists()
+    assert not (root / "locks" / f"{UNIT_LOCK}.lock").exists()
+    assert line is not None and "locks/held.lock" in line and "dose/plans/" in line
+
+
+def test_clear_in_the_report_dir_does_not_call_the_reports_files_someone_elses(tmp_path):
+    """Probe round 3 of issue 29: with --steer-cache-dir equal to --steer-report-dir, the clear line named our own
+    summary.csv, run folders and manifests as files "it did not write"; now it names only the user's."""
+    from pytest_steer.files import REPORT_LOCK, RUN_MANIFEST, write_manifest
+    from pytest_steer.session.finish import mark_pages
+
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    for name in ("summary.csv", "results.jsonl", "summary.html", REPORT_LOCK, "notes.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "run-abc").mkdir()
+    (tmp_path / "run-abc" / "summary.csv").write_text("x")
+    write_manifest(tmp_path / "run-abc", run="abc", files=["summary.csv"])
+    (tmp_path / "run-mine").mkdir()
+    write_manifest(tmp_path, run="k", files=["summary.csv", "results.jsonl"])
+    mark_pages(tmp_path, ["summary.html"], {"k": "."})
+    line = c.clear()
+    assert line == f"pytest-steer cache: cleared {tmp_path}, but kept what it did not write there: notes.txt, run-mine/"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".pytest-steer-report.json", RUN_MANIFEST, REPORT_LOCK, "notes.txt", "results.jsonl", "run-abc", "run-mine",
+         "summary.csv", "summary.html"])
 
 
 def test_a_forged_or_foreign_manifest_does_not_make_a_folder_ours(tmp_path):

@@ -330,6 +330,25 @@ def test_a_copied_or_edited_run_folder_is_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_figures")
+def test_a_linked_run_folder_is_kept_untouched_and_named(tmp_path: Path) -> None:
+    """Probe round 3 of issue 29: a `run-*` link to a folder (of ours or not) was kept, but silently; now it is
+    named in the kept line, and neither it nor what it points to is touched."""
+    import shutil
+
+    report_dir, elsewhere = tmp_path / "report", tmp_path / "elsewhere"
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, report_dir, _info())
+    shutil.copytree(report_dir / "run-run1", elsewhere, copy_function=shutil.copy2)
+    (report_dir / "run-linked").symlink_to(elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    report = report_run(rows, METRICS, report_dir, _info())
+    assert report.problems == []
+    assert (report_dir / "run-linked").is_symlink() and sorted(p.name for p in elsewhere.iterdir()) == before
+    kept = [line for line in report.terminal_lines if line.startswith("kept in")]
+    assert len(kept) == 1 and "run-linked (a link to a folder: never followed)" in kept[0]
+
+
+@pytest.mark.usefixtures("no_figures")
 def test_run_folders_of_the_release_before_manifests_are_kept(tmp_path: Path) -> None:
     """A folder an earlier release wrote has no manifest: not provably ours, so it is named, never deleted."""
     rows, second = _two_runs()

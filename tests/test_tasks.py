@@ -70,6 +70,7 @@ def test_scorer_errors_are_one_line():
     ("0.5", "which is not a number or bool"),
     ({"a": 1.0}, r"did not return \['b'\]"),
     (float("inf"), "must be finite"),
+    pytest.param(10**400, "must be finite", id="int-past-float"),  # probe round 3 of issue 29: a raw OverflowError
     (7, "a binary metric takes 0/1"),
 ])
 def test_scorer_values_are_checked_not_passed_on(returned, message):

@@ -155,6 +155,8 @@ def finite_number(method: str, param: str, value: Any) -> float:
         x = float(value)
     except ValueError:
         raise SteeringError(f"{method} {param} {value!r} is not a number") from None
+    except OverflowError:  # an integer past float's range: 400 digits on the command line, 10**400 in a marker
+        raise SteeringError(f"{method} {param} {value!r} is too large") from None
     if not math.isfinite(x):
         raise SteeringError(f"{method} {param} {value!r} must be finite")
     return x

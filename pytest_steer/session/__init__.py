@@ -100,23 +100,33 @@ def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
 
     target = path if is_dir else path.parent
     probe = target
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     problem = None
-    if is_dir and path.exists() and not path.is_dir():
-        problem = "is a file, not a directory"
-    elif not is_dir and path.is_dir():
-        problem = "is a directory; give a file path"
-    elif not probe.is_dir():
-        problem = f"{probe} is not a directory"
-    else:
-        try:
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if is_dir and path.exists() and not path.is_dir():
+            problem = "is a file, not a directory"
+        elif not is_dir and path.is_dir():
+            problem = "is a directory; give a file path"
+        elif not probe.is_dir():
+            problem = f"{probe} is not a directory"
+        else:
             with tempfile.TemporaryFile(dir=probe):
                 pass
-        except OSError as exc:
-            problem = f"cannot be written ({exc.strerror or exc})"
+    except OSError as exc:  # not writable, or a name the system refuses (a part longer than 255 bytes)
+        problem = f"cannot be written ({exc.strerror or exc})"
     if problem:
         raise StartError(f"{option} {path}: {problem}")
+
+
+def _check_case_file(path: Path) -> None:
+    try:
+        problem = None if path.is_file() else "no such file" if not path.exists() else "not a file"
+    except OSError as exc:  # a name the system refuses, e.g. a part longer than 255 bytes
+        problem = f"cannot be read ({exc.strerror or exc})"
+    if problem:
+        raise StartError(f"--steer-dataset {path}: {problem}; give a .jsonl, .json, .parquet or .csv file of cases, "
+                         "a Hugging Face dataset id, or 'embedded'")
 
 
 class SteerSession:
@@ -256,8 +266,11 @@ class SteerSession:
             if g["save_baseline"]:
                 _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
         cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
-        if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
-            raise StartError(f"--steer-cache-dir {cache_dir}: is a file, not a directory")
+        try:
+            if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
+                raise StartError(f"--steer-cache-dir {cache_dir}: is a file, not a directory")
+        except OSError as exc:  # a name the system refuses, e.g. a part longer than 255 bytes
+            raise StartError(f"--steer-cache-dir {cache_dir}: cannot be used ({exc.strerror or exc})") from None
         if self.run.cache is not None:
             reason = self.run.cache.check_writable()
             if reason:
@@ -271,8 +284,10 @@ class SteerSession:
                 if spec.quality not in BUILTIN_QUALITY:
                     notes.append(check_source(spec.quality, option="--steer-quality"))
                 dataset = spec["dataset"] if "dataset" in dict(spec.options) else None
-                if dataset and Path(dataset).suffix.lower() not in FILE_SUFFIXES:  # a file: the loader checks it
+                if dataset and Path(dataset).suffix.lower() not in FILE_SUFFIXES:
                     notes.append(check_source(dataset, option="--steer-dataset", kind="dataset"))
+                elif dataset:  # a case file: the loader checks its rows; that it is there, now, before any load
+                    _check_case_file(Path(dataset).expanduser())
         except ModelLoadError as exc:
             raise StartError(str(exc)) from None
         for note in filter(None, notes):
@@ -289,10 +304,11 @@ class SteerSession:
     def _lock_report_dir(self) -> None:
         """One session per report dir: two would overwrite each other's files, the last one silently winning."""
         from ..cache import hold_lock
+        from ..files import REPORT_LOCK
 
         try:
             self.report_dir.mkdir(parents=True, exist_ok=True)
-            self._report_lock = hold_lock(self.report_dir / ".pytest-steer.lock")
+            self._report_lock = hold_lock(self.report_dir / REPORT_LOCK)
         except OSError as exc:
             raise StartError(f"--steer-report-dir {self.report_dir}: cannot be written "
                              f"({exc.strerror or exc})") from None

@@ -281,11 +281,14 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
     provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
     folder is not ours) lists their files, unchanged since, and they hold nothing else. Returns what was kept
     (a folder without our manifest, e.g. one written before manifests, a copy, or one holding files of the
-    user's or files the user changed), one entry each, for one terminal line."""
+    user's or files the user changed, a link), one entry each, for one terminal line."""
     if not out_dir.is_dir():
         return []
     left = []
     for sub in sorted(out_dir.glob(f"{RUN_DIR_PREFIX}*")):
+        if sub.is_symlink() and sub.is_dir():
+            left.append(f"{sub.name} (a link to a folder: never followed)")
+            continue
         if sub in kept or sub.is_symlink() or not sub.is_dir():
             continue
         manifest = read_manifest(sub / RUN_MANIFEST)

@@ -72,7 +72,11 @@ def load_cases(source: str | Path | None = None, split: str = "train") -> list[C
         return _check_unique(_load_jsonl_text(text, origin), origin)
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # a name the system refuses, e.g. a part longer than 255 bytes
+        raise CaseLoadError(f"case file {path}: cannot be read ({exc.strerror or exc}). {_SOURCE_HINT}") from None
+    if is_file:
         if suffix not in FILE_SUFFIXES:
             raise CaseLoadError(
                 f"{path}: unsupported file type {suffix or '(none)'!r}; use one of "
