@@ -9,11 +9,16 @@ what the sweep saw: per arm (unsteered, each layer) the held-out accuracy, the r
 (the response alone under the model), how many are degenerate under the calibrated mark, how many ended
 within their token budget, whether the arm was dropped, and the layer chosen.
 
+`--types` keeps only some instruction types (IFEval's `types` option), e.g. the end-judged one alone,
+whose sweep answers run up to 1024 tokens:
+
     python bench/bench_layer_auto.py
+    python bench/bench_layer_auto.py --types startend:end_checker
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -35,6 +40,7 @@ from pytest_steer.models import load_model
 from pytest_steer.session.run import _layer_sweep_tools
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import ifeval_task
+from pytest_steer.tasks.ifeval import parse_types
 
 
 def _timed(method: ActivationSteering, ctx: PrepareContext) -> float:
@@ -50,7 +56,7 @@ def _table(trials: list[LayerTrial]) -> list[str]:
     for kind in dict.fromkeys(t.kind for t in trials):
         rows = [t for t in trials if t.kind == kind]
         arms = list(dict.fromkeys(t.layer for t in rows))
-        lines.append(f"{kind} ({rows[0].tokens} new tokens), chosen: "
+        lines.append(f"{kind} (up to {rows[0].tokens} new tokens), chosen: "
                      f"{'unsteered' if chosen[kind] is None else f'layer {chosen[kind]}'}")
         for layer in arms:
             arm = [t for t in rows if t.layer == layer]
@@ -64,10 +70,18 @@ def _table(trials: list[LayerTrial]) -> list[str]:
 
 
 def main() -> None:
-    lm = load_model()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--types", type=parse_types, default=None,
+                        help="instruction types to sweep, comma-separated (default: make eval's seed types)")
+    args = parser.parse_args()
     task = ifeval_task()
-    spec = RunSpec()
-    split = task.load(spec)
+    spec = RunSpec() if args.types is None else RunSpec(types=args.types)
+    try:  # an unknown type fails here, before the model loads
+        split = task.load(spec)
+    except ValueError as e:
+        parser.error(str(e))
+    start_load, start = os.getloadavg()[0], time.perf_counter()
+    lm = load_model()
     steered, held = tuple(split.evaluated), split.held_out
     tools = _layer_sweep_tools(lm, task, spec.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
@@ -80,7 +94,8 @@ def main() -> None:
     kinds = len({t for c in steered for t in c.instruction_id_list})
     grid = auto_layers(lm.model.config.num_hidden_layers)
     print(f"model {lm.name}, {len(steered)} evaluated and {len(held)} held-out cases, {kinds} instruction types; "
-          f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+          f"threads {torch.get_num_threads()}, load average {start_load:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end; wall {time.perf_counter() - start:.0f} s")
     print(f"auto sweep: layers {grid}, up to {AUTO_CASES} held-out cases per type x {len(grid) + 1} settings")
     print(f"prepare middle: {middle_s:.1f} s; auto (empty cache): {auto_s:.1f} s; auto (cached): {cached_s:.1f} s; "
           f"auto / middle = {auto_s / middle_s:.1f}; auto - middle = {auto_s - middle_s:.1f} s")

@@ -24,6 +24,7 @@ from pytest_steer.methods.actadd import (
     choose_layers,
     clamp,
     degeneracy_mark,
+    ended_by_arm,
     fit_instruction_vectors,
     instruction_vectors,
     last_token_activations,
@@ -694,9 +695,38 @@ def test_choose_layers_drops_degenerate_layers_and_prefers_unsteered_on_ties():
 
 
 def test_sweep_budget_is_long_enough_for_end_judged_types():
-    assert sweep_tokens(HL) == sweep_tokens(END) == AUTO_LONG_TOKENS > AUTO_TOKENS
+    # the reference's 768-1024: at 384 most of the embedded model's end-phrase answers had not ended
+    assert sweep_tokens(HL) == sweep_tokens(END) == AUTO_LONG_TOKENS >= 768
+    assert AUTO_LONG_TOKENS > AUTO_TOKENS and sweep_tokens(END, 2048) == 2048
     assert sweep_tokens("change_case:english_lowercase") == AUTO_TOKENS
     assert sweep_tokens("change_case:english_lowercase", 500) == 500  # the run's own budget when larger
+
+
+def test_ended_by_arm_counts_answers_that_ended_per_arm():
+    trials = [LayerTrial(END, layer, False, 5.0, ended) for layer, ended in
+              [(2, True), (2, True), (None, True), (None, False), (0, False), (0, False), (2, False)]]
+    trials.append(LayerTrial(FW, None, True, 5.0, True))  # another type: not counted
+    assert ended_by_arm(trials, END) == "unsteered 1/2, 0 0/2, 2 2/3"
+    assert ended_by_arm(trials, FW) == "unsteered 1/1"
+
+
+def test_sweep_generation_stops_once_every_answer_has_ended(tiny_lm, by_type, monkeypatch):
+    """The long budget is a cap: once every row of the batch has ended, `generate` stops."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    cases = [by_type[END][0], by_type[END][1], by_type[HL][0]]
+    method = ActivationSteering(layer="auto")
+    first = [text for text, _ in method._greedy(model, tok, cases, None, 1)]
+    firsts = sorted({tok(t, add_special_tokens=False)["input_ids"][0] for t in first})
+    # every row's greedy first token is now an end of turn: each answer ends at once
+    monkeypatch.setattr(model.generation_config, "eos_token_id", firsts)
+    steps: list[int] = []
+    hook = model.register_forward_pre_hook(lambda mod, args: steps.append(1))
+    try:
+        out = method._greedy(model, tok, cases, None, AUTO_LONG_TOKENS)
+    finally:
+        hook.remove()
+    assert [ended for _, ended in out] == [True] * 3
+    assert len(steps) < 5  # not AUTO_LONG_TOKENS steps
 
 
 def test_response_perplexities_score_the_response_alone(embedded):
@@ -745,6 +775,24 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
     assert again.layers == method.layers and len(calls) == 4
     with pytest.raises(SteeringError, match="layer auto scores a sweep .* needs options 'follows'"):
         ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
+
+
+def test_auto_notes_no_information_and_how_many_answers_ended_per_arm(tiny_lm, by_type, monkeypatch):
+    """When no arm follows, the notes say "no information" (not "unsteered") and, for a type judged at the
+    end, how many answers per arm ended within the budget: too short to judge, or steering did not help."""
+    monkeypatch.setattr(actadd, "AUTO_LONG_TOKENS", 12)  # a random tiny model never ends its answers
+    tools = {**_sweep_tools([]), "follows": lambda case, response: False}
+    method = ActivationSteering(layer="auto")
+    method.prepare(PrepareContext(model=tiny_lm, steered=[by_type[END][2], by_type[FW][2]],
+                                  held_out=[*by_type[END][:2], *by_type[FW][:2]], options=tools))
+    notes = method.notes()
+    assert f"{END} 1 (no information: no arm of the sweep followed it)" in notes[0]
+    assert f"{FW} 1 (no information" in notes[0]
+    ended = [n for n in notes if n.startswith(f"actadd: auto's {END} answers ended within 12 tokens: ")]
+    counts = {arm: sum(t.ended for t in method.sweep if t.kind == END and t.layer == arm) for arm in (None, 0, 1, 2)}
+    assert ended == [f"actadd: auto's {END} answers ended within 12 tokens: unsteered {counts[None]}/2, "
+                     f"0 {counts[0]}/2, 1 {counts[1]}/2, 2 {counts[2]}/2"]
+    assert not any(n.startswith(f"actadd: auto's {FW}") for n in notes)  # judged early: no count
 
 
 def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_partners(tiny_lm, by_type, monkeypatch):

@@ -345,9 +345,12 @@ RULES = ("project", "add")
 #: reference sweeps every 2nd layer from n/5 to the top), held-out cases per instruction type, and
 #: new tokens per sweep response for a type judged early in an answer
 AUTO_LAYERS, AUTO_CASES, AUTO_TOKENS = 4, 3, 64
-#: new tokens for a type judged at the end of an answer or on its whole length: an answer cut short
-#: fails them at every layer and unsteered alike (the reference gives JSON and sections 1024 tokens)
-AUTO_LONG_TOKENS = 384
+#: the cap on new tokens for a type judged at the end of an answer or on its whole length. An answer cut
+#: short fails them at every layer and unsteered alike: at 384 tokens only 1-2 of 3 of the embedded model's
+#: end-phrase answers ended, so every arm scored 0 (the reference gives 768-1024). It is a cap, not a
+#: length: generation stops as soon as every answer in the batch has ended (end of turn), so the long
+#: budget is paid only while some answer is still going (a loop runs to the cap)
+AUTO_LONG_TOKENS = 1024
 JUDGED_ON_THE_WHOLE_ANSWER = frozenset({
     "startend:end_checker", "startend:quotation", "detectable_content:postscript", "detectable_format:json_format",
     "detectable_format:multiple_sections", "detectable_format:number_bullet_lists",
@@ -366,8 +369,9 @@ Layers = dict[int, tuple[dict[str, "torch.Tensor"], dict[str, float]]]
 
 
 def sweep_tokens(kind: str, max_new_tokens: int = 0) -> int:
-    """New tokens per sweep response for instruction type `kind`: enough for it to be judged, or the
-    run's own `max_new_tokens` when that is larger (the sweep then sees answers as long as the run's)."""
+    """The cap on new tokens per sweep response for instruction type `kind`: enough for it to be judged
+    (for end-judged types, enough for the answer to end), or the run's own `max_new_tokens` when that is
+    larger (the sweep then sees answers as long as the run's)."""
     return max(AUTO_LONG_TOKENS if kind in JUDGED_ON_THE_WHOLE_ANSWER else AUTO_TOKENS, max_new_tokens)
 
 
@@ -473,6 +477,17 @@ def choose_layers(trials: Sequence[LayerTrial]) -> dict[str, int | None]:
 def uninformed(trials: Sequence[LayerTrial]) -> set[str]:
     """Instruction types that no response of the sweep followed, in any arm: their layer is not informed."""
     return {kind for kind in {t.kind for t in trials} if not any(t.follows for t in trials if t.kind == kind)}
+
+
+def ended_by_arm(trials: Sequence[LayerTrial], kind: str) -> str:
+    """How many of `kind`'s sweep answers ended within their budget, per arm ("unsteered 1/3, 6 2/3"): with
+    every arm at 0, it tells an answer too short to be judged from steering that did not help."""
+    arms: dict[int | None, list[LayerTrial]] = {}
+    for t in trials:
+        if t.kind == kind:
+            arms.setdefault(t.layer, []).append(t)
+    return ", ".join(f"{'unsteered' if layer is None else layer} {sum(t.ended for t in rows)}/{len(rows)}"
+                     for layer, rows in sorted(arms.items(), key=lambda a: (a[0] is not None, a[0] or 0)))
 
 
 def check_coefficient(value: Any) -> float:
@@ -711,7 +726,7 @@ class ActivationSteering:
 
     def _sweep(self, ctx: PrepareContext, held_out: list[Case], hashes: list[str]) -> list[LayerTrial]:
         """`auto`'s sweep: AUTO_CASES held-out cases per steered instruction type (single-instruction ones
-        first, as the reference uses), greedy responses of `sweep_tokens` new tokens for their type,
+        first, as the reference uses), greedy responses of up to `sweep_tokens` new tokens for their type,
         unsteered and at each layer at value 1, scored; read from the store when the same sweep ran before."""
         from ..cache import numerics_versions, tokenizer_fingerprint
 
@@ -760,7 +775,8 @@ class ActivationSteering:
     def _greedy(self, model: Any, tokenizer: Any, cases: Sequence[Case], layer: int | None,
                 max_new_tokens: int) -> list[tuple[str, bool]]:
         """Greedy responses of up to `max_new_tokens` to `cases`, every instruction steered at `layer` at
-        value 1 (None: unsteered), each with whether it ended (end of turn) before the budget."""
+        value 1 (None: unsteered), each with whether it ended (end of turn) before the budget. `generate`
+        stops once every row has ended, so a long cap costs only while some answer is still going."""
         import torch
 
         from ..prompts import encode, render_chat
@@ -816,6 +832,10 @@ class ActivationSteering:
                 f"{kind} {'unsteered' if layer is None else layer}"
                 + (" (no information: no arm of the sweep followed it)" if kind in self._uninformed else "")
                 for kind, layer in chosen)]
+            budgets = {t.kind: t.tokens for t in self._trials}
+            out.extend(f"actadd: auto's {kind} answers ended within {budgets[kind]} tokens: "
+                       f"{ended_by_arm(self._trials, kind)}"
+                       for kind, _ in chosen if kind in JUDGED_ON_THE_WHOLE_ANSWER and kind in budgets)
         if "removed" in self.settings:
             out.append("actadd: settings " + ", ".join(self.settings) + " (actadd-removed-c* rows: the prompt without "
                        "its instructions, steered by their vectors; removed-c0 unsteered; each paired with the "
