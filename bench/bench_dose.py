@@ -35,8 +35,8 @@ def main() -> None:
     args = p.parse_args()
     lm = load_model()
     cases = load_cases()
-    kinds = list(dict.fromkeys(c.instruction_id_list[0] for c in cases))[:2]
-    by_kind = {k: [c for c in cases if c.instruction_id_list[0] == k] for k in kinds}
+    kinds = list(dict.fromkeys(c.tags[0] for c in cases))[:2]
+    by_kind = {k: [c for c in cases if c.tags[0] == k] for k in kinds}
     steered = [c for k in kinds for c in by_kind[k][: (args.cases + 1) // 2]][: args.cases]
     held = [c for k in kinds for c in by_kind[k][(args.cases + 1) // 2:][:4]]
     methods = {"pasta": PASTA(), "actadd": ActivationSteering(), "prompt": PromptEmphasis()}

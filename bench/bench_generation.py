@@ -109,7 +109,7 @@ def bench_cases() -> tuple[list[Case], list[Case]]:
     held_out: list[Case] = []
     per_type: dict[str, int] = {}
     for case in load_cases():
-        kind = case.instruction_id_list[0]
+        kind = case.tags[0]
         per_type[kind] = per_type.get(kind, 0) + 1
         (held_out if per_type[kind] <= HELD_OUT_PER_TYPE else timed).append(case)
     return timed, held_out

@@ -289,12 +289,13 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
     model, tok, layer = embedded.model, embedded.tokenizer, 2  # a low layer keeps the forwards short
     by_type: dict[str, list] = {}
     for case in load_cases():
-        by_type.setdefault(case.instruction_id_list[0], []).append(case)
+        by_type.setdefault(case.tags[0], []).append(case)
     fw, end = by_type["keywords:forbidden_words"], by_type["startend:end_checker"]
     # a case with two instructions: each gets the difference its own text makes, the other kept in both
-    both = dataclasses.replace(end[1], key="both", prompt=f"{end[1].prompt} {fw[0].instructions[0]}",
-                               instruction_id_list=(end[1].instruction_id_list[0], fw[0].instruction_id_list[0]),
-                               instructions=(end[1].instructions[0], fw[0].instructions[0]), kwargs=({}, {}))
+    both = dataclasses.replace(end[1], key="both", prompt=f"{end[1].prompt} {fw[0].data['instructions'][0]}",
+                               tags=(end[1].tags[0], fw[0].tags[0]),
+                               data={"instructions": (end[1].data["instructions"][0], fw[0].data["instructions"][0]),
+                                     "kwargs": ({}, {})})
     cases = [fw[0], fw[1], end[0], both]
 
     vectors = instruction_vectors(model, tok, cases, layer, batch_size=3)
@@ -304,8 +305,8 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
         a, b = (last_token_activations(model, tok, [p], layer)[0] for p in pair)
         return a - b
 
-    d = [diff(c, c.instructions) for c in cases[:3]]
-    both_end, both_fw = (diff(both, [text]) for text in both.instructions)
+    d = [diff(c, c.data["instructions"]) for c in cases[:3]]
+    both_end, both_fw = (diff(both, [text]) for text in both.data["instructions"])
     expected = {"keywords:forbidden_words": (d[0] + d[1] + both_fw) / 3, "startend:end_checker": (d[2] + both_end) / 2}
     assert list(vectors) == list(expected)
     for kind, vec in vectors.items():
@@ -335,7 +336,7 @@ HL = "detectable_format:number_highlighted_sections"  # a format type: the clamp
 def by_type() -> dict[str, list]:
     out: dict[str, list] = {}
     for case in load_cases():
-        out.setdefault(case.instruction_id_list[0], []).append(case)
+        out.setdefault(case.tags[0], []).append(case)
     return out
 
 
@@ -483,7 +484,7 @@ def test_targets_are_mean_projections_of_with_instruction_activations(tiny_lm, b
     vectors, targets = fit_instruction_vectors(model, tok, held, LAYER)
     with_acts = last_token_activations(model, tok, [c.prompt for c in held], LAYER)
     without = last_token_activations(
-        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in held], LAYER)
+        model, tok, [prompt_without_instructions(c.prompt, c.data["instructions"]) for c in held], LAYER)
     d = (with_acts - without).mean(0)
     u = d / d.norm()
     torch.testing.assert_close(vectors[FW], d, atol=1e-6, rtol=0)
@@ -511,7 +512,7 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
             if value is None:
                 assert torch.equal(got[i][real], plain[i][real])
                 continue
-            kind = case.instruction_id_list[0]
+            kind = case.tags[0]
             u = method.vectors[kind] / method.vectors[kind].norm()
             z = torch.full((ids.shape[1],), method.targets[kind])
 
@@ -556,14 +557,14 @@ def test_project_rule_weight_zero_is_exact_and_weights_scale_the_clamp(tiny_lm, 
 
 def test_directions_are_keyed_per_language_with_a_noted_fallback(tiny_lm, by_type):
     lang = "language:response_language"
-    held = [c for c in by_type[lang] if c.kwargs[0]["language"] in ("de", "fr")][:2]
-    steered = [c for c in by_type[lang] if c not in held and c.kwargs[0]["language"] in ("de", "ko")]
+    held = [c for c in by_type[lang] if c.data["kwargs"][0]["language"] in ("de", "fr")][:2]
+    steered = [c for c in by_type[lang] if c not in held and c.data["kwargs"][0]["language"] in ("de", "ko")]
     method = _prepared(tiny_lm, steered, held)
     assert {f"{lang}=de", f"{lang}=fr", lang} <= set(method.vectors)
     assert method.fallbacks == {f"{lang}=ko": lang}
     assert any(f"{lang}=ko (steered with {lang})" in n for n in method.notes())
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [[(lang, 1.0)]]
+    assert method._keys(next(c for c in steered if c.data["kwargs"][0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
+    assert method._keys(next(c for c in steered if c.data["kwargs"][0]["language"] == "ko")) == [[(lang, 1.0)]]
     with pytest.raises(SteeringError, match="rule 'clamp' must be one of project, add"):
         ActivationSteering(rule="clamp")
     assert build_method("actadd", RunSpec(actadd_rule="add")).rule == "add"  # type: ignore[attr-defined]
@@ -609,7 +610,7 @@ def test_forbidden_words_fit_no_inclusion_direction_and_fall_back_to_their_type(
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     inc = held[2:]
     acts = last_token_activations(model, tok, [c.prompt for c in inc], LAYER) - last_token_activations(
-        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in inc], LAYER)
+        model, tok, [prompt_without_instructions(c.prompt, c.data["instructions"]) for c in inc], LAYER)
     torch.testing.assert_close(method.vectors[f"{EX}=water"], acts.mean(0), atol=1e-6, rtol=0)
     torch.testing.assert_close(method.vectors[f"{EX}=broken"], acts[0], atol=1e-6, rtol=0)
 
@@ -770,7 +771,7 @@ def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_part
             with method.steer(model, one, [case], [value]):
                 alone = model(input_ids=one.input_ids).logits[0]
             assert (got[i][real] - alone).abs().max() < 1e-5
-            kind = case.instruction_id_list[0]
+            kind = case.tags[0]
             layer = method.layers[kind]
             if value is None or layer is None:  # unsteered: by its value, or by auto's choice for its type
                 assert torch.equal(got[i][real], plain[i][real])

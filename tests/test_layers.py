@@ -58,8 +58,10 @@ RANKS: dict[str, int] = {
     "scores": 1,
     "prompts": 1,
     "tasks": 2,  # the registry: the built-in IFEval task names its scorer (metrics.instruction)
+    # 0: the records floor (Case, GridPoint, Sample, Score, Metric): imports nothing of the package
+    "records": 0,
 }
-LAYER_NAMES = {5: "plugin", 4: "session", 3: "reporting", 2: "engine/metrics/stats", 1: "leaves"}
+LAYER_NAMES = {5: "plugin", 4: "session", 3: "reporting", 2: "engine/metrics/stats", 1: "leaves", 0: "records"}
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,13 @@ def _imported_modules(graph: list[Import], source: str) -> set[str]:
 
 def test_options_imports_no_package_module(graph: list[Import]) -> None:
     assert _imported_modules(graph, f"{PACKAGE}.options") == set()
+
+
+def test_the_records_floor_imports_no_package_module(graph: list[Import]) -> None:
+    """Case, GridPoint, Sample, Score and Metric sit below everything that passes them around."""
+    assert _imported_modules(graph, f"{PACKAGE}.records") == set()
+    floor = [m for m in package_modules(ROOT, PACKAGE) if rank(m, PACKAGE, RANKS) == 0]
+    assert floor == [f"{PACKAGE}.records"]
 
 
 def test_the_plugin_reaches_at_most_three_package_modules(graph: list[Import]) -> None:

@@ -8,6 +8,7 @@ from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.scores import Metric, Sample, ScorerError, scorer
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import HELD_OUT_PER_TYPE, Case, CaseSplit, Task, TaskError, get_task, register_task
+from pytest_steer.tasks.ifeval import ifeval_case
 
 
 def test_ifeval_split_is_disjoint_and_balanced():
@@ -16,7 +17,7 @@ def test_ifeval_split_is_disjoint_and_balanced():
     held = {c.key for c in split.held_out}
     assert len(evaluated) == 16 and not evaluated & held
     for t in split.evaluated.types:
-        n = sum(t in c.instruction_id_list for c in split.held_out)
+        n = sum(t in c.tags for c in split.held_out)
         assert 1 <= n <= HELD_OUT_PER_TYPE
     # a larger evaluated set shrinks the held-out set, never overlaps it
     bigger = get_task("ifeval").load(RunSpec(per_type=8))
@@ -36,7 +37,7 @@ def test_user_scorer_and_task():
     def shouts(sample):
         return sample.response.isupper()
 
-    case = Case("c1", "Shout hello.", instruction_id_list=("shout",))
+    case = Case("c1", "Shout hello.", tags=("shout",))
     out = shouts.score([Sample(case, BASELINE_CONFIG, case.prompt, "HELLO", 1, "stop")])
     assert out[0].values == {"shouts": 1.0}
     task = Task.from_cases("shout", [case], [shouts])
@@ -90,7 +91,7 @@ def test_the_task_judges_responses_for_actadds_layer_sweep() -> None:
     from pytest_steer.session.run import _layer_sweep_tools
 
     ifeval = get_task("ifeval")
-    case = Case("k", "Write about cats. Do not use any commas.", ("Do not use any commas.",),
+    case = ifeval_case("k", "Write about cats. Do not use any commas.", ("Do not use any commas.",),
                 ("punctuation:no_comma",), ({},))
     assert ifeval.judge is not None and ifeval.judge_name == "ifeval-strict"
     assert ifeval.judge(case, "Cats purr.") and not ifeval.judge(case, "Cats, dogs.")
@@ -121,7 +122,7 @@ from pytest_steer import Case, Metric, Task, register_task, scorer
 
 def case(key, kind, text):
     rule = {"short": "Answer in one word.", "digit": "Include a number."}[kind]
-    return Case(key, f"{text} {rule}", instructions=(rule,), instruction_id_list=(f"mine:{kind}",))
+    return Case(key, f"{text} {rule}", tags=(f"mine:{kind}",), data={"instructions": (rule,)})
 
 cases = [case(f"{k}{i}", k, t) for i, t in enumerate(["Name a colour.", "Name a fruit.", "Name a city."])
          for k in ("short", "digit")]

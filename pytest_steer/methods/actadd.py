@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..prompts import EncodedBatch
-    from ..tasks.base import Case
+    from ..records import Case
 
 # A removed instruction followed by one of these leaves no space before it ("cats ." -> "cats.").
 _CLOSING_PUNCTUATION = ".,;:!?)]}"

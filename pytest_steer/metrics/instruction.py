@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_steer.records import Case
 from pytest_steer.scores import Metric, Sample, Score, ScorerError
 
 #: bump when a change here changes any score (the score cache keys on `IFEvalScorer.identity`)
@@ -153,8 +154,11 @@ def score_response(case: Any, response: str) -> InstructionScore:
 
 
 def _fields(case: Any) -> tuple[str, tuple[str, ...], tuple[Mapping[str, Any], ...]]:
-    get = case.get if isinstance(case, Mapping) else lambda name: getattr(case, name, None)
-    key, ids, kwargs = get("key"), get("instruction_id_list"), get("kwargs")
+    if isinstance(case, Case):
+        key, ids, kwargs = case.key, case.tags, case.data.get("kwargs", ())
+    else:
+        get = case.get if isinstance(case, Mapping) else lambda name: getattr(case, name, None)
+        key, ids, kwargs = get("key"), get("instruction_id_list"), get("kwargs")
     where = f"case {key!r}" if key is not None else "case"
     if ids is None or kwargs is None:
         raise ValueError(f"{where} needs 'instruction_id_list' and 'kwargs' to be scored.")

@@ -13,14 +13,15 @@ disjoint from the evaluated cases, checked here, so no evaluated case can leak i
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..options import Option, Settings
+from ..records import Case
 from ..scores import Scorer, _code_hash, metrics_of
+
+__all__ = ["Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "Task", "TaskError", "VectorKey"]
 
 
 class CaseLoadError(ValueError):
@@ -29,50 +30,6 @@ class CaseLoadError(ValueError):
 
 class TaskError(ValueError):
     """A task is unknown or inconsistent; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Case:
-    """One prompt with its IFEval instructions; `kwargs[i]` parametrises `instruction_id_list[i]`.
-
-    `instructions` holds the instruction sentences (exact substrings of `prompt`) that steering
-    emphasises; it is None for rows in the original IFEval layout, which cannot be steered.
-    The kwargs dicts are shared, treat them as read-only.
-    """
-
-    key: str
-    prompt: str
-    instructions: tuple[str, ...] | None = None
-    instruction_id_list: tuple[str, ...] = ()  # also the case's tags in per-tag views (a user task's categories)
-    kwargs: tuple[dict[str, Any], ...] = ()
-    target: Any = None  # a user task's reference answer, for its scorer; not used by IFEval
-
-    def __hash__(self) -> int:
-        # The generated hash would fail on the kwargs dicts; equal cases share these fields.
-        return hash((self.key, self.prompt, self.instruction_id_list))
-
-    @property
-    def steerable(self) -> bool:
-        """Whether there are instruction spans for PASTA to highlight."""
-        return bool(self.instructions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row in Split-IFEval layout (IFEval layout, no `instructions`, when it is None)."""
-        row: dict[str, Any] = {"key": self.key, "prompt": self.prompt}
-        if self.instructions is not None:
-            row["instructions"] = list(self.instructions)
-        row["instruction_id_list"] = list(self.instruction_id_list)
-        row["kwargs"] = [dict(kw) for kw in self.kwargs]
-        if self.target is not None:
-            row["target"] = self.target
-        return row
-
-    def content_hash(self) -> str:
-        """sha256 of a canonical JSON of all fields: a cache key that changes with the case."""
-        canonical = json.dumps(
-            self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -151,16 +108,16 @@ class InstructionOffers:
     keeps one vector per language."""
 
     def highlights(self, case: Case) -> tuple[str, ...]:
-        return tuple(case.instructions or ())
+        return tuple(case.data.get("instructions") or ())
 
     def vector_keys(self, case: Case) -> list[list[VectorKey]]:
-        kwargs = list(case.kwargs)
+        kwargs = list(case.data.get("kwargs", ()))
         return [ifeval_vector_keys(kind, kwargs[i] if i < len(kwargs) else None)
-                for i, kind in enumerate(case.instruction_id_list)]
+                for i, kind in enumerate(case.tags)]
 
     def language(self, case: Case) -> str | None:
         """IFEval's `language:response_language` argument, else None."""
-        for kind, kw in zip(case.instruction_id_list, case.kwargs, strict=False):  # tags may come without kwargs
+        for kind, kw in zip(case.tags, case.data.get("kwargs", ()), strict=False):  # tags may come without kwargs
             if kind == "language:response_language" and kw and kw.get("language"):
                 return str(kw["language"])
         return None
@@ -194,7 +151,7 @@ class CaseSet:
     @property
     def types(self) -> tuple[str, ...]:
         """Instruction types present, in order of first appearance."""
-        return tuple(dict.fromkeys(t for c in self.cases for t in c.instruction_id_list))
+        return tuple(dict.fromkeys(t for c in self.cases for t in c.tags))
 
     def by_key(self, key: str) -> Case:
         try:
@@ -203,7 +160,7 @@ class CaseSet:
             raise KeyError(f"no case with key {key!r} in {self.source}") from None
 
     def of_type(self, instruction_type: str) -> tuple[Case, ...]:
-        return tuple(c for c in self.cases if instruction_type in c.instruction_id_list)
+        return tuple(c for c in self.cases if instruction_type in c.tags)
 
 
 def index_by_key(cases: Iterable[Case], source: str) -> dict[str, Case]:
