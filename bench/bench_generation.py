@@ -77,7 +77,7 @@ from pytest_steer.models import (
     load_model,
     parse_dtype,
 )
-from pytest_steer.tasks import Case, load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, Case, load_cases
 
 GRID_ALPHAS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0)  # the grid and the mixed variant (d) add baseline rows
 HELD_OUT_PER_TYPE = 2  # cases per instruction type that fit the activation-steering vectors, never timed
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pasta = PASTA(parse_layers(args.layers) if args.layers else "middle")
     actadd = ActivationSteering("middle" if args.actadd_layer == "middle" else int(args.actadd_layer))
     t_fit = time.perf_counter()
-    ctx = PrepareContext(model=lm, steered=cases, held_out=held_out)
+    ctx = PrepareContext(model=lm, steered=cases, held_out=held_out, task=IFEVAL_OFFERS)
     pasta.prepare(ctx)
     actadd.prepare(ctx)
     t_fit = time.perf_counter() - t_fit

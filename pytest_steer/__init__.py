@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from .session.run import ModelSettings, SteerRun
     from .spec import RunSpec
     from .tasks import CaseSplit, Task, TaskError, register_task
-    from .tasks.base import Case, CaseOffers, CaseSet
-    from .tasks.ifeval import CaseLoadError
+    from .tasks.base import Case, CaseLoadError, CaseOffers, CaseSet
 
 _EXPORTS = {
     # writing evals: what a test annotates, reads and catches
@@ -44,7 +43,7 @@ _EXPORTS = {
     "SteeringError": "methods.base",
     "TaskError": "tasks",
     "ScorerError": "scores",
-    "CaseLoadError": "tasks.ifeval",
+    "CaseLoadError": "tasks.base",
     "ModelLoadError": "models",
     "MarkerError": "options",
     "StartError": "session",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import ScorerError, UsageError
 from .records import LOG_FLOOR, QUALITY_ROLE, Kind, Metric, Sample, Scale, Score
 
 __all__ = ["LOG_FLOOR", "QUALITY_ROLE", "FunctionScorer", "Kind", "Metric", "Sample", "Scale", "Score", "Scorer",
@@ -38,7 +39,7 @@ def register_scorer(scorer: Scorer) -> None:
     """Score every task's rows with `scorer` too (call it in a conftest.py); its metrics join the report,
     the gates and the stored baselines like the built-in ones. Re-registering a name replaces it."""
     if not getattr(scorer, "metrics", None):
-        raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} declares no metrics")
+        raise UsageError(f"scorer {getattr(scorer, 'name', scorer)!r} declares no metrics")
     _EXTRA[scorer.name] = scorer
 
 
@@ -65,10 +66,6 @@ class Scorer(Protocol):
         ...
 
 
-class ScorerError(RuntimeError):
-    """A scorer cannot run; the message says why and what to do."""
-
-
 @dataclass
 class FunctionScorer:
     """A scorer from a plain function `fn(sample) -> bool | float | dict[name, value]`."""
@@ -81,7 +78,7 @@ class FunctionScorer:
     def __post_init__(self) -> None:
         self.name = self.name or getattr(self.fn, "__name__", "scorer")
         if not self.metrics:
-            raise ValueError(f"scorer {self.name!r} declares no metrics")
+            raise UsageError(f"scorer {self.name!r} declares no metrics")
 
     def identity(self) -> str:
         """Name, `version` and a hash of the function's code: editing the function re-scores cached rows.
@@ -163,6 +160,6 @@ def metrics_of(scorers: Sequence[Scorer]) -> list[Metric]:
     for s in scorers:
         for m in s.metrics:
             if m.name in out:
-                raise ValueError(f"metric {m.name!r} is declared by two scorers; rename one")
+                raise UsageError(f"metric {m.name!r} is declared by two scorers; rename one")
             out[m.name] = m
     return list(out.values())

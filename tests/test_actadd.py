@@ -38,7 +38,8 @@ from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import load_cases
 from pytest_steer.tasks.base import VectorKey
-from pytest_steer.tasks.base import ifeval_vector_keys as vector_keys
+from pytest_steer.tasks.ifeval.offers import IFEVAL_OFFERS
+from pytest_steer.tasks.ifeval.offers import ifeval_vector_keys as vector_keys
 
 from .tiny_models import tiny_model
 
@@ -298,7 +299,7 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
                                      "kwargs": ({}, {})})
     cases = [fw[0], fw[1], end[0], both]
 
-    vectors = instruction_vectors(model, tok, cases, layer, batch_size=3)
+    vectors = instruction_vectors(model, tok, cases, layer, batch_size=3, offers=IFEVAL_OFFERS)
 
     def diff(case, removed):
         pair = [case.prompt, prompt_without_instructions(case.prompt, removed)]
@@ -348,7 +349,8 @@ def tiny_lm(chat_tiny) -> LoadedModel:
 
 def _prepared(lm, steered, held_out, layer=LAYER, store=None, rule="project") -> ActivationSteering:
     method = ActivationSteering(layer=layer, rule=rule)
-    method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store))
+    method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store,
+                                  task=IFEVAL_OFFERS))
     return method
 
 
@@ -381,7 +383,7 @@ def test_vectors_come_from_held_out_cases_only(tiny_lm, by_type):
     held = [*by_type[FW][:2], *by_type[END][:2]]
     steered = [by_type[FW][2], by_type[END][2]]
     method = _prepared(tiny_lm, steered, held)
-    expected = instruction_vectors(tiny_lm.model, tiny_lm.tokenizer, held, LAYER)
+    expected = instruction_vectors(tiny_lm.model, tiny_lm.tokenizer, held, LAYER, offers=IFEVAL_OFFERS)
     assert list(method.vectors) == [FW, END]
     for kind in expected:
         assert torch.equal(method.vectors[kind], expected[kind])
@@ -481,7 +483,7 @@ def _adjust_vectors(v, u, target_values):
 def test_targets_are_mean_projections_of_with_instruction_activations(tiny_lm, by_type):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     held = by_type[FW][:3]
-    vectors, targets = fit_instruction_vectors(model, tok, held, LAYER)
+    vectors, targets = fit_instruction_vectors(model, tok, held, LAYER, offers=IFEVAL_OFFERS)
     with_acts = last_token_activations(model, tok, [c.prompt for c in held], LAYER)
     without = last_token_activations(
         model, tok, [prompt_without_instructions(c.prompt, c.data["instructions"]) for c in held], LAYER)
@@ -728,7 +730,8 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
     steered = [by_type[HL][2], by_type[END][2]]
     store, calls = ResultCache(tmp_path), []
     method = ActivationSteering(layer="auto")
-    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls))
+    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls),
+                         task=IFEVAL_OFFERS)
     method.prepare(ctx)
     assert calls == [4] * 4  # unsteered + 3 layers, the 4 held-out cases each
     assert set(method.layers) == {HL, END} and all(v in (None, 0, 1, 2) for v in method.layers.values())
@@ -742,7 +745,7 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
     monkeypatch.setattr(ActivationSteering, "_greedy", no_generation)
     again = ActivationSteering(layer="auto")
     again.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store,
-                                 options=_sweep_tools(calls)))
+                                 options=_sweep_tools(calls), task=IFEVAL_OFFERS))
     assert again.layers == method.layers and len(calls) == 4
     with pytest.raises(SteeringError, match="layer auto scores a sweep .* needs options 'follows'"):
         ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
@@ -756,7 +759,8 @@ def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_part
     held = [*by_type[HL][:2], *by_type[END][:2], *by_type[FW][:2]]
     cases = [by_type[HL][2], by_type[END][2], by_type[FW][2], by_type[HL][3]]
     method = ActivationSteering(layer="auto")
-    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([])))
+    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([]),
+                                  task=IFEVAL_OFFERS))
     method._type_layers = {HL: 0, END: 2, FW: None}  # a choice the sweep could make
     values = [1.0, 1.0, 3.0, None]
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])

@@ -12,7 +12,7 @@ from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, load_cases
 
 GRID = dict(methods=("pasta", "actadd", "prompt"), alphas=(10.0,), actadd_coefs=(4.0,),
             prompt_variants=("restate", "marked"), actadd_setting=("kept", "removed"))
@@ -39,7 +39,7 @@ def prepared(tiny_lm):
     steered, held_out = cases[:1], cases[1:4]
     methods = {"actadd": ActivationSteering(layer=1, settings=("kept", "removed")), "prompt": PromptEmphasis()}
     for m in methods.values():
-        m.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held_out))
+        m.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held_out, task=IFEVAL_OFFERS))
     return steered, methods
 
 

@@ -8,8 +8,8 @@ from importlib import resources
 
 import pytest
 
-from pytest_steer.metrics import validate_case
 from pytest_steer.tasks import SEED_INSTRUCTION_TYPES, load_cases, select_cases
+from pytest_steer.tasks.ifeval.scorer import validate_case
 
 CASES = load_cases(None)
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}

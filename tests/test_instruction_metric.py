@@ -14,16 +14,17 @@ from pathlib import Path
 import pytest
 
 from pytest_steer.methods.base import BASELINE_CONFIG
-from pytest_steer.metrics import (
+from pytest_steer.scores import Sample, Scorer, metrics_of
+from pytest_steer.tasks import Case, load_cases
+from pytest_steer.tasks.ifeval.scorer import (
+    VERSION,
     IFEvalScorer,
     InstructionScore,
+    english_punkt_tokenizer,
     instruction_types,
     score_response,
     validate_case,
 )
-from pytest_steer.metrics.instruction import VERSION, english_punkt_tokenizer
-from pytest_steer.scores import Sample, Scorer, metrics_of
-from pytest_steer.tasks import Case, load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -384,7 +385,7 @@ _SCRIPT = textwrap.dedent(
     nltk.data.path[:] = []  # whatever NLTK data the machine has, scoring must not need it
 
     from pytest_steer.tasks import load_cases
-    from pytest_steer.metrics import IFEvalScorer, score_response
+    from pytest_steer.tasks.ifeval.scorer import IFEvalScorer, score_response
     from pytest_steer.scores import Sample
 
     try:

@@ -21,7 +21,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pytest_steer.methods.base import GridPoint
-from pytest_steer.metrics.instruction import IFEvalScorer
 from pytest_steer.metrics.quality import (
     SIDE_EFFECTS,
     VERSION,
@@ -37,6 +36,7 @@ from pytest_steer.metrics.quality import (
 from pytest_steer.scores import Sample, Scorer, ScorerError, metrics_of
 from pytest_steer.tasks import Case
 from pytest_steer.tasks.ifeval import ifeval_case
+from pytest_steer.tasks.ifeval.scorer import IFEvalScorer
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",

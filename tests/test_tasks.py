@@ -7,7 +7,16 @@ import pytest
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.scores import Metric, Sample, ScorerError, scorer
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import HELD_OUT_PER_TYPE, Case, CaseSplit, Task, TaskError, get_task, register_task
+from pytest_steer.tasks import (
+    HELD_OUT_PER_TYPE,
+    Case,
+    CaseSplit,
+    Task,
+    TaskError,
+    get_task,
+    hub_sources,
+    register_task,
+)
 from pytest_steer.tasks.ifeval import ifeval_case
 
 
@@ -152,3 +161,27 @@ def test_layer_auto_runs_on_a_task_built_with_from_cases(pytester: pytest.Pytest
     assert result.ret == pytest.ExitCode.OK, out
     assert "layer auto over" in out, out  # the sweep ran...
     assert (pytester.path / "judged").exists()  # ...judged by the task's judge
+
+
+def test_the_ifeval_task_names_the_hub_ids_to_check_and_a_user_task_none() -> None:
+    assert hub_sources("ifeval", {"dataset": "org/split-ifeval@v2"}) == [("org/split-ifeval@v2", "--steer-dataset")]
+    assert hub_sources("ifeval", {"dataset": "embedded"}) == []
+    assert hub_sources("ifeval", {"dataset": "cases/mine.jsonl"}) == []  # a file: the loader checks it
+    register_task(Task.from_cases("hubless", [Case("c1", "Say hi.")], [scorer("ok")(lambda sample: True)]))
+    assert hub_sources("hubless", {"dataset": "org/name"}) == []
+
+
+def test_the_old_home_of_the_ifeval_scorer_still_works_and_warns() -> None:
+    import importlib
+    import sys
+
+    from pytest_steer.tasks.ifeval import scorer as moved
+
+    sys.modules.pop("pytest_steer.metrics.instruction", None)
+    with pytest.warns(DeprecationWarning, match="pytest_steer.tasks.ifeval.scorer"):
+        old = importlib.import_module("pytest_steer.metrics.instruction")
+    assert old.IFEvalScorer is moved.IFEvalScorer
+    import pytest_steer.metrics as metrics
+
+    with pytest.warns(DeprecationWarning, match="score_response"):
+        assert metrics.score_response is moved.score_response

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from ..errors import UsageError
 from ..options import nearest
 
 # re-exported: the "did you mean" hint of every method's errors, and the grid's records
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from ..prompts import EncodedBatch
     from ..records import Case
 
-class SteeringError(ValueError):
+class SteeringError(UsageError):
     """Bad steering input, raised before any generation starts."""
 
 

@@ -13,23 +13,21 @@ disjoint from the evaluated cases, checked here, so no evaluated case can leak i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from ..errors import TaskError
 from ..options import Option, Settings
 from ..records import Case
 from ..scores import Scorer, _code_hash, metrics_of
 
-__all__ = ["Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "Task", "TaskError", "VectorKey"]
+__all__ = ["INSTRUCTIONS", "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "HighlightOffers", "Task",
+           "TaskError", "VectorKey"]
 
 
-class CaseLoadError(ValueError):
+class CaseLoadError(TaskError):
     """Cases could not be loaded; the message names the source (and row) and says what to do."""
-
-
-class TaskError(ValueError):
-    """A task is unknown or inconsistent; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -71,60 +69,31 @@ class CaseOffers(Protocol):
         ...
 
 
-#: keyword types the reference keys per word: kwargs field of the words, the key prefix of their
-#: (inclusion) directions, and the sign those directions are added with
-_PER_WORD = {
-    "keywords:existence": ("keywords", "keywords:existence", 1.0),
-    "keywords:forbidden_words": ("forbidden_words", "keywords:existence", -1.0),
-}
-
-
-def ifeval_vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> list[VectorKey]:
-    """The directions that steer one IFEval instruction of type `kind` with arguments `kwargs`.
-
-    As the reference keys them: `language:response_language` per target language
-    ("language:response_language=de"); `keywords:existence` per keyword ("keywords:existence=cat"),
-    and `keywords:forbidden_words` by each forbidden word's inclusion direction, negated; other types
-    by type. Words are lower-cased. Each falls back to the type's own direction.
-    """
-    kwargs = kwargs or {}
-    if kind == "language:response_language" and kwargs.get("language"):
-        return [VectorKey(f"{kind}={kwargs['language']}", f"{kind}={kwargs['language']}", kind)]
-    if kind in _PER_WORD:
-        field_name, prefix, sign = _PER_WORD[kind]
-        raw = kwargs.get(field_name)
-        words = list(dict.fromkeys(str(w).strip().lower() for w in raw if str(w).strip())) \
-            if isinstance(raw, (list, tuple)) else []
-        if words:
-            return [VectorKey(f"{kind}={w}", f"{prefix}={w}", kind, sign, 1 / len(words), True) for w in words]
-        return [VectorKey(kind, kind, kind, 1.0, 1.0, True)]
-    return [VectorKey(kind, kind, kind)]
-
-
 @dataclass(frozen=True)
-class InstructionOffers:
-    """Cases in the Split-IFEval layout (the default): highlight the instruction sentences; one vector group
-    per instruction type, and per target language for `language:response_language`, as the reference
-    keeps one vector per language."""
+class HighlightOffers:
+    """What a case offers when its task says nothing else: its `data["instructions"]` to highlight (the
+    instruction sentences, exact substrings of the prompt) and one vector group per tag.
+    A task with its own keying passes its own offers (IFEval: `tasks.ifeval.offers.IFEVAL_OFFERS`)."""
 
     def highlights(self, case: Case) -> tuple[str, ...]:
         return tuple(case.data.get("instructions") or ())
 
     def vector_keys(self, case: Case) -> list[list[VectorKey]]:
-        kwargs = list(case.data.get("kwargs", ()))
-        return [ifeval_vector_keys(kind, kwargs[i] if i < len(kwargs) else None)
-                for i, kind in enumerate(case.tags)]
+        return [[VectorKey(tag, tag, tag)] for tag in case.tags]
 
     def language(self, case: Case) -> str | None:
-        """IFEval's `language:response_language` argument, else None."""
-        for kind, kw in zip(case.tags, case.data.get("kwargs", ()), strict=False):  # tags may come without kwargs
-            if kind == "language:response_language" and kw and kw.get("language"):
+        """`data["language"]`, else the argument of a `language:response_language` tag (IFEval's layout, which
+        `score_responses` and scorers called without a task still read: kept until they take the task)."""
+        if case.data.get("language"):
+            return str(case.data["language"])
+        for tag, kw in zip(case.tags, case.data.get("kwargs", ()), strict=False):
+            if tag == "language:response_language" and kw and kw.get("language"):
                 return str(kw["language"])
         return None
 
 
 #: what a case offers when no task says otherwise
-INSTRUCTIONS = InstructionOffers()
+INSTRUCTIONS = HighlightOffers()
 
 
 @dataclass(frozen=True)
@@ -191,9 +160,9 @@ class CaseSplit:
 @dataclass(frozen=True)
 class Task:
     """Cases (as a function of the run's settings), scorers, the metric that means "it worked", and what
-    each case offers the steering methods (`cases.CaseOffers`: text to highlight, keys that group
-    activation vectors). The default offers read the Split-IFEval layout (`instructions`,
-    `instruction_id_list`); a task whose cases carry other data passes its own."""
+    each case offers the steering methods (`CaseOffers`: text to highlight, keys that group activation
+    vectors). The default offers (`HighlightOffers`) highlight `data["instructions"]` and group vectors by
+    tag; a task whose cases carry other data passes its own (IFEval keys per language and word)."""
 
     name: str
     scorers: tuple[Scorer, ...]
@@ -231,7 +200,7 @@ class Task:
         """A task over a fixed list of cases; `primary` defaults to the first declared metric.
 
         `highlights(case)`: the substrings of the prompt the methods steer towards; `vector_keys(case)`: the
-        names that group its activation vectors. Both default to the Split-IFEval fields. `judge(case,
+        names that group its activation vectors. They default to `data["instructions"]` and the tags. `judge(case,
         response)`: whether a response does what its case asks, which activation steering's layer `auto`
         sweep needs; its cache name `judge_name` defaults to the function's module, name and a hash of its
         source, so editing the judge re-runs the sweep."""

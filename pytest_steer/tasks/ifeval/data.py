@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..options import Option, Settings, parse_int, parse_list, parse_positive_int
-from .base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
+from ...options import Option, Settings, parse_int, parse_list, parse_positive_int
+from ..base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
 
 EMBEDDED = "embedded"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -231,7 +231,7 @@ def _rows_to_cases(rows: Iterable[Any], origin: str) -> list[Case]:
 
 
 def _load_hf(dataset_id: str, split: str) -> list[Case]:
-    from ..models import split_revision
+    from ...models import split_revision
 
     name, revision = split_revision(dataset_id)  # `org/name@rev` pins a branch, tag or commit
     try:
