@@ -61,3 +61,9 @@ def test_a_spec_builds_its_grid_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert spec.config("pasta-alpha10").value == 10.0
     assert built == ["pasta", "prompt"]
     assert RunSpec(methods=("pasta",), alphas=(5.0, 10.0)) == RunSpec(methods=("pasta",), alphas=(5.0, 10.0))
+
+
+def test_the_family_is_public() -> None:
+    import pytest_steer
+
+    assert pytest_steer.SteerError is SteerError and "SteerError" in pytest_steer.__all__
