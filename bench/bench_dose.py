@@ -25,7 +25,7 @@ from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.methods.pasta import PASTA
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import load_model
-from pytest_steer.tasks import load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, load_cases
 
 
 def main() -> None:
@@ -35,13 +35,13 @@ def main() -> None:
     args = p.parse_args()
     lm = load_model()
     cases = load_cases()
-    kinds = list(dict.fromkeys(c.instruction_id_list[0] for c in cases))[:2]
-    by_kind = {k: [c for c in cases if c.instruction_id_list[0] == k] for k in kinds}
+    kinds = list(dict.fromkeys(c.tags[0] for c in cases))[:2]
+    by_kind = {k: [c for c in cases if c.tags[0] == k] for k in kinds}
     steered = [c for k in kinds for c in by_kind[k][: (args.cases + 1) // 2]][: args.cases]
     held = [c for k in kinds for c in by_kind[k][(args.cases + 1) // 2:][:4]]
     methods = {"pasta": PASTA(), "actadd": ActivationSteering(), "prompt": PromptEmphasis()}
     for m in methods.values():
-        m.prepare(PrepareContext(model=lm, steered=steered, held_out=held))
+        m.prepare(PrepareContext(model=lm, steered=steered, held_out=held, task=IFEVAL_OFFERS))
     engine = GenerationEngine(lm.model, lm.tokenizer, methods,
                               GenerationSettings(max_new_tokens=args.max_new_tokens, seed=0))
     configs = [BASELINE_CONFIG, config(methods["pasta"], 10.0), config(methods["actadd"], 1.0),

@@ -77,7 +77,7 @@ from pytest_steer.models import (
     load_model,
     parse_dtype,
 )
-from pytest_steer.tasks import Case, load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, Case, load_cases
 
 GRID_ALPHAS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0)  # the grid and the mixed variant (d) add baseline rows
 HELD_OUT_PER_TYPE = 2  # cases per instruction type that fit the activation-steering vectors, never timed
@@ -109,7 +109,7 @@ def bench_cases() -> tuple[list[Case], list[Case]]:
     held_out: list[Case] = []
     per_type: dict[str, int] = {}
     for case in load_cases():
-        kind = case.instruction_id_list[0]
+        kind = case.tags[0]
         per_type[kind] = per_type.get(kind, 0) + 1
         (held_out if per_type[kind] <= HELD_OUT_PER_TYPE else timed).append(case)
     return timed, held_out
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pasta = PASTA(parse_layers(args.layers) if args.layers else "middle")
     actadd = ActivationSteering("middle" if args.actadd_layer == "middle" else int(args.actadd_layer))
     t_fit = time.perf_counter()
-    ctx = PrepareContext(model=lm, steered=cases, held_out=held_out)
+    ctx = PrepareContext(model=lm, steered=cases, held_out=held_out, task=IFEVAL_OFFERS)
     pasta.prepare(ctx)
     actadd.prepare(ctx)
     t_fit = time.perf_counter() - t_fit

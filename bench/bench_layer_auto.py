@@ -91,7 +91,7 @@ def main() -> None:
         auto_s = _timed(auto, PrepareContext(lm, steered, held, store=store, options=tools, task=task))
         cached_s = _timed(ActivationSteering(layer="auto"), PrepareContext(lm, steered, held, store=store,
                                                                             options=tools, task=task))
-    kinds = len({t for c in steered for t in c.instruction_id_list})
+    kinds = len({t for c in steered for t in c.tags})
     grid = auto_layers(lm.model.config.num_hidden_layers)
     print(f"model {lm.name}, {len(steered)} evaluated and {len(held)} held-out cases, {kinds} instruction types; "
           f"threads {torch.get_num_threads()}, load average {start_load:.2f} at the start, "

@@ -29,7 +29,7 @@ _ASKS = [
 
 def _case(i: int, ask: str, keys: list[str]) -> Case:
     instruction = f"Answer only with a JSON object that has the keys {' and '.join(map(repr, keys))}."
-    return Case(f"json-{i}", f"{ask} {instruction}", instructions=(instruction,), instruction_id_list=("json",),
+    return Case(f"json-{i}", f"{ask} {instruction}", tags=("json",), data={"instructions": (instruction,)},
                 target=tuple(keys))
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .errors import SteerError
     from .evaluation import EvalResult, MetricValue
     from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings
     from .methods import MethodEntry, register_method
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from .session.run import ModelSettings, SteerRun
     from .spec import RunSpec
     from .tasks import CaseSplit, Task, TaskError, register_task
-    from .tasks.base import Case, CaseOffers, CaseSet
-    from .tasks.ifeval import CaseLoadError
+    from .tasks.base import Case, CaseLoadError, CaseOffers, CaseSet
 
 _EXPORTS = {
     # writing evals: what a test annotates, reads and catches
@@ -41,10 +41,11 @@ _EXPORTS = {
     "GridPoint": "methods.base",
     "Case": "tasks.base",
     "CaseSet": "tasks.base",
+    "SteerError": "errors",
     "SteeringError": "methods.base",
     "TaskError": "tasks",
     "ScorerError": "scores",
-    "CaseLoadError": "tasks.ifeval",
+    "CaseLoadError": "tasks.base",
     "ModelLoadError": "models",
     "MarkerError": "options",
     "StartError": "session",
@@ -88,7 +89,8 @@ _DEPRECATED = {"Config": ("GridPoint", "it collides with pytest.Config")}
 __all__ = [
     # writing evals
     "EvalResult", "MetricValue", "SteerEval", "GridPoint", "Case", "CaseSet",
-    "SteeringError", "TaskError", "ScorerError", "CaseLoadError", "ModelLoadError", "MarkerError", "StartError",
+    "SteerError", "SteeringError", "TaskError", "ScorerError", "CaseLoadError", "ModelLoadError", "MarkerError",
+    "StartError",
     # extending
     "SteeringMethod", "PrepareContext", "MethodEntry", "register_method", "user_turn", "Option",
     "PASTA", "ActivationSteering", "PromptEmphasis",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import reduce
+from .errors import UsageError
 from .results import ResultRow, to_frame, write_atomically
 from .scores import Metric
 
@@ -38,7 +39,7 @@ _REQUIRED_ROW_FIELDS = [f.name for f in dataclasses.fields(ResultRow)
                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
 
 
-class BaselineMismatch(ValueError):
+class BaselineMismatch(UsageError):
     """The stored baseline cannot be used: missing, malformed, or made with other settings."""
 
 

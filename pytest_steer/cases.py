@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import warnings
 
-from .tasks.base import INSTRUCTIONS, Case, CaseOffers, CaseSet, InstructionOffers
-from .tasks.ifeval import EMBEDDED, FILE_SUFFIXES, SEED_INSTRUCTION_TYPES, CaseLoadError, load_cases, select_cases
+from .tasks.base import INSTRUCTIONS, Case, CaseOffers, CaseSet
+from .tasks.ifeval import (
+           EMBEDDED,
+           FILE_SUFFIXES,
+           SEED_INSTRUCTION_TYPES,
+           CaseLoadError,
+           InstructionOffers,
+           load_cases,
+           select_cases,
+)
 
 __all__ = ["EMBEDDED", "FILE_SUFFIXES", "INSTRUCTIONS", "SEED_INSTRUCTION_TYPES", "Case", "CaseLoadError",
            "CaseOffers", "CaseSet", "InstructionOffers", "load_cases", "select_cases"]

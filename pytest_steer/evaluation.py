@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from . import gates, reduce
+from .errors import UsageError
 from .methods.base import GridPoint
 from .reduce import Comparison
 from .results import BASELINE, ResultRow, to_frame
@@ -209,5 +210,5 @@ def check_metric_names(metrics: Sequence[Metric]) -> None:
              | {a for a in dir(EvalResult) if not a.startswith("_")})
     for m in metrics:
         if m.name in taken:
-            raise ValueError(f"metric {m.name!r} has the name of a result field or attribute; rename it "
+            raise UsageError(f"metric {m.name!r} has the name of a result field or attribute; rename it "
                              f"(e.g. {m.name + '_score'!r})")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import cache_root
+from .errors import ModelError
 from .options import nearest
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ModelError):
     """A model could not be loaded; the message names it and says what to do."""
 
 

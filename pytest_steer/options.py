@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import UsageError
+
 
 class Settings(Protocol):
     """A run's resolved settings by option name (`spec.RunSpec`, or a plain dict)."""
@@ -373,7 +375,7 @@ class Option:
         return "steer_" + self.name
 
 
-class MarkerError(ValueError):
+class MarkerError(UsageError):
     """A bad @pytest.mark.steer argument (or ini value)."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import RecordingStore
+from .errors import StartError
 from .generation import Generation, GenerationRequest, Progress
 from .session.run import ModelSettings, SteerRun, generation_from_record, generation_to_record
 from .spec import RunSpec
@@ -41,7 +42,7 @@ START_TIMEOUT_S = 900.0
 _PROBE_TIMEOUT_S = 10.0
 
 
-class RayBackendError(Exception):
+class RayBackendError(StartError):
     """The cluster cannot run this evaluation (unreachable, too small, replicas lost); one line, for the user."""
 
 

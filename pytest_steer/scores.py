@@ -12,54 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from .methods.base import GridPoint
-    from .tasks.base import Case
+from .errors import ScorerError, UsageError
+from .records import LOG_FLOOR, QUALITY_ROLE, Kind, Metric, Sample, Scale, Score
 
-Kind = Literal["binary", "real"]
-Scale = Literal["linear", "log"]
-#: a "log"-scale metric's values are floored here before the log, so a zero counts as a hundredfold loss, not -inf
-LOG_FLOOR = 0.01
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One named score and how to read it."""
-
-    name: str
-    kind: Kind = "real"
-    direction: int = 1  # +1 higher is better, -1 lower is better, 0 neither (e.g. length ratio)
-    label: str = ""  # for tables and axes; the name if empty
-    side_effect: bool = False  # listed in the report's "Side effects" table
-    per_tag: bool = False  # details[name] holds one bool per case tag (IFEval's per-instruction results)
-    description: str = ""
-    # "log": reduced on a log scale (geometric mean; differences are ratios), for positive heavy-tailed scores
-    scale: Scale = "linear"
-    #: what the report does with it: "quality" = the headline quality (the trade-off's other axis, the
-    #: Pareto plot's y); "" = none. Tables, figures and the recommendation find metrics by role, not name.
-    role: str = ""
-    #: the recommendation's allowed worsening against the baseline (relative for a "log" metric), or None
-    budget: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("binary", "real"):
-            raise ValueError(f"metric {self.name!r}: kind must be 'binary' or 'real', not {self.kind!r}")
-        if self.direction not in (-1, 0, 1):
-            raise ValueError(f"metric {self.name!r}: direction must be -1, 0 or 1, not {self.direction!r}")
-        if self.scale not in ("linear", "log") or (self.scale == "log" and self.kind != "real"):
-            raise ValueError(f"metric {self.name!r}: scale must be 'linear', or 'log' for a real metric, "
-                             f"not {self.scale!r}")
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name
-
-
-QUALITY_ROLE = "quality"
-
+__all__ = ["LOG_FLOOR", "QUALITY_ROLE", "FunctionScorer", "Kind", "Metric", "Sample", "Scale", "Score", "Scorer",
+           "ScorerError", "budgets", "metrics_of", "register_scorer", "registered_scorers", "scorer", "with_role"]
 
 def with_role(metrics: Sequence[Metric], role: str) -> Metric | None:
     """The first metric declared with `role`, or None."""
@@ -79,33 +39,12 @@ def register_scorer(scorer: Scorer) -> None:
     """Score every task's rows with `scorer` too (call it in a conftest.py); its metrics join the report,
     the gates and the stored baselines like the built-in ones. Re-registering a name replaces it."""
     if not getattr(scorer, "metrics", None):
-        raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} declares no metrics")
+        raise UsageError(f"scorer {getattr(scorer, 'name', scorer)!r} declares no metrics")
     _EXTRA[scorer.name] = scorer
 
 
 def registered_scorers() -> list[Scorer]:
     return list(_EXTRA.values())
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One generated response as a scorer sees it."""
-
-    case: Case
-    config: GridPoint
-    prompt: str  # the case's prompt (not the rendered chat, which a method may have changed)
-    response: str
-    n_tokens: int
-    finish_reason: str  # "stop" or "length"
-    baseline_n_tokens: int | None = None  # the same case's unsteered response in the same trial
-
-
-@dataclass
-class Score:
-    """One sample's named values (None: not applicable) and details kept with the row."""
-
-    values: dict[str, float | None]
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -127,10 +66,6 @@ class Scorer(Protocol):
         ...
 
 
-class ScorerError(RuntimeError):
-    """A scorer cannot run; the message says why and what to do."""
-
-
 @dataclass
 class FunctionScorer:
     """A scorer from a plain function `fn(sample) -> bool | float | dict[name, value]`."""
@@ -143,7 +78,7 @@ class FunctionScorer:
     def __post_init__(self) -> None:
         self.name = self.name or getattr(self.fn, "__name__", "scorer")
         if not self.metrics:
-            raise ValueError(f"scorer {self.name!r} declares no metrics")
+            raise UsageError(f"scorer {self.name!r} declares no metrics")
 
     def identity(self) -> str:
         """Name, `version` and a hash of the function's code: editing the function re-scores cached rows.
@@ -227,6 +162,6 @@ def metrics_of(scorers: Sequence[Scorer]) -> list[Metric]:
     for s in scorers:
         for m in s.metrics:
             if m.name in out:
-                raise ValueError(f"metric {m.name!r} is declared by two scorers; rename one")
+                raise UsageError(f"metric {m.name!r} is declared by two scorers; rename one")
             out[m.name] = m
     return list(out.values())

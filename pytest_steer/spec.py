@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UsageError
 from .methods import BASELINE_CONFIG, GridPoint, SteeringError, config, method_entry, method_names, method_options
 from .options import (
     Option,
@@ -317,7 +318,15 @@ class RunSpec:
 
     def configs(self) -> list[GridPoint]:
         """The sweep as `GridPoint`s: the baseline first, then each method's values in the order given (a method
-        may add settings of its own, `expand`), then the combined configs (`methods.combine`)."""
+        may add settings of its own, `expand`), then the combined configs (`methods.combine`). Built and checked
+        once per spec (the spec is frozen); every caller gets its own list."""
+        cached = self.__dict__.get("_configs")
+        if cached is None:
+            cached = self._build_configs()
+            object.__setattr__(self, "_configs", cached)
+        return list(cached)
+
+    def _build_configs(self) -> list[GridPoint]:
         from .methods import build_method
         from .methods.combine import combined_config
 
@@ -361,7 +370,7 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     row, and a reader (or a test that counts rows) would take copies for evidence.
     """
     if settings.get("greedy") and int(settings.get("trials", 1)) > 1:
-        raise ValueError(f"--steer-greedy makes all {settings['trials']} trials of a case identical copies; "
+        raise UsageError(f"--steer-greedy makes all {settings['trials']} trials of a case identical copies; "
                          "add --steer-trials 1 (or drop --steer-greedy to sample several trials)")
 
 

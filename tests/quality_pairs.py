@@ -102,7 +102,7 @@ def _spaced(text: str) -> bool:
 def _task(case: Case) -> str:
     """The prompt without its instruction sentences."""
     text = case.prompt
-    for instruction in case.instructions or ():
+    for instruction in case.data.get("instructions") or ():
         text = text.replace(instruction, "")
     return " ".join(text.split())
 
@@ -150,7 +150,7 @@ def failure_modes(case: Case, answer: str, index: int, others: list[str], foreig
         late_salad = answer[:keep] + "".join(tail_chars)
     return {
         "prompt copied": case.prompt,
-        "instruction copied": (case.instructions or (case.prompt,))[0],
+        "instruction copied": (case.data.get("instructions") or (case.prompt,))[0],
         "refusal": _REFUSALS[index % len(_REFUSALS)].format(task=_task(case)),
         "content-free": _CONTENT_FREE[index % len(_CONTENT_FREE)],
         "loop": loop,

@@ -39,7 +39,8 @@ from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import load_cases
 from pytest_steer.tasks.base import VectorKey
-from pytest_steer.tasks.base import ifeval_vector_keys as vector_keys
+from pytest_steer.tasks.ifeval.offers import IFEVAL_OFFERS
+from pytest_steer.tasks.ifeval.offers import ifeval_vector_keys as vector_keys
 
 from .tiny_models import tiny_model
 
@@ -290,23 +291,24 @@ def test_instruction_vectors_are_mean_paired_differences(embedded):
     model, tok, layer = embedded.model, embedded.tokenizer, 2  # a low layer keeps the forwards short
     by_type: dict[str, list] = {}
     for case in load_cases():
-        by_type.setdefault(case.instruction_id_list[0], []).append(case)
+        by_type.setdefault(case.tags[0], []).append(case)
     fw, end = by_type["keywords:forbidden_words"], by_type["startend:end_checker"]
     # a case with two instructions: each gets the difference its own text makes, the other kept in both
-    both = dataclasses.replace(end[1], key="both", prompt=f"{end[1].prompt} {fw[0].instructions[0]}",
-                               instruction_id_list=(end[1].instruction_id_list[0], fw[0].instruction_id_list[0]),
-                               instructions=(end[1].instructions[0], fw[0].instructions[0]), kwargs=({}, {}))
+    both = dataclasses.replace(end[1], key="both", prompt=f"{end[1].prompt} {fw[0].data['instructions'][0]}",
+                               tags=(end[1].tags[0], fw[0].tags[0]),
+                               data={"instructions": (end[1].data["instructions"][0], fw[0].data["instructions"][0]),
+                                     "kwargs": ({}, {})})
     cases = [fw[0], fw[1], end[0], both]
 
-    vectors = instruction_vectors(model, tok, cases, layer, batch_size=3)
+    vectors = instruction_vectors(model, tok, cases, layer, batch_size=3, offers=IFEVAL_OFFERS)
 
     def diff(case, removed):
         pair = [case.prompt, prompt_without_instructions(case.prompt, removed)]
         a, b = (last_token_activations(model, tok, [p], layer)[0] for p in pair)
         return a - b
 
-    d = [diff(c, c.instructions) for c in cases[:3]]
-    both_end, both_fw = (diff(both, [text]) for text in both.instructions)
+    d = [diff(c, c.data["instructions"]) for c in cases[:3]]
+    both_end, both_fw = (diff(both, [text]) for text in both.data["instructions"])
     expected = {"keywords:forbidden_words": (d[0] + d[1] + both_fw) / 3, "startend:end_checker": (d[2] + both_end) / 2}
     assert list(vectors) == list(expected)
     for kind, vec in vectors.items():
@@ -336,7 +338,7 @@ HL = "detectable_format:number_highlighted_sections"  # a format type: the clamp
 def by_type() -> dict[str, list]:
     out: dict[str, list] = {}
     for case in load_cases():
-        out.setdefault(case.instruction_id_list[0], []).append(case)
+        out.setdefault(case.tags[0], []).append(case)
     return out
 
 
@@ -348,7 +350,8 @@ def tiny_lm(chat_tiny) -> LoadedModel:
 
 def _prepared(lm, steered, held_out, layer=LAYER, store=None, rule="project") -> ActivationSteering:
     method = ActivationSteering(layer=layer, rule=rule)
-    method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store))
+    method.prepare(PrepareContext(model=lm, steered=steered, held_out=held_out, store=store,
+                                  task=IFEVAL_OFFERS))
     return method
 
 
@@ -381,7 +384,7 @@ def test_vectors_come_from_held_out_cases_only(tiny_lm, by_type):
     held = [*by_type[FW][:2], *by_type[END][:2]]
     steered = [by_type[FW][2], by_type[END][2]]
     method = _prepared(tiny_lm, steered, held)
-    expected = instruction_vectors(tiny_lm.model, tiny_lm.tokenizer, held, LAYER)
+    expected = instruction_vectors(tiny_lm.model, tiny_lm.tokenizer, held, LAYER, offers=IFEVAL_OFFERS)
     assert list(method.vectors) == [FW, END]
     for kind in expected:
         assert torch.equal(method.vectors[kind], expected[kind])
@@ -481,10 +484,10 @@ def _adjust_vectors(v, u, target_values):
 def test_targets_are_mean_projections_of_with_instruction_activations(tiny_lm, by_type):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     held = by_type[FW][:3]
-    vectors, targets = fit_instruction_vectors(model, tok, held, LAYER)
+    vectors, targets = fit_instruction_vectors(model, tok, held, LAYER, offers=IFEVAL_OFFERS)
     with_acts = last_token_activations(model, tok, [c.prompt for c in held], LAYER)
     without = last_token_activations(
-        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in held], LAYER)
+        model, tok, [prompt_without_instructions(c.prompt, c.data["instructions"]) for c in held], LAYER)
     d = (with_acts - without).mean(0)
     u = d / d.norm()
     torch.testing.assert_close(vectors[FW], d, atol=1e-6, rtol=0)
@@ -512,7 +515,7 @@ def test_project_rule_matches_a_reimplementation_of_the_reference_hook(tiny_lm, 
             if value is None:
                 assert torch.equal(got[i][real], plain[i][real])
                 continue
-            kind = case.instruction_id_list[0]
+            kind = case.tags[0]
             u = method.vectors[kind] / method.vectors[kind].norm()
             z = torch.full((ids.shape[1],), method.targets[kind])
 
@@ -557,14 +560,14 @@ def test_project_rule_weight_zero_is_exact_and_weights_scale_the_clamp(tiny_lm, 
 
 def test_directions_are_keyed_per_language_with_a_noted_fallback(tiny_lm, by_type):
     lang = "language:response_language"
-    held = [c for c in by_type[lang] if c.kwargs[0]["language"] in ("de", "fr")][:2]
-    steered = [c for c in by_type[lang] if c not in held and c.kwargs[0]["language"] in ("de", "ko")]
+    held = [c for c in by_type[lang] if c.data["kwargs"][0]["language"] in ("de", "fr")][:2]
+    steered = [c for c in by_type[lang] if c not in held and c.data["kwargs"][0]["language"] in ("de", "ko")]
     method = _prepared(tiny_lm, steered, held)
     assert {f"{lang}=de", f"{lang}=fr", lang} <= set(method.vectors)
     assert method.fallbacks == {f"{lang}=ko": lang}
     assert any(f"{lang}=ko (steered with {lang})" in n for n in method.notes())
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
-    assert method._keys(next(c for c in steered if c.kwargs[0]["language"] == "ko")) == [[(lang, 1.0)]]
+    assert method._keys(next(c for c in steered if c.data["kwargs"][0]["language"] == "de")) == [[(f"{lang}=de", 1.0)]]
+    assert method._keys(next(c for c in steered if c.data["kwargs"][0]["language"] == "ko")) == [[(lang, 1.0)]]
     with pytest.raises(SteeringError, match="rule 'clamp' must be one of project, add"):
         ActivationSteering(rule="clamp")
     assert build_method("actadd", RunSpec(actadd_rule="add")).rule == "add"  # type: ignore[attr-defined]
@@ -610,7 +613,7 @@ def test_forbidden_words_fit_no_inclusion_direction_and_fall_back_to_their_type(
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     inc = held[2:]
     acts = last_token_activations(model, tok, [c.prompt for c in inc], LAYER) - last_token_activations(
-        model, tok, [prompt_without_instructions(c.prompt, c.instructions) for c in inc], LAYER)
+        model, tok, [prompt_without_instructions(c.prompt, c.data["instructions"]) for c in inc], LAYER)
     torch.testing.assert_close(method.vectors[f"{EX}=water"], acts.mean(0), atol=1e-6, rtol=0)
     torch.testing.assert_close(method.vectors[f"{EX}=broken"], acts[0], atol=1e-6, rtol=0)
 
@@ -757,7 +760,8 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
     steered = [by_type[HL][2], by_type[END][2]]
     store, calls = ResultCache(tmp_path), []
     method = ActivationSteering(layer="auto")
-    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls))
+    ctx = PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store, options=_sweep_tools(calls),
+                         task=IFEVAL_OFFERS)
     method.prepare(ctx)
     assert calls == [4] * 4  # unsteered + 3 layers, the 4 held-out cases each
     assert set(method.layers) == {HL, END} and all(v in (None, 0, 1, 2) for v in method.layers.values())
@@ -771,7 +775,7 @@ def test_auto_sweeps_held_out_cases_chooses_per_type_and_caches_the_sweep(tiny_l
     monkeypatch.setattr(ActivationSteering, "_greedy", no_generation)
     again = ActivationSteering(layer="auto")
     again.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held, store=store,
-                                 options=_sweep_tools(calls)))
+                                 options=_sweep_tools(calls), task=IFEVAL_OFFERS))
     assert again.layers == method.layers and len(calls) == 4
     with pytest.raises(SteeringError, match="layer auto scores a sweep .* needs options 'follows'"):
         ActivationSteering(layer="auto").prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held))
@@ -803,7 +807,8 @@ def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_part
     held = [*by_type[HL][:2], *by_type[END][:2], *by_type[FW][:2]]
     cases = [by_type[HL][2], by_type[END][2], by_type[FW][2], by_type[HL][3]]
     method = ActivationSteering(layer="auto")
-    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([])))
+    method.prepare(PrepareContext(model=tiny_lm, steered=cases, held_out=held, options=_sweep_tools([]),
+                                  task=IFEVAL_OFFERS))
     method._type_layers = {HL: 0, END: 2, FW: None}  # a choice the sweep could make
     values = [1.0, 1.0, 3.0, None]
     batch = encode(tok, [render_chat(tok, method.render(c, None)) for c in cases])
@@ -818,7 +823,7 @@ def test_per_type_layers_steer_each_row_at_its_layer_independently_of_batch_part
             with method.steer(model, one, [case], [value]):
                 alone = model(input_ids=one.input_ids).logits[0]
             assert (got[i][real] - alone).abs().max() < 1e-5
-            kind = case.instruction_id_list[0]
+            kind = case.tags[0]
             layer = method.layers[kind]
             if value is None or layer is None:  # unsteered: by its value, or by auto's choice for its type
                 assert torch.equal(got[i][real], plain[i][real])

@@ -18,6 +18,7 @@ from pytest_steer.tasks import (
     load_cases,
     select_cases,
 )
+from pytest_steer.tasks.ifeval import ifeval_case
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
@@ -48,11 +49,11 @@ ROWS = [
     },
 ]
 EXPECTED = [
-    Case("a1", ROWS[0]["prompt"], ("Do not use the word cup.",), ("keywords:forbidden_words",),
+    ifeval_case("a1", ROWS[0]["prompt"], ("Do not use the word cup.",), ("keywords:forbidden_words",),
          ({"forbidden_words": ["cup"]},)),
-    Case("a2", ROWS[1]["prompt"], ("Highlight at least 2 sections, i.e. *highlighted section*.",),
+    ifeval_case("a2", ROWS[1]["prompt"], ("Highlight at least 2 sections, i.e. *highlighted section*.",),
          ("detectable_format:number_highlighted_sections",), ({"num_highlights": 2},)),
-    Case("a3", ROWS[2]["prompt"], ("without commas", "End with Bye."),
+    ifeval_case("a3", ROWS[2]["prompt"], ("without commas", "End with Bye."),
          ("punctuation:no_comma", "startend:end_checker"), ({}, {"end_phrase": "Bye."})),
 ]
 
@@ -76,7 +77,7 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 def make_case(key: str, iid: str = "punctuation:no_comma", *more: str) -> Case:
     ids = (iid, *more)
-    return Case(key, f"prompt {key}", (f"prompt {key}",), ids, tuple({} for _ in ids))
+    return ifeval_case(key, f"prompt {key}", (f"prompt {key}",), ids, tuple({} for _ in ids))
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -87,15 +88,15 @@ def test_every_file_format_loads_the_same_cases(tmp_path, suffix):
     cases = load_cases(write(tmp_path / f"cases{suffix}", ROWS))
     assert cases == EXPECTED
     assert [c.content_hash() for c in cases] == [c.content_hash() for c in EXPECTED]
-    assert all(c.steerable for c in cases)
+    assert all("instructions" in c.data for c in cases)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
 def test_ifeval_layout_without_instructions_is_not_steerable(tmp_path, suffix):
     rows = [{k: v for k, v in r.items() if k != "instructions"} for r in ROWS]
     cases = load_cases(write(tmp_path / f"ifeval{suffix}", rows))
-    assert [c.instructions for c in cases] == [None, None, None]
-    assert not any(c.steerable for c in cases)
+    assert ["instructions" in c.data for c in cases] == [False, False, False]
+    assert not any("instructions" in c.data for c in cases)
     assert cases[2].to_dict() == rows[2]
 
 
@@ -114,14 +115,14 @@ def test_hf_padding_and_numpy_values_normalise(tmp_path):
     ]
     cases = load_cases(write(tmp_path / "hf.parquet", rows))
     assert [c.key for c in cases] == ["7", "8", "9"]
-    assert [c.kwargs for c in cases] == [
+    assert [c.data["kwargs"] for c in cases] == [
         ({"language": "de"},),
         ({"num_highlights": 3},),
         ({"forbidden_words": ["cup", "mug"]},),
     ]
-    assert type(cases[1].kwargs[0]["num_highlights"]) is int
-    assert type(cases[2].kwargs[0]["forbidden_words"]) is list
-    assert type(cases[0].instruction_id_list) is tuple
+    assert type(cases[1].data["kwargs"][0]["num_highlights"]) is int
+    assert type(cases[2].data["kwargs"][0]["forbidden_words"]) is list
+    assert type(cases[0].tags) is tuple
     assert load_cases(write(tmp_path / "hf.jsonl", rows)) == cases
 
 
@@ -143,9 +144,9 @@ def test_hugging_face_rows_normalise(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     (c,) = load_cases("someone/split-ifeval", split="test")
     assert calls == [("someone/split-ifeval", "test")]
-    assert c == Case("3", "Be brief.", None, ("length_constraints:number_words",),
+    assert c == ifeval_case("3", "Be brief.", None, ("length_constraints:number_words",),
                      ({"num_words": 50, "relation": "less than"},))
-    assert type(c.kwargs[0]["num_words"]) is int
+    assert type(c.data["kwargs"][0]["num_words"]) is int
 
 
 def test_unreachable_dataset_id_fails_fast_with_advice(monkeypatch):
@@ -223,7 +224,7 @@ def test_case_hash_is_stable_and_sensitive():
     copy = Case(**{f: getattr(case, f) for f in case.__dataclass_fields__})
     assert copy.content_hash() == case.content_hash()
     assert len(case.content_hash()) == 64
-    changed = Case(case.key, case.prompt, case.instructions, case.instruction_id_list,
+    changed = ifeval_case(case.key, case.prompt, case.data["instructions"], case.tags,
                    ({"forbidden_words": ["mug"]},))
     assert changed.content_hash() != case.content_hash()
     assert len({case, EXPECTED[0], changed}) == 2
@@ -240,7 +241,7 @@ POOL = (
 
 
 def test_single_instruction_filter():
-    assert all(len(c.instruction_id_list) == 1 for c in select_cases(POOL))
+    assert all(len(c.tags) == 1 for c in select_cases(POOL))
     everything = select_cases(POOL, single_instruction=False)
     assert len(everything) == len(POOL) and len(set(everything)) == len(POOL)
     with pytest.raises(ValueError, match="no single-instruction cases"):
@@ -250,7 +251,7 @@ def test_single_instruction_filter():
 def test_type_filter_and_order():
     types = ["startend:end_checker", "keywords:forbidden_words"]
     picked = select_cases(POOL, instruction_types=types)
-    assert [c.instruction_id_list[0] for c in picked] == ["startend:end_checker"] * 6 + [
+    assert [c.tags[0] for c in picked] == ["startend:end_checker"] * 6 + [
         "keywords:forbidden_words"
     ] * 10
     only_end = select_cases(POOL, instruction_types=["startend:end_checker"])
@@ -259,7 +260,7 @@ def test_type_filter_and_order():
 
 def test_balanced_per_type_and_reproducible():
     picked = select_cases(POOL, per_type=4, seed=7)
-    assert [c.instruction_id_list[0] for c in picked] == ["keywords:forbidden_words"] * 4 + [
+    assert [c.tags[0] for c in picked] == ["keywords:forbidden_words"] * 4 + [
         "startend:end_checker"
     ] * 4
     # Input order does not matter, and a larger per_type extends a smaller one.
@@ -320,18 +321,18 @@ def test_case_set():
 def test_real_ifeval_rows_load_and_are_not_steerable():
     cases = load_cases(SHARED_DATA / "ifeval_input_data_rest.jsonl")
     assert len(cases) > 400
-    assert not any(c.steerable for c in cases)
-    assert all(len(c.kwargs) == len(c.instruction_id_list) for c in cases)
+    assert not any("instructions" in c.data for c in cases)
+    assert all(len(c.data["kwargs"]) == len(c.tags) for c in cases)
     singles = select_cases(cases, instruction_types=["punctuation:no_comma"], per_type=5)
     assert len(singles) == 5
-    assert all(c.instruction_id_list == ("punctuation:no_comma",) for c in singles)
+    assert all(c.tags == ("punctuation:no_comma",) for c in singles)
 
 
 @needs_shared
 def test_split_dev_rows_load_and_select():
     cases = load_cases(SHARED_DATA / "split_ifeval_dev.jsonl")
-    assert len(cases) == 20 and all(c.steerable for c in cases)
-    assert all(s in c.prompt for c in cases for s in c.instructions)
+    assert len(cases) == 20 and all("instructions" in c.data for c in cases)
+    assert all(s in c.prompt for c in cases for s in c.data["instructions"])
     picked = select_cases(cases, instruction_types=SEED_INSTRUCTION_TYPES, per_type=5)
     assert sorted(c.key for c in picked) == sorted(c.key for c in cases)
     with pytest.raises(ValueError, match="has only 5 case"):
@@ -343,7 +344,7 @@ def test_a_span_missing_from_its_prompt_loads_and_is_left_to_the_steering_method
     row = {"key": "b", "prompt": "Say hi.", "instructions": ["Say bye."],
            "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
     (case,) = load_cases(write(tmp_path / "c.jsonl", [row]))
-    assert case.instructions == ("Say bye.",) and "Say bye." not in case.prompt
+    assert case.data["instructions"] == ("Say bye.",) and "Say bye." not in case.prompt
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])

@@ -12,7 +12,7 @@ from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, load_cases
 
 GRID = dict(methods=("pasta", "actadd", "prompt"), alphas=(10.0,), actadd_coefs=(4.0,),
             prompt_variants=("restate", "marked"), actadd_setting=("kept", "removed"))
@@ -35,11 +35,11 @@ def tiny_lm(embedded) -> LoadedModel:
 @pytest.fixture(scope="module")
 def prepared(tiny_lm):
     """(steered cases, {name: prepared method}): one end-checker case steered, three held out."""
-    cases = [c for c in load_cases() if c.instruction_id_list == ("startend:end_checker",)]
+    cases = [c for c in load_cases() if c.tags == ("startend:end_checker",)]
     steered, held_out = cases[:1], cases[1:4]
     methods = {"actadd": ActivationSteering(layer=1, settings=("kept", "removed")), "prompt": PromptEmphasis()}
     for m in methods.values():
-        m.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held_out))
+        m.prepare(PrepareContext(model=tiny_lm, steered=steered, held_out=held_out, task=IFEVAL_OFFERS))
     return steered, methods
 
 
@@ -80,9 +80,9 @@ def test_removed_setting_renders_the_prompt_without_its_instructions_and_steers_
     assert removed.method == "actadd-removed" and removed.steering() == (("actadd", "removed:4.0"),)
     engine = GenerationEngine(tiny_lm.model, tiny_lm.tokenizer, methods,
                               GenerationSettings(max_new_tokens=12, do_sample=False))
-    bare = [{"role": "user", "content": prompt_without_instructions(case.prompt, case.instructions)}]
+    bare = [{"role": "user", "content": prompt_without_instructions(case.prompt, case.data["instructions"])}]
     assert engine.messages(GenerationRequest(case, removed, 0)) == bare
-    assert case.instructions[0] not in bare[0]["content"]
+    assert case.data["instructions"][0] not in bare[0]["content"]
     rows = engine.generate([GenerationRequest(case, configs[k], 0) for k in ("actadd-removed-c0", "actadd-removed-c4")])
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     assert rows[0].text == _greedy(model, tok, bare)

@@ -16,7 +16,7 @@ from pytest_steer.methods.pasta import PASTA
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import LoadedModel
 from pytest_steer.prompts import encode, render_chat
-from pytest_steer.tasks import load_cases
+from pytest_steer.tasks import IFEVAL_OFFERS, load_cases
 
 RESPONSE = "Here is a short answer, with a comma and three more words."
 
@@ -33,11 +33,11 @@ def engine(embedded) -> GenerationEngine:
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).eval()
     lm = LoadedModel(model, tok, "tiny", "tiny-dose", torch.device("cpu"), torch.float32)
     cases = load_cases()
-    kind = cases[0].instruction_id_list[0]
-    held = [c for c in cases if c.instruction_id_list[0] == kind][1:3]
+    kind = cases[0].tags[0]
+    held = [c for c in cases if c.tags[0] == kind][1:3]
     methods = {"pasta": PASTA(layers=[0, 1]), "actadd": ActivationSteering(layer=1), "prompt": PromptEmphasis()}
     for m in methods.values():
-        m.prepare(PrepareContext(model=lm, steered=[cases[0]], held_out=held))
+        m.prepare(PrepareContext(model=lm, steered=[cases[0]], held_out=held, task=IFEVAL_OFFERS))
     return GenerationEngine(model, tok, methods)
 
 

@@ -8,8 +8,8 @@ from importlib import resources
 
 import pytest
 
-from pytest_steer.metrics import validate_case
 from pytest_steer.tasks import SEED_INSTRUCTION_TYPES, load_cases, select_cases
+from pytest_steer.tasks.ifeval.scorer import validate_case
 
 CASES = load_cases(None)
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
@@ -21,7 +21,7 @@ def test_embedded_file_is_package_data():
 
 
 def test_at_least_twelve_single_instruction_cases_per_seed_type():
-    counts = Counter(c.instruction_id_list for c in CASES)
+    counts = Counter(c.tags for c in CASES)
     assert set(counts) == {(t,) for t in SEED_INSTRUCTION_TYPES}
     assert all(n >= 12 for n in counts.values()), counts
     assert len(select_cases(CASES, instruction_types=SEED_INSTRUCTION_TYPES, per_type=12)) == 48
@@ -35,9 +35,9 @@ def test_keys_unique_and_prompts_distinct():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.key)
 def test_case_is_steerable_and_valid_for_its_checker(case):
-    assert case.steerable
-    assert all(span in case.prompt for span in case.instructions)
-    assert all(v is not None for kw in case.kwargs for v in kw.values())
+    assert "instructions" in case.data
+    assert all(span in case.prompt for span in case.data["instructions"])
+    assert all(v is not None for kw in case.data["kwargs"] for v in kw.values())
     validate_case(case)  # known id, all arguments present and accepted by build_description
     assert len(case.prompt) < 300, "keep prompts short: responses are ~128 tokens"
 
@@ -46,8 +46,8 @@ def test_case_is_steerable_and_valid_for_its_checker(case):
 def test_instruction_text_states_its_arguments(case):
     from if_verifiable.ifeval.instructions_util import LANGUAGE_CODES
 
-    text = " ".join(case.instructions)
-    (iid,), (kw,) = case.instruction_id_list, case.kwargs
+    text = " ".join(case.data["instructions"])
+    (iid,), (kw,) = case.tags, case.data["kwargs"]
     if iid == "keywords:forbidden_words":
         for word in kw["forbidden_words"]:
             assert re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE), word

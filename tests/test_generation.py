@@ -29,12 +29,13 @@ from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.models import load_model
 from pytest_steer.prompts import render_chat
 from pytest_steer.tasks import Case
+from pytest_steer.tasks.ifeval import IFEVAL_OFFERS, ifeval_case
 
 FW, END, HL = "keywords:forbidden_words", "startend:end_checker", "detectable_format:number_highlighted_sections"
 
 
 def _case(key: str, task: str, instruction: str, kind: str) -> Case:
-    return Case(key, f"{task} {instruction}", (instruction,), (kind,), ({},))
+    return ifeval_case(key, f"{task} {instruction}", (instruction,), (kind,), ({},))
 
 
 CASES = [
@@ -60,7 +61,7 @@ def methods(lm):
     """PASTA, activation steering and prompt emphasis, prepared for CASES."""
     out = {"pasta": PASTA([0, 1]), "actadd": ActivationSteering(), "prompt": PromptEmphasis()}
     for m in out.values():
-        m.prepare(PrepareContext(model=lm, steered=CASES, held_out=HELD_OUT))
+        m.prepare(PrepareContext(model=lm, steered=CASES, held_out=HELD_OUT, task=IFEVAL_OFFERS))
     return out
 
 

@@ -14,16 +14,17 @@ from pathlib import Path
 import pytest
 
 from pytest_steer.methods.base import BASELINE_CONFIG
-from pytest_steer.metrics import (
+from pytest_steer.scores import Sample, Scorer, metrics_of
+from pytest_steer.tasks import Case, load_cases
+from pytest_steer.tasks.ifeval.scorer import (
+    VERSION,
     IFEvalScorer,
     InstructionScore,
+    english_punkt_tokenizer,
     instruction_types,
     score_response,
     validate_case,
 )
-from pytest_steer.metrics.instruction import VERSION, english_punkt_tokenizer
-from pytest_steer.scores import Sample, Scorer, metrics_of
-from pytest_steer.tasks import Case, load_cases
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -325,13 +326,13 @@ def test_real_ifeval_rows_validate_and_score():
     cases = load_cases(SHARED_DATA / "ifeval_input_data_rest.jsonl")
     for c in cases:
         validate_case(c)
-    assert {t for c in cases for t in c.instruction_id_list} == set(instruction_types())
+    assert {t for c in cases for t in c.tags} == set(instruction_types())
 
     checked = 0
     for c in cases:
-        if len(c.instruction_id_list) != 1:
+        if len(c.tags) != 1:
             continue
-        iid, kw = c.instruction_id_list[0], c.kwargs[0]
+        iid, kw = c.tags[0], c.data["kwargs"][0]
         if iid == "startend:end_checker":
             good, bad = f"Some text first. {kw['end_phrase']}", f"{kw['end_phrase']} And more."
         elif iid == "keywords:forbidden_words":
@@ -357,9 +358,9 @@ def test_split_dev_rows_score_their_own_instruction_types():
     assert len(scores) == 20
     per_type: dict[str, list[bool]] = {}
     for c, s in zip(cases, scores, strict=True):
-        assert len(s.details["strict_instruction_accuracy"]) == len(c.instruction_id_list) == 1
+        assert len(s.details["strict_instruction_accuracy"]) == len(c.tags) == 1
         assert s.values["strict_prompt_accuracy"] == float(s.details["strict_instruction_accuracy"][0])
-        per_type.setdefault(c.instruction_id_list[0], []).append(s.details["strict_instruction_accuracy"][0])
+        per_type.setdefault(c.tags[0], []).append(s.details["strict_instruction_accuracy"][0])
     assert {t: len(v) for t, v in per_type.items()} == {
         "keywords:forbidden_words": 5,
         "detectable_format:number_highlighted_sections": 5,
@@ -384,7 +385,7 @@ _SCRIPT = textwrap.dedent(
     nltk.data.path[:] = []  # whatever NLTK data the machine has, scoring must not need it
 
     from pytest_steer.tasks import load_cases
-    from pytest_steer.metrics import IFEvalScorer, score_response
+    from pytest_steer.tasks.ifeval.scorer import IFEvalScorer, score_response
     from pytest_steer.scores import Sample
 
     try:

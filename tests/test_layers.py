@@ -48,7 +48,7 @@ RANKS: dict[str, int] = {
     "methods.*": 1,
     "steering": 1,  # PASTA's old home, moving into methods/
     "tasks.base": 1,  # the generic Case, Task and split
-    "tasks.ifeval": 1,  # IFEval's loader, seed types and options
+    "tasks.ifeval.*": 1,  # the IFEval task: its cases, options, scorer
     "models": 1,
     "cache": 1,
     "files": 1,  # atomic writes and manifests, under the cache and the results files
@@ -57,9 +57,13 @@ RANKS: dict[str, int] = {
     "results": 1,
     "scores": 1,
     "prompts": 1,
-    "tasks": 2,  # the registry: the built-in IFEval task names its scorer (metrics.instruction)
+    "tasks": 2,  # the registry: one line per built-in task
+    # 0: the floor, importing nothing of the package: the records (Case, GridPoint, Sample, Score, Metric) and
+    # the one error family
+    "records": 0,
+    "errors": 0,
 }
-LAYER_NAMES = {5: "plugin", 4: "session", 3: "reporting", 2: "engine/metrics/stats", 1: "leaves"}
+LAYER_NAMES = {5: "plugin", 4: "session", 3: "reporting", 2: "engine/metrics/stats", 1: "leaves", 0: "records"}
 
 
 @dataclass(frozen=True)
@@ -290,8 +294,31 @@ def _imported_modules(graph: list[Import], source: str) -> set[str]:
     return {imp.target for imp in graph if imp.source == source}
 
 
-def test_options_imports_no_package_module(graph: list[Import]) -> None:
-    assert _imported_modules(graph, f"{PACKAGE}.options") == set()
+def test_options_imports_nothing_but_the_error_family(graph: list[Import]) -> None:
+    assert _imported_modules(graph, f"{PACKAGE}.options") <= {f"{PACKAGE}.errors"}
+
+
+#: who may import the IFEval task package from outside it: the registry's one line, the deprecated shims of its
+#: old homes, and the package's lazy public exports
+IFEVAL_IMPORTERS = {f"{PACKAGE}.tasks", f"{PACKAGE}.cases", f"{PACKAGE}.metrics.instruction", f"{PACKAGE}.metrics",
+                    PACKAGE}
+
+
+def test_nothing_outside_the_ifeval_package_imports_it(graph: list[Import]) -> None:
+    inside = f"{PACKAGE}.tasks.ifeval"
+    found = sorted({f"{imp.source} (line {imp.line})" for imp in graph
+                    if (imp.target == inside or imp.target.startswith(inside + "."))
+                    and not (imp.source == inside or imp.source.startswith(inside + "."))
+                    and imp.source not in IFEVAL_IMPORTERS})
+    assert not found, f"IFEval-specific imports outside tasks/ifeval/: {found}"
+
+
+def test_the_floor_imports_no_package_module(graph: list[Import]) -> None:
+    """Case, GridPoint, Sample, Score, Metric and the errors sit below everything that passes them around."""
+    floor = [m for m in package_modules(ROOT, PACKAGE) if rank(m, PACKAGE, RANKS) == 0]
+    assert floor == [f"{PACKAGE}.errors", f"{PACKAGE}.records"]
+    for module in floor:
+        assert _imported_modules(graph, module) == set(), module
 
 
 def test_the_plugin_reaches_at_most_three_package_modules(graph: list[Import]) -> None:

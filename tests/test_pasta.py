@@ -18,6 +18,7 @@ from pytest_steer.models import load_model
 from pytest_steer.prompts import encode, render_chat
 from pytest_steer.spec import RunSpec
 from pytest_steer.tasks import Case
+from pytest_steer.tasks.ifeval import ifeval_case
 
 from .tiny_models import tiny_model
 
@@ -263,7 +264,7 @@ def chat_lm(tiny_model_dir):
 
 
 def _case(key: str, prompt: str, instructions: tuple[str, ...] | None) -> Case:
-    return Case(key, prompt, instructions, ("keywords:forbidden_words",), ({},))
+    return ifeval_case(key, prompt, instructions, ("keywords:forbidden_words",), ({},))
 
 
 RAIN = _case("rain", "Write a poem about rain. Do not use the word wet.", ("Do not use the word wet.",))
@@ -362,7 +363,7 @@ def test_shared_split_ifeval_rows_are_located_in_the_chat_prompt(chat_lm):
     if not path.is_file():
         pytest.skip(f"shared test data not found at {path}")
     cases = load_cases(path)
-    assert len(cases) == 20 and all(c.steerable for c in cases)
+    assert len(cases) == 20 and all("instructions" in c.data for c in cases)
     tok = chat_lm.tokenizer
     method = PASTA([0])
     _prepare(method, chat_lm, cases)
@@ -370,6 +371,6 @@ def test_shared_split_ifeval_rows_are_located_in_the_chat_prompt(chat_lm):
         batch = encode(tok, [render_chat(tok, user_turn(case))])
         mask, _ = method.highlight(batch, [case], [2.0])
         marked = tok.decode(batch.input_ids[0][mask[0]])
-        for sub in case.instructions:
+        for sub in case.data["instructions"]:
             # the highlighted tokens cover the substring (token edges may add a space or punctuation)
             assert sub.strip() in marked, (case.key, sub, marked)

@@ -58,7 +58,7 @@ def _copying_model(tok) -> torch.nn.Module:
 
 def _case(key: str, ask: str) -> Case:
     instruction = "zebra zebra zebra zebra zebra zebra."
-    return Case(key, f"{ask} {instruction}", instructions=(instruction,), instruction_id_list=("copy:word",))
+    return Case(key, f"{ask} {instruction}", tags=("copy:word",), data={"instructions": (instruction,)})
 
 
 def _follows(case: Case, response: str) -> bool:

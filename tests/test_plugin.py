@@ -336,8 +336,8 @@ def test_fixtures_and_a_users_own_task_and_method(pytester: pytest.Pytester, tin
         def short(sample):
             return len(sample.response.split()) < 50
 
-        cases = [Case(f"c{i}", f"Talk about {w}. Be brief.", instructions=("Be brief.",),
-                      instruction_id_list=("brief",)) for i, w in enumerate(["cats", "dogs", "rain", "sun"])]
+        cases = [Case(f"c{i}", f"Talk about {w}. Be brief.", tags=("brief",),
+                      data={"instructions": ("Be brief.",)}) for i, w in enumerate(["cats", "dogs", "rain", "sun"])]
         register_task(Task.from_cases("brief", cases[:2], [short], held_out=cases[2:]))
 
         @pytest.mark.steer(task="brief", methods="pasta,actadd,prompt", alphas=[5], actadd_coefs=[2],
@@ -362,7 +362,7 @@ def test_fixtures_and_a_users_own_task_and_method(pytester: pytest.Pytester, tin
             def render(self, case, value):
                 turn = user_turn(case)
                 if value:
-                    turn[0]["content"] += "\\n\\n" + " ".join(case.instructions).upper() * value
+                    turn[0]["content"] += "\\n\\n" + " ".join(case.data["instructions"]).upper() * value
                 return turn
             def steer(self, model, batch, cases, values): return contextlib.nullcontext()
 
@@ -377,7 +377,7 @@ def test_fixtures_and_a_users_own_task_and_method(pytester: pytest.Pytester, tin
         @pytest.mark.steer(per_type=2, layers="0", scale_position="exclude")
         def test_fixtures(steer_model, steer_cases, pasta):
             assert steer_model.model.config.num_hidden_layers == 2
-            assert len(steer_cases) == 4 and all(c.steerable for c in steer_cases)  # --steer-per-type 1 wins
+            assert len(steer_cases) == 4 and all("instructions" in c.data for c in steer_cases)  # per-type 1 wins
             assert pasta.scale_position == "exclude"
     ''')
     result = pytester.runpytest(*_args(tiny_model_dir, tmp_path / "cache", "--junitxml=junit.xml", grid=False))
@@ -422,7 +422,7 @@ def test_a_scorer_failing_on_one_row_loses_only_that_rows_score(pytester: pytest
                 raise ZeroDivisionError("boom")
             return True
 
-        cases = [Case(f"c{i}", f"Talk about {w}. Be brief.", instructions=("Be brief.",))
+        cases = [Case(f"c{i}", f"Talk about {w}. Be brief.", data={"instructions": ("Be brief.",)})
                  for i, w in enumerate(["cats", "dogs", "rain"])]
         register_task(Task.from_cases("fragile", cases, [fine]))
 

@@ -9,9 +9,9 @@ import pytest
 from pytest_steer.methods import PrepareContext, SteeringError, build_method, config
 from pytest_steer.methods.prompt import PromptEmphasis
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import Case
+from pytest_steer.tasks.ifeval import ifeval_case
 
-CASE = Case("k", "Write a poem about rain. Do not use the word wet. End with 'Bye'.",
+CASE = ifeval_case("k", "Write a poem about rain. Do not use the word wet. End with 'Bye'.",
             ("Do not use the word wet.", "End with 'Bye'."), ("keywords:forbidden_words", "startend:end_checker"),
             ({}, {}))
 SYSTEM = ("Follow these instructions in the user's request exactly:\n"
@@ -57,7 +57,7 @@ def test_bad_variant_names_the_choices_and_the_nearest(value, hint):
 
 def test_prepare_needs_instructions_and_steer_does_nothing(embedded):
     m = PromptEmphasis()
-    orig = Case("orig", "Say hi.", None, ("keywords:forbidden_words",), ({},))
+    orig = ifeval_case("orig", "Say hi.", None, ("keywords:forbidden_words",), ({},))
     with pytest.raises(SteeringError, match="case 'orig' offers no text to restate"):
         m.prepare(PrepareContext(model=embedded, steered=[CASE, orig], held_out=()))
     m.prepare(PrepareContext(model=embedded, steered=[CASE], held_out=()))
@@ -103,8 +103,8 @@ def test_default_system_text_is_found_only_where_the_template_has_one():
 
 
 def test_marked_needs_the_instruction_text_in_the_prompt(embedded):
-    reworded = Case("r", "Write a poem about rain.", ("Do not use the word wet.",), ("keywords:forbidden_words",),
-                    ({},))
+    reworded = ifeval_case("r", "Write a poem about rain.", ("Do not use the word wet.",),
+                           ("keywords:forbidden_words",), ({},))
     with pytest.raises(SteeringError, match="case 'r': instruction text not found in the prompt, so it cannot be "
                                             "marked: 'Do not use the word wet.'"):
         PromptEmphasis().prepare(PrepareContext(model=embedded, steered=[reworded], held_out=()))

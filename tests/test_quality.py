@@ -22,7 +22,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pytest_steer.methods.base import GridPoint
-from pytest_steer.metrics.instruction import IFEvalScorer
 from pytest_steer.metrics.quality import (
     SIDE_EFFECTS,
     VERSION,
@@ -37,6 +36,8 @@ from pytest_steer.metrics.quality import (
 )
 from pytest_steer.scores import Sample, Scorer, ScorerError, metrics_of
 from pytest_steer.tasks import Case
+from pytest_steer.tasks.ifeval import ifeval_case
+from pytest_steer.tasks.ifeval.scorer import IFEvalScorer
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",
@@ -298,7 +299,7 @@ def test_score_responses_one_row_per_response_one_column_per_score(embedded) -> 
     assert frame["quality"].between(0, 1).all()
     # a case says what the prompt alone cannot: the French answer is right when French was asked for
     french = "La capitale de la France est Paris, une grande ville sur la Seine avec de beaux musées."
-    asks_french = Case("fr", PROMPTS[0], None, ("language:response_language",), ({"language": "fr"},))
+    asks_french = ifeval_case("fr", PROMPTS[0], None, ("language:response_language",), ({"language": "fr"},))
     both = score_responses([PROMPTS[0]] * 2, [french] * 2, cases=[Case("en", PROMPTS[0]), asks_french],
                            model=embedded, fluency=False)
     assert list(both["wrong_language"]) == [1.0, 0.0] and both["fluency"].isna().all()

@@ -43,6 +43,7 @@ from pytest_steer.metrics.side_effects import (
     worst_repetition,
 )
 from pytest_steer.tasks import Case
+from pytest_steer.tasks.ifeval import ifeval_case
 
 # --------------------------------------------------------------------------------------- unit checks
 
@@ -96,10 +97,10 @@ def test_expected_language_comes_from_the_ifeval_argument() -> None:
     from pytest_steer.tasks import INSTRUCTIONS
 
     expected_language = INSTRUCTIONS.language
-    asks_german = Case("k", "Write in German.", None, ("punctuation:no_comma", "language:response_language"),
+    asks_german = ifeval_case("k", "Write in German.", None, ("punctuation:no_comma", "language:response_language"),
                        ({}, {"language": "de"}))
     assert expected_language(asks_german) == "de"
-    assert expected_language(Case("k", "Write a poem.", None, ("punctuation:no_comma",), ({},))) is None
+    assert expected_language(ifeval_case("k", "Write a poem.", None, ("punctuation:no_comma",), ({},))) is None
     assert expected_language(Case("k", "No instructions at all.")) is None
 
 

@@ -7,7 +7,17 @@ import pytest
 from pytest_steer.methods.base import BASELINE_CONFIG
 from pytest_steer.scores import Metric, Sample, ScorerError, scorer
 from pytest_steer.spec import RunSpec
-from pytest_steer.tasks import HELD_OUT_PER_TYPE, Case, CaseSplit, Task, TaskError, get_task, register_task
+from pytest_steer.tasks import (
+    HELD_OUT_PER_TYPE,
+    Case,
+    CaseSplit,
+    Task,
+    TaskError,
+    get_task,
+    hub_sources,
+    register_task,
+)
+from pytest_steer.tasks.ifeval import ifeval_case
 
 
 def test_ifeval_split_is_disjoint_and_balanced():
@@ -16,7 +26,7 @@ def test_ifeval_split_is_disjoint_and_balanced():
     held = {c.key for c in split.held_out}
     assert len(evaluated) == 16 and not evaluated & held
     for t in split.evaluated.types:
-        n = sum(t in c.instruction_id_list for c in split.held_out)
+        n = sum(t in c.tags for c in split.held_out)
         assert 1 <= n <= HELD_OUT_PER_TYPE
     # a larger evaluated set shrinks the held-out set, never overlaps it
     bigger = get_task("ifeval").load(RunSpec(per_type=8))
@@ -36,7 +46,7 @@ def test_user_scorer_and_task():
     def shouts(sample):
         return sample.response.isupper()
 
-    case = Case("c1", "Shout hello.", instruction_id_list=("shout",))
+    case = Case("c1", "Shout hello.", tags=("shout",))
     out = shouts.score([Sample(case, BASELINE_CONFIG, case.prompt, "HELLO", 1, "stop")])
     assert out[0].values == {"shouts": 1.0}
     task = Task.from_cases("shout", [case], [shouts])
@@ -91,7 +101,7 @@ def test_the_task_judges_responses_for_actadds_layer_sweep() -> None:
     from pytest_steer.session.run import _layer_sweep_tools
 
     ifeval = get_task("ifeval")
-    case = Case("k", "Write about cats. Do not use any commas.", ("Do not use any commas.",),
+    case = ifeval_case("k", "Write about cats. Do not use any commas.", ("Do not use any commas.",),
                 ("punctuation:no_comma",), ({},))
     assert ifeval.judge is not None and ifeval.judge_name == "ifeval-strict"
     assert ifeval.judge(case, "Cats purr.") and not ifeval.judge(case, "Cats, dogs.")
@@ -122,7 +132,7 @@ from pytest_steer import Case, Metric, Task, register_task, scorer
 
 def case(key, kind, text):
     rule = {"short": "Answer in one word.", "digit": "Include a number."}[kind]
-    return Case(key, f"{text} {rule}", instructions=(rule,), instruction_id_list=(f"mine:{kind}",))
+    return Case(key, f"{text} {rule}", tags=(f"mine:{kind}",), data={"instructions": (rule,)})
 
 cases = [case(f"{k}{i}", k, t) for i, t in enumerate(["Name a colour.", "Name a fruit.", "Name a city."])
          for k in ("short", "digit")]
@@ -152,3 +162,27 @@ def test_layer_auto_runs_on_a_task_built_with_from_cases(pytester: pytest.Pytest
     assert result.ret == pytest.ExitCode.OK, out
     assert "layer auto over" in out, out  # the sweep ran...
     assert (pytester.path / "judged").exists()  # ...judged by the task's judge
+
+
+def test_the_ifeval_task_names_the_hub_ids_to_check_and_a_user_task_none() -> None:
+    assert hub_sources("ifeval", {"dataset": "org/split-ifeval@v2"}) == [("org/split-ifeval@v2", "--steer-dataset")]
+    assert hub_sources("ifeval", {"dataset": "embedded"}) == []
+    assert hub_sources("ifeval", {"dataset": "cases/mine.jsonl"}) == []  # a file: the loader checks it
+    register_task(Task.from_cases("hubless", [Case("c1", "Say hi.")], [scorer("ok")(lambda sample: True)]))
+    assert hub_sources("hubless", {"dataset": "org/name"}) == []
+
+
+def test_the_old_home_of_the_ifeval_scorer_still_works_and_warns() -> None:
+    import importlib
+    import sys
+
+    from pytest_steer.tasks.ifeval import scorer as moved
+
+    sys.modules.pop("pytest_steer.metrics.instruction", None)
+    with pytest.warns(DeprecationWarning, match="pytest_steer.tasks.ifeval.scorer"):
+        old = importlib.import_module("pytest_steer.metrics.instruction")
+    assert old.IFEvalScorer is moved.IFEvalScorer
+    import pytest_steer.metrics as metrics
+
+    with pytest.warns(DeprecationWarning, match="score_response"):
+        assert metrics.score_response is moved.score_response

@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..options import Option, grid_parser, parse_choice, parse_layer
-from ..tasks.base import InstructionOffers
 from .base import INSTRUCTIONS, CaseOffers, PrepareContext, SteeringError, Value, finite_number, number_label, user_turn
 
 if TYPE_CHECKING:
     import torch
 
     from ..prompts import EncodedBatch
-    from ..tasks.base import Case
+    from ..records import Case
 
 # A removed instruction followed by one of these leaves no space before it ("cats ." -> "cats.").
 _CLOSING_PUNCTUATION = ".,;:!?)]}"
@@ -799,10 +798,11 @@ class ActivationSteering:
         return [(str(t), e) for t, e in zip(texts, ended, strict=True)]
 
     def _keying(self, held_out: Sequence[Case]) -> str:
-        """How the vectors are keyed, for cache keys: IFEval's keying by its name (as before), else a hash of
-        the keys the task gives the held-out cases."""
-        if isinstance(self.offers, InstructionOffers):
-            return "language+keywords"
+        """How the vectors are keyed, for cache keys: the offers' own name for their keying when they give one
+        (IFEval's "language+keywords", as before), else a hash of the keys the task gives the held-out cases."""
+        named = getattr(self.offers, "keying", None)
+        if isinstance(named, str) and named:
+            return named
         keys = [[c.key, [[vk.key for vk in vks] for vks in self.offers.vector_keys(c)]] for c in held_out]
         return "task:" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
 

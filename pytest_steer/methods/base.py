@@ -18,57 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from ..errors import UsageError
 from ..options import nearest
 
-__all__ = ["INSTRUCTIONS", "CaseOffers", "nearest"]  # re-exported: the "did you mean" hint of every method's errors
+# re-exported: the "did you mean" hint of every method's errors, and the grid's records
+__all__ = ["BASELINE", "BASELINE_CONFIG", "INSTRUCTIONS", "CaseOffers", "GridPoint", "Value", "nearest"]
 
+from ..records import BASELINE, BASELINE_CONFIG, GridPoint, Value
 from ..tasks.base import INSTRUCTIONS, CaseOffers
 
 if TYPE_CHECKING:
     from ..prompts import EncodedBatch
-    from ..tasks.base import Case
+    from ..records import Case
 
-BASELINE = "baseline"
-
-
-class SteeringError(ValueError):
+class SteeringError(UsageError):
     """Bad steering input, raised before any generation starts."""
-
-
-Value = float | str
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One point of the grid: a method at one value, or the unsteered baseline (method "baseline").
-
-    `parts` lists the (registered method, value) pairs the row applies when they are not just
-    (method, value): a combined config ("prompt+actadd", every part at once) or a method's own
-    setting shown as its own series ("actadd-removed"). `method` is then the row's series name.
-    """
-
-    method: str
-    value: Value | None
-    label: str
-    strength: float = 0.0
-    parts: tuple[tuple[str, Value], ...] = ()
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.method == BASELINE
-
-    def steering(self) -> tuple[tuple[str, Value], ...]:
-        """The (registered method, value) pairs this row is steered by; none for the baseline."""
-        if self.is_baseline or self.value is None:
-            return ()
-        return self.parts or ((self.method, self.value),)
-
-    def value_for(self, method: str) -> Value | None:
-        """The value registered method `method` steers this row at (None: it leaves the row alone)."""
-        return dict(self.steering()).get(method)
-
-
-BASELINE_CONFIG = GridPoint(BASELINE, None, BASELINE, 0.0)
 
 
 @dataclass

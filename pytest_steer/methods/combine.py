@@ -24,7 +24,7 @@ from ..options import nearest
 from .base import GridPoint, SteeringError, SteeringMethod, user_turn
 
 if TYPE_CHECKING:
-    from ..tasks.base import Case
+    from ..records import Case
 
 SEPARATOR = "+"
 REWRITES = ("none", "keeps", "replaces")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..prompts import EncodedBatch
-    from ..tasks.base import Case
+    from ..records import Case
 
 SCALE_POSITIONS = ("include", "exclude", "generation")
 PROFILE = "profile"

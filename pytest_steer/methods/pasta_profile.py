@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .base import PrepareContext, SteeringError, user_turn
 
 if TYPE_CHECKING:
-    from ..tasks.base import Case
+    from ..records import Case
 
 #: the PASTA method being profiled (typed loosely: `pasta` imports this module)
 PASTA = Any

@@ -25,7 +25,7 @@ from .base import INSTRUCTIONS, CaseOffers, PrepareContext, SteeringError, Value
 
 if TYPE_CHECKING:
     from ..prompts import EncodedBatch
-    from ..tasks.base import Case
+    from ..records import Case
 
 VARIANTS = ("restate", "system", "both", "marked")
 NOOP = "none"

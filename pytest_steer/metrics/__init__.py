@@ -1,22 +1,20 @@
-"""Scorers of generated responses: IFEval (`instruction`), side effects and headline quality (`quality`).
-
-`quality` imports torch at module level, so only the torch-free IFEval names are re-exported here.
+"""Scorers of generated responses: side effects and headline quality (`quality`, `side_effects`,
+`responses`). IFEval's scorer lives with its task (`pytest_steer.tasks.ifeval.scorer`); its names are
+still found here for one release, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
-from pytest_steer.metrics.instruction import (
-    IFEvalScorer,
-    InstructionScore,
-    instruction_types,
-    score_response,
-    validate_case,
-)
+import importlib
+import warnings
+from typing import Any
 
-__all__ = [
-    "IFEvalScorer",
-    "InstructionScore",
-    "instruction_types",
-    "score_response",
-    "validate_case",
-]
+_MOVED = ("IFEvalScorer", "InstructionScore", "instruction_types", "score_response", "validate_case")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(f"pytest_steer.metrics.{name} is deprecated and will be removed in the next release: import it "
+                      "from pytest_steer.tasks.ifeval.scorer", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("pytest_steer.tasks.ifeval.scorer"), name)
+    raise AttributeError(f"module 'pytest_steer.metrics' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StartError, SteerError
 from ..methods import GridPoint, method_entry, method_names
 from ..options import MarkerError
 from ..results import ResultRow, write_atomically
@@ -47,10 +48,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class StartError(ValueError):
-    """A start-up check failed; the message is the one line the user sees."""
 
 
 @dataclass(frozen=True)
@@ -117,16 +114,6 @@ def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
         problem = f"cannot be written ({exc.strerror or exc})"
     if problem:
         raise StartError(f"{option} {path}: {problem}")
-
-
-def _check_case_file(path: Path) -> None:
-    try:
-        problem = None if path.is_file() else "no such file" if not path.exists() else "not a file"
-    except OSError as exc:  # a name the system refuses, e.g. a part longer than 255 bytes
-        problem = f"cannot be read ({exc.strerror or exc})"
-    if problem:
-        raise StartError(f"--steer-dataset {path}: {problem}; give a .jsonl, .json, .parquet or .csv file of cases, "
-                         "a Hugging Face dataset id, or 'embedded'")
 
 
 class SteerSession:
@@ -255,7 +242,7 @@ class SteerSession:
         from ..cache import default_cache_dir
         from ..models import ModelLoadError, check_device, check_source, split_cpu_threads
         from ..options import BUILTIN_QUALITY
-        from ..tasks.ifeval import FILE_SUFFIXES
+        from ..tasks import hub_sources, task_options
 
         self.specs = list(dict.fromkeys(specs))
         g = self.settings
@@ -283,11 +270,9 @@ class SteerSession:
             for spec in self.specs:
                 if spec.quality not in BUILTIN_QUALITY:
                     notes.append(check_source(spec.quality, option="--steer-quality"))
-                dataset = spec["dataset"] if "dataset" in dict(spec.options) else None
-                if dataset and Path(dataset).suffix.lower() not in FILE_SUFFIXES:
-                    notes.append(check_source(dataset, option="--steer-dataset", kind="dataset"))
-                elif dataset:  # a case file: the loader checks its rows; that it is there, now, before any load
-                    _check_case_file(Path(dataset).expanduser())
+                task_settings = {o.name: spec[o.name] for o in task_options(spec.task)}
+                for source, option in hub_sources(spec.task, task_settings):  # the task says which it needs
+                    notes.append(check_source(source, option=option, kind="dataset"))
         except ModelLoadError as exc:
             raise StartError(str(exc)) from None
         for note in filter(None, notes):
@@ -338,13 +323,7 @@ class SteerSession:
             self.notes.append(f"could not record {path} as written by pytest-steer in {self.report_dir}: {exc}")
 
     def _prepare(self) -> None:
-        from ..baselines import BaselineMismatch, check_compatible, load_baseline
-        from ..methods import SteeringError
-        from ..metrics.quality import QualityScorerError
-        from ..models import ModelLoadError
-        from ..scores import ScorerError
-        from ..tasks import TaskError
-        from ..tasks.ifeval import CaseLoadError
+        from ..baselines import check_compatible, load_baseline
 
         g = self.settings
         try:
@@ -358,8 +337,7 @@ class SteerSession:
                     check_compatible(self.stored, self.run.comparable_settings(spec), g["compare"])
             if g["ray"]:
                 self._start_ray()
-        except (ModelLoadError, CaseLoadError, QualityScorerError, ScorerError, SteeringError, TaskError,
-                BaselineMismatch, ValueError) as exc:
+        except (SteerError, ValueError) as exc:  # ValueError: library checks not moved into the family yet
             raise StartError(str(exc)) from None
 
     def _start_ray(self) -> None:

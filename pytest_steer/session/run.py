@@ -471,7 +471,7 @@ class SteerRun:
                 values[OFF_TARGET_DOSE.name] = None if math.isnan(off_target[i]) else off_target[i]
             cfg, case = g.request.config, g.request.case
             rows.append(ResultRow(
-                key=case.key, tags=list(case.instruction_id_list), method=cfg.method, value=cfg.value,
+                key=case.key, tags=list(case.tags), method=cfg.method, value=cfg.value,
                 config=cfg.label, strength=cfg.strength, trial=g.request.trial, seed=g.seed, prompt=case.prompt,
                 response=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason,
                 scores={n: values.get(n) for n in names}, details=dict(sorted(details.items())),  # as cached

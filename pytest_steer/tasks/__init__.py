@@ -13,7 +13,9 @@ disjoint from the evaluated cases, checked here, so no evaluated case can leak i
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ..options import Option, nearest
 from .base import (
@@ -24,7 +26,7 @@ from .base import (
     CaseSplit,
     Expectation,
     FunctionOffers,
-    InstructionOffers,
+    HighlightOffers,
     Task,
     TaskError,
 )
@@ -32,35 +34,46 @@ from .ifeval import (
     EMBEDDED,
     FILE_SUFFIXES,
     HELD_OUT_PER_TYPE,
+    IFEVAL_OFFERS,
     IFEVAL_OPTIONS,
     SEED_INSTRUCTION_TYPES,
     CaseLoadError,
+    InstructionOffers,
     ifeval_split,
+    ifeval_task,
     load_case_set,
     load_cases,
     parse_types,
     select_cases,
 )
+from .ifeval import hub_sources as ifeval_hub_sources
 
 __all__ = [
-    "EMBEDDED", "FILE_SUFFIXES", "HELD_OUT_PER_TYPE", "IFEVAL_OPTIONS", "INSTRUCTIONS", "SEED_INSTRUCTION_TYPES",
-    "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "Expectation", "FunctionOffers",
-    "InstructionOffers", "Task",
-    "TaskError", "get_task", "ifeval_split", "ifeval_task", "load_case_set", "load_cases", "parse_types",
-    "register_task", "select_cases", "task_options",
+    "EMBEDDED", "FILE_SUFFIXES", "HELD_OUT_PER_TYPE", "IFEVAL_OFFERS", "IFEVAL_OPTIONS", "INSTRUCTIONS",
+    "SEED_INSTRUCTION_TYPES", "BuiltinTask", "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit",
+    "Expectation", "FunctionOffers", "HighlightOffers",
+    "InstructionOffers", "Task", "TaskError", "get_task", "hub_sources", "ifeval_split", "ifeval_task",
+    "load_case_set", "load_cases", "parse_types", "register_task", "select_cases", "task_options",
 ]
 
-def ifeval_task() -> Task:
-    """IFEval strict/loose accuracy over the embedded set or a Split-IFEval file; held out: unselected cases."""
-    from ..metrics.instruction import IFEvalScorer, score_response
 
-    return Task("ifeval", (IFEvalScorer(),), "strict_prompt_accuracy", ifeval_split, IFEVAL_OPTIONS,
-                judge=lambda case, response: score_response(case, response).follow_all_instructions,
-                judge_name="ifeval-strict")
+@dataclass(frozen=True)
+class BuiltinTask:
+    """A built-in task as the registry knows it before building it (building may load a scorer's models)."""
+
+    build: Callable[[], Task]
+    #: its options, known without building it: `pytest --help` lists them
+    options: tuple[Option, ...]
+    #: the Hub ids its settings name, as (id, option) pairs, checked at start-up before any model loads
+    hub_sources: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 
 
-_TASKS: dict[str, Task | Callable[[], Task]] = {"ifeval": ifeval_task}
-_BUILTIN_OPTIONS = {"ifeval": IFEVAL_OPTIONS}  # known without building the task (its scorer is not cheap)
+#: one line per built-in task (its package holds the rest)
+BUILTIN: dict[str, BuiltinTask] = {
+    "ifeval": BuiltinTask(ifeval_task, IFEVAL_OPTIONS, ifeval_hub_sources),
+}
+
+_TASKS: dict[str, Task] = {}  # built-in tasks once built, and every registered task
 _ORIGINS: dict[str, tuple[str, str]] = {}  # task name -> (module, file) that registered it
 _CLASHES: dict[str, str] = {}  # task name -> why it cannot be used
 
@@ -92,24 +105,33 @@ def register_task(task: Task) -> None:
 def get_task(name: str) -> Task:
     if name in _CLASHES:
         raise TaskError(_CLASHES[name])
+    if name not in _TASKS and name in BUILTIN:
+        _TASKS[name] = BUILTIN[name].build()
     if name not in _TASKS:
-        hint = nearest(name, _TASKS)
-        raise TaskError(f"unknown task {name!r}; registered: {', '.join(_TASKS)}"
+        known = list(dict.fromkeys([*BUILTIN, *_TASKS]))
+        hint = nearest(name, known)
+        raise TaskError(f"unknown task {name!r}; registered: {', '.join(known)}"
                         + (f"; did you mean {hint!r}?" if hint else "")
                         + " (register your own with pytest_steer.register_task in a conftest.py)")
-    found = _TASKS[name]
-    task = found if isinstance(found, Task) else found()
-    _TASKS[name] = task
-    return task
+    return _TASKS[name]
 
 
 
 def task_options(name: str | None = None) -> tuple[Option, ...]:
     """The options of task `name` (none for an unknown name: `get_task` says so), or of every task."""
-    names = list(_TASKS) if name is None else [name]
+    names = list(dict.fromkeys([*BUILTIN, *_TASKS])) if name is None else [name]
     out: dict[str, Option] = {}
     for n in names:
         found = _TASKS.get(n)
-        for o in _BUILTIN_OPTIONS.get(n, ()) if not isinstance(found, Task) else found.options:
+        builtin = BUILTIN.get(n)
+        for o in found.options if found is not None else builtin.options if builtin is not None else ():
             out.setdefault(o.name, o)
     return tuple(out.values())
+
+
+def hub_sources(name: str, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The Hub ids task `name` needs checked at start-up for these settings of its (none for a user's task)."""
+    builtin = BUILTIN.get(name)
+    if builtin is None or name in _ORIGINS:  # a user's task, or a user's task registered under a built-in name
+        return []
+    return builtin.hub_sources(settings)

@@ -13,66 +13,21 @@ disjoint from the evaluated cases, checked here, so no evaluated case can leak i
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from ..errors import TaskError
 from ..options import Option, Settings
+from ..records import Case
 from ..scores import Scorer, _code_hash, metrics_of
 
+__all__ = ["INSTRUCTIONS", "Case", "CaseLoadError", "CaseOffers", "CaseSet", "CaseSplit", "HighlightOffers", "Task",
+           "TaskError", "VectorKey"]
 
-class CaseLoadError(ValueError):
+
+class CaseLoadError(TaskError):
     """Cases could not be loaded; the message names the source (and row) and says what to do."""
-
-
-class TaskError(ValueError):
-    """A task is unknown or inconsistent; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Case:
-    """One prompt with its IFEval instructions; `kwargs[i]` parametrises `instruction_id_list[i]`.
-
-    `instructions` holds the instruction sentences (exact substrings of `prompt`) that steering
-    emphasises; it is None for rows in the original IFEval layout, which cannot be steered.
-    The kwargs dicts are shared, treat them as read-only.
-    """
-
-    key: str
-    prompt: str
-    instructions: tuple[str, ...] | None = None
-    instruction_id_list: tuple[str, ...] = ()  # also the case's tags in per-tag views (a user task's categories)
-    kwargs: tuple[dict[str, Any], ...] = ()
-    target: Any = None  # a user task's reference answer, for its scorer; not used by IFEval
-
-    def __hash__(self) -> int:
-        # The generated hash would fail on the kwargs dicts; equal cases share these fields.
-        return hash((self.key, self.prompt, self.instruction_id_list))
-
-    @property
-    def steerable(self) -> bool:
-        """Whether there are instruction spans for PASTA to highlight."""
-        return bool(self.instructions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row in Split-IFEval layout (IFEval layout, no `instructions`, when it is None)."""
-        row: dict[str, Any] = {"key": self.key, "prompt": self.prompt}
-        if self.instructions is not None:
-            row["instructions"] = list(self.instructions)
-        row["instruction_id_list"] = list(self.instruction_id_list)
-        row["kwargs"] = [dict(kw) for kw in self.kwargs]
-        if self.target is not None:
-            row["target"] = self.target
-        return row
-
-    def content_hash(self) -> str:
-        """sha256 of a canonical JSON of all fields: a cache key that changes with the case."""
-        canonical = json.dumps(
-            self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -130,68 +85,39 @@ class CaseOffers(Protocol):
     # prompt said back); offers without it are read as `Expectation(language=self.language(case))`.
 
 
-#: keyword types the reference keys per word: kwargs field of the words, the key prefix of their
-#: (inclusion) directions, and the sign those directions are added with
-_PER_WORD = {
-    "keywords:existence": ("keywords", "keywords:existence", 1.0),
-    "keywords:forbidden_words": ("forbidden_words", "keywords:existence", -1.0),
-}
-
-
-def ifeval_vector_keys(kind: str, kwargs: Mapping[str, Any] | None) -> list[VectorKey]:
-    """The directions that steer one IFEval instruction of type `kind` with arguments `kwargs`.
-
-    As the reference keys them: `language:response_language` per target language
-    ("language:response_language=de"); `keywords:existence` per keyword ("keywords:existence=cat"),
-    and `keywords:forbidden_words` by each forbidden word's inclusion direction, negated; other types
-    by type. Words are lower-cased. Each falls back to the type's own direction.
-    """
-    kwargs = kwargs or {}
-    if kind == "language:response_language" and kwargs.get("language"):
-        return [VectorKey(f"{kind}={kwargs['language']}", f"{kind}={kwargs['language']}", kind)]
-    if kind in _PER_WORD:
-        field_name, prefix, sign = _PER_WORD[kind]
-        raw = kwargs.get(field_name)
-        words = list(dict.fromkeys(str(w).strip().lower() for w in raw if str(w).strip())) \
-            if isinstance(raw, (list, tuple)) else []
-        if words:
-            return [VectorKey(f"{kind}={w}", f"{prefix}={w}", kind, sign, 1 / len(words), True) for w in words]
-        return [VectorKey(kind, kind, kind, 1.0, 1.0, True)]
-    return [VectorKey(kind, kind, kind)]
-
-
 @dataclass(frozen=True)
-class InstructionOffers:
-    """Cases in the Split-IFEval layout (the default): highlight the instruction sentences; one vector group
-    per instruction type, and per target language for `language:response_language`, as the reference
-    keeps one vector per language."""
+class HighlightOffers:
+    """What a case offers when its task says nothing else: its `data["instructions"]` to highlight (the
+    instruction sentences, exact substrings of the prompt) and one vector group per tag.
+    A task with its own keying passes its own offers (IFEval: `tasks.ifeval.offers.IFEVAL_OFFERS`)."""
 
     def highlights(self, case: Case) -> tuple[str, ...]:
-        return tuple(case.instructions or ())
+        return tuple(case.data.get("instructions") or ())
 
     def vector_keys(self, case: Case) -> list[list[VectorKey]]:
-        kwargs = list(case.kwargs)
-        return [ifeval_vector_keys(kind, kwargs[i] if i < len(kwargs) else None)
-                for i, kind in enumerate(case.instruction_id_list)]
+        return [[VectorKey(tag, tag, tag)] for tag in case.tags]
 
     def language(self, case: Case) -> str | None:
-        """IFEval's `language:response_language` argument, else None."""
-        for kind, kw in zip(case.instruction_id_list, case.kwargs, strict=False):  # tags may come without kwargs
-            if kind == "language:response_language" and kw and kw.get("language"):
+        """`data["language"]`, else the argument of a `language:response_language` tag (IFEval's layout, which
+        `score_responses` and scorers called without a task still read: kept until they take the task)."""
+        if case.data.get("language"):
+            return str(case.data["language"])
+        for tag, kw in zip(case.tags, case.data.get("kwargs", ()), strict=False):
+            if tag == "language:response_language" and kw and kw.get("language"):
                 return str(kw["language"])
         return None
 
     def expectation(self, case: Case) -> Expectation:
-        """The language asked for; the prompt said back for `combination:repeat_prompt`, and an option the
-        prompt lists for `detectable_format:constrained_response`."""
-        return Expectation(self.language(case), bool(_ECHO_TYPES & set(case.instruction_id_list)))
+        """The language asked for; the prompt said back for the tags in `ECHO_TAGS` (IFEval's layout, read
+        for scorers called without a task, as `language` is: kept until they take the task)."""
+        return Expectation(self.language(case), bool(ECHO_TAGS & set(case.tags)))
 
 
 #: IFEval types whose compliant answers copy the prompt: repeat the request first; pick one of the listed options
-_ECHO_TYPES = frozenset({"combination:repeat_prompt", "detectable_format:constrained_response"})
+ECHO_TAGS = frozenset({"combination:repeat_prompt", "detectable_format:constrained_response"})
 
 #: what a case offers when no task says otherwise
-INSTRUCTIONS = InstructionOffers()
+INSTRUCTIONS = HighlightOffers()
 
 
 @dataclass(frozen=True)
@@ -218,7 +144,7 @@ class CaseSet:
     @property
     def types(self) -> tuple[str, ...]:
         """Instruction types present, in order of first appearance."""
-        return tuple(dict.fromkeys(t for c in self.cases for t in c.instruction_id_list))
+        return tuple(dict.fromkeys(t for c in self.cases for t in c.tags))
 
     def by_key(self, key: str) -> Case:
         try:
@@ -227,7 +153,7 @@ class CaseSet:
             raise KeyError(f"no case with key {key!r} in {self.source}") from None
 
     def of_type(self, instruction_type: str) -> tuple[Case, ...]:
-        return tuple(c for c in self.cases if instruction_type in c.instruction_id_list)
+        return tuple(c for c in self.cases if instruction_type in c.tags)
 
 
 def index_by_key(cases: Iterable[Case], source: str) -> dict[str, Case]:
@@ -258,9 +184,9 @@ class CaseSplit:
 @dataclass(frozen=True)
 class Task:
     """Cases (as a function of the run's settings), scorers, the metric that means "it worked", and what
-    each case offers the steering methods (`cases.CaseOffers`: text to highlight, keys that group
-    activation vectors). The default offers read the Split-IFEval layout (`instructions`,
-    `instruction_id_list`); a task whose cases carry other data passes its own."""
+    each case offers the steering methods (`CaseOffers`: text to highlight, keys that group activation
+    vectors). The default offers (`HighlightOffers`) highlight `data["instructions"]` and group vectors by
+    tag; a task whose cases carry other data passes its own (IFEval keys per language and word)."""
 
     name: str
     scorers: tuple[Scorer, ...]
@@ -303,7 +229,7 @@ class Task:
         """A task over a fixed list of cases; `primary` defaults to the first declared metric.
 
         `highlights(case)`: the substrings of the prompt the methods steer towards; `vector_keys(case)`: the
-        names that group its activation vectors. Both default to the Split-IFEval fields. `judge(case,
+        names that group its activation vectors. They default to `data["instructions"]` and the tags. `judge(case,
         response)`: whether a response does what its case asks, which activation steering's layer `auto`
         sweep needs; its cache name `judge_name` defaults to the function's module, name and a hash of its
         source, so editing the judge re-runs the sweep."""

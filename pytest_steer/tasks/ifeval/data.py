@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..options import Option, Settings, parse_int, parse_list, parse_positive_int
-from .base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
+from ...options import Option, Settings, parse_int, parse_list, parse_positive_int
+from ..base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
 
 EMBEDDED = "embedded"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -105,13 +105,13 @@ def select_cases(
     """
     if per_type is not None and per_type < 1:
         raise ValueError(f"per_type must be a positive number of cases, got {per_type}.")
-    pool = [c for c in cases if not single_instruction or len(c.instruction_id_list) == 1]
+    pool = [c for c in cases if not single_instruction or len(c.tags) == 1]
     if not pool:
         what = "single-instruction cases" if single_instruction else "cases"
         raise ValueError(f"there are no {what} to select from.")
     counts: dict[str, int] = {}
     for c in pool:
-        for t in dict.fromkeys(c.instruction_id_list):
+        for t in dict.fromkeys(c.tags):
             counts[t] = counts.get(t, 0) + 1
     available = ", ".join(f"{t} ({n})" for t, n in sorted(counts.items()))
     if instruction_types is None:
@@ -129,7 +129,7 @@ def select_cases(
 
     groups: dict[str, list[Case]] = {t: [] for t in types}
     for c in pool:
-        first = next((t for t in types if t in c.instruction_id_list), None)
+        first = next((t for t in types if t in c.tags), None)
         if first is not None:
             groups[first].append(c)
     selected: list[Case] = []
@@ -235,7 +235,7 @@ def _rows_to_cases(rows: Iterable[Any], origin: str) -> list[Case]:
 
 
 def _load_hf(dataset_id: str, split: str) -> list[Case]:
-    from ..models import split_revision
+    from ...models import split_revision
 
     name, revision = split_revision(dataset_id)  # `org/name@rev` pins a branch, tag or commit
     try:
@@ -313,13 +313,19 @@ def _row_to_case(row: Any, where: str) -> Case:
         # a span missing from its prompt is the steering method's call (--steer-on-missing), not the loader's
         instructions = tuple(spans)
 
-    return Case(
-        key=str(key),
-        prompt=prompt,
-        instructions=instructions,
-        instruction_id_list=tuple(ids),
-        kwargs=kwargs,
-    )
+    return ifeval_case(str(key), prompt, instructions, tuple(ids), kwargs)
+
+
+def ifeval_case(key: str, prompt: str, instructions: Sequence[str] | None = None,
+                instruction_ids: Sequence[str] = (), kwargs: Sequence[Mapping[str, Any]] = (),
+                target: Any = None) -> Case:
+    """An IFEval case: the instruction ids are its tags; the instruction sentences (exact substrings of
+    the prompt that steering emphasises; None in the original IFEval layout, which cannot be steered)
+    and `kwargs[i]`, the arguments of instruction i, are its data."""
+    data: dict[str, Any] = {"kwargs": tuple(kwargs)}
+    if instructions is not None:
+        data["instructions"] = tuple(instructions)
+    return Case(key, prompt, tags=tuple(instruction_ids), data=data, target=target)
 
 
 def parse_types(value: object) -> tuple[str, ...]:
