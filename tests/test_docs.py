@@ -26,7 +26,8 @@ LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
 #: a pymdownx snippet include: --8<-- "path" or --8<-- "path:section"
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"\s*$', re.M)
 #: flags the docs name that no code declares: the user-method example of docs/extending.md and a placeholder
-EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-x"}
+#: flags of the worked examples (docs/extending.md, docs/extending-builtins.md), declared by the example, not the package
+EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-shout-cases", "--steer-x"}
 
 
 def _expand(path: Path) -> str:
