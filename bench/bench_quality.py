@@ -109,7 +109,7 @@ def compliance_table(gpt4: pd.DataFrame) -> None:
     print("| instruction type | compliant answers | below 0.5 | median |")
     print("|---|---|---|---|")
     for name, row in table.iterrows():
-        print(f"| `{name}` | {row['n']} | {row['below'] / row['n']:.0%} | {row['median']:.2f} |")
+        print(f"| `{name}` | {int(row['n'])} | {row['below'] / row['n']:.0%} | {row['median']:.2f} |")
 
 
 def people_table() -> None:
