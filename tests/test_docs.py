@@ -25,7 +25,7 @@ PAGES = sorted(DOCS.glob("*.md"))
 LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
 #: a pymdownx snippet include: --8<-- "path" or --8<-- "path:section"
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"\s*$', re.M)
-#: flags of the worked examples (docs/extending.md, docs/extending-builtins.md), declared by the example, not the package
+#: flags of the worked examples (docs/extending.md, docs/extending-builtins.md): the examples declare them
 EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-shout-cases", "--steer-x"}
 
 
