@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_steer.methods.base import BASELINE_CONFIG
@@ -164,10 +166,15 @@ def test_layer_auto_runs_on_a_task_built_with_from_cases(pytester: pytest.Pytest
     assert (pytester.path / "judged").exists()  # ...judged by the task's judge
 
 
-def test_the_ifeval_task_names_the_hub_ids_to_check_and_a_user_task_none() -> None:
+def test_the_ifeval_task_names_the_hub_ids_to_check_and_a_user_task_none(tmp_path: Path) -> None:
+    from pytest_steer.errors import StartError
+
     assert hub_sources("ifeval", {"dataset": "org/split-ifeval@v2"}) == [("org/split-ifeval@v2", "--steer-dataset")]
     assert hub_sources("ifeval", {"dataset": "embedded"}) == []
-    assert hub_sources("ifeval", {"dataset": "cases/mine.jsonl"}) == []  # a file: the loader checks it
+    (tmp_path / "mine.jsonl").write_text("", encoding="utf-8")
+    assert hub_sources("ifeval", {"dataset": str(tmp_path / "mine.jsonl")}) == []  # a file: the loader reads it
+    with pytest.raises(StartError, match="no such file"):  # ...and that it is there is checked before any load
+        hub_sources("ifeval", {"dataset": str(tmp_path / "missing.jsonl")})
     register_task(Task.from_cases("hubless", [Case("c1", "Say hi.")], [scorer("ok")(lambda sample: True)]))
     assert hub_sources("hubless", {"dataset": "org/name"}) == []
 
