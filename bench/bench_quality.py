@@ -6,7 +6,8 @@ First, unless --skip-pairs, three tables, scored by `pytest_steer.score_response
 1. per mode: the pair set of tests/quality_pairs.py (hand-written answers to 31 embedded cases, and
    GPT-4's compliant IFEval answers, each with the failure modes built from it; format-only variants and
    the model's own greedy answers for the hand-written set): in how many pairs the genuine answer ranks
-   above the mode (formats: stays within 10%), and the median quality ratio;
+   above the mode (formats: stays within 10%), and the median quality ratio; the word-salad modes also
+   counted in the languages whose word order the model judges, the tests' bar;
 2. per instruction type: GPT-4's answers that Google's checker labels as following every instruction,
    how many score below 0.5 (the bar: at most 10% per type with at least 5 answers);
 3. PandaLM's 794 answer pairs with a unanimous human preference: how often the headline, and "prefer the
@@ -32,16 +33,18 @@ the file has no scored rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_steer.metrics.side_effects import rep_n, text_tokens
+from pytest_steer.metrics.side_effects import detect_language, rep_n, text_tokens
 
 LOOP_REP4 = 0.5
 TOP_SHARE = 0.1
@@ -78,7 +81,9 @@ def pair_table(step: int) -> pd.DataFrame:
         genuine = frame[frame["kind"] == "genuine"].set_index("key")["quality"]
         print(f"{name} pair set: {len(frame)} responses to {len(genuine)} cases scored in {seconds:.0f} s "
               f"(genuine answers: median quality {genuine.median():.3f}, min {genuine.min():.3f})")
-        frame = frames[name] = frame.assign(genuine=frame["key"].map(genuine).to_numpy())
+        own = frame[frame["kind"] == "genuine"].set_index("key")["response"].map(detect_language)
+        frame = frames[name] = frame.assign(genuine=frame["key"].map(genuine).to_numpy(),
+                                            genuine_language=frame["key"].map(own).to_numpy())
         print(f"| variant ({name}) | pairs | genuine ranks higher (formats: within 10%) | median quality / genuine |")
         print("|---|---|---|---|")
         for kind in [*MODES, *(f"format: {f}" for f in FORMATS), GREEDY_KIND]:
@@ -90,7 +95,31 @@ def pair_table(step: int) -> pd.DataFrame:
                        else (rows["genuine"] > rows["quality"]).sum())
             median = float(pd.Series(ratio).median())
             print(f"| {kind} | {len(rows)} | {hits} ({hits / len(rows):.0%}) | {median:.3f} |", flush=True)
+            if kind in SALAD_MODES:
+                judged = rows[[_judges_order(language) for language in rows["genuine_language"]]]
+                hits = int((judged["genuine"] > judged["quality"]).sum())
+                print(f"| {kind}, in languages the model judges (the tests' bar) | {len(judged)} | "
+                      f"{hits} ({hits / max(1, len(judged)):.0%}) | – |", flush=True)
     return frames["GPT-4"]
+
+
+#: word salad is judged only in languages the model under test knows (metrics/quality.py: `order_mark`)
+SALAD_MODES = ("word salad", "salad after opening")
+
+
+@functools.cache
+def _fluency() -> Any:
+    """The embedded model's word-order judge, loaded once."""
+    from pytest_steer.metrics.quality import Fluency
+    from pytest_steer.models import load_model
+
+    loaded = load_model("embedded")
+    return Fluency(loaded.model, loaded.tokenizer)
+
+
+def _judges_order(language: str | None) -> bool:
+    """Whether the embedded model judges word order in `language` (it cannot tell salad from prose otherwise)."""
+    return _fluency().order_mark(language) is not None
 
 
 def compliance_table(gpt4: pd.DataFrame) -> None:

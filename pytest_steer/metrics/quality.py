@@ -250,7 +250,7 @@ class SideEffectScorer:
     def _worst_topic(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
         """Per response: the lowest prompt cosine of its windows (drift shows wherever it starts); None for
         text that is not English, which the MiniLM encoder was not trained on, or that has no words.
-        (No encoder that installs offline from the package registries is multilingual: searched by name.)"""
+        (The multilingual encoders that install offline do not load through transformers: docs/quality.md.)"""
         pairs: list[tuple[int, str]] = []
         for i, response in enumerate(responses):
             words = strip_markup(response).split()
