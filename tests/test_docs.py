@@ -77,6 +77,18 @@ def test_relative_links_resolve(path: Path) -> None:
     assert not broken, "broken links in " + path.name + ":\n" + "\n".join(broken)
 
 
+@pytest.mark.parametrize("path", [p for p in PAGES if SNIPPET.search(p.read_text("utf-8"))], ids=lambda p: p.name)
+def test_included_sections_have_no_relative_links(path: Path) -> None:
+    """A relative link in an included section resolves from the file it is written in, not from the page
+    that shows it (README's `docs/x.md` is `docs/docs/x.md` in the site), so included sections carry none."""
+    for file, section in SNIPPET.findall(path.read_text("utf-8")):
+        text = (ROOT / file).read_text("utf-8")
+        if section:
+            text = text.split(f"--8<-- [start:{section}]", 1)[1].split(f"--8<-- [end:{section}]", 1)[0]
+        relative = [t for t in LINK.findall(_code_free(text)) if not re.match(r"([a-z]+:|#)", t)]
+        assert not relative, f"{file}:{section or ''} is shown in docs/{path.name} and links {relative}"
+
+
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
 def test_snippets_resolve(path: Path) -> None:
     """An include names an existing file and a section marked in it (pymdownx fails the build otherwise)."""
