@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 # pytester's in-process runs unload modules first imported inside them; pyarrow extension types
@@ -14,6 +15,22 @@ import pytest_steer.session.run  # noqa: F401
 from pytest_steer.models import LoadedModel, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: lines that tests ask to show at the end of the run, by section title (pytest captures a passing test's print)
+SUMMARY_LINES = pytest.StashKey[dict[str, list[str]]]()
+
+
+@pytest.fixture
+def summary_lines(request: pytest.FixtureRequest) -> Callable[[str, list[str]], None]:
+    """`summary_lines(title, lines)`: show `lines` under `title` in the terminal summary of the suite."""
+    sections = request.config.stash.setdefault(SUMMARY_LINES, {})
+    return lambda title, lines: sections.setdefault(title, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for title, lines in config.stash.get(SUMMARY_LINES, {}).items():
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,13 @@ Binary and real metrics, 1 and 3 trials, 16 cases, a baseline and three steered 
 the array-level functions that `reduce.summary`, the gates and the report call.
 
 Every rate must be at most its nominal level plus three Monte-Carlo standard errors at that level.
-The observed rates are printed (`pytest -s tests/test_null_simulation.py`) and quoted in docs/statistics.md.
+The observed rates are printed in the suite's terminal summary and quoted in docs/statistics.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ NOMINAL = {"interval low above truth (at_least)": 0.025, "interval high below tr
 
 
 @pytest.mark.parametrize("trials", [1, 3])
-def test_false_positive_rates_under_the_null_are_at_most_nominal(trials: int) -> None:
+def test_false_positive_rates_under_the_null_are_at_most_nominal(
+        trials: int, summary_lines: Callable[[str, list[str]], None]) -> None:
     rates = _rates(trials)
     lines, over = [], []
     for kind, named in rates.items():
@@ -92,5 +94,5 @@ def test_false_positive_rates_under_the_null_are_at_most_nominal(trials: int) ->
             lines.append(f"{trials} trial(s) {kind:6} {name:40} {rate:.3f} (nominal {nominal:.3f}, MC se {mc:.3f})")
             if rate > nominal + 3 * mc:
                 over.append(lines[-1])
-    print("\n" + "\n".join(lines))
+    summary_lines("null simulation: observed false-positive rates", lines)
     assert not over, "false-positive rate above nominal:\n" + "\n".join(over)
