@@ -52,3 +52,21 @@ def test_bench_dose_runs_on_two_cases_and_two_tokens(tmp_path: Path) -> None:
     out = _run("bench_dose.py", "--cases", "2", "--max-new-tokens", "2", tmp_path=tmp_path)
     assert "2 cases x 4 configs" in out and "dose / generation = " in out
     assert "mean dose (KL nats/token): pasta-alpha10 " in out
+
+
+def test_bench_generation_runs_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = _run("bench_generation.py", "--model", str(tiny_model_dir), "--rows", "4", "--max-new-tokens", "2",
+               "--repeats", "1", "--skip-reference", "--batch-size", "4", tmp_path=tmp_path)
+    assert "(c) PASTA, alpha=10 on all rows" in out and "ratios: PASTA steered/unsteered (c/b) = " in out
+
+
+def test_bench_quality_reads_a_results_table(tmp_path: Path) -> None:
+    """Without the pair set (which scores thousands of answers), on a small results.jsonl with one loop."""
+    import json
+
+    answers = [("Paris is the capital of France, on the Seine.", 0.95), ("Lyon sits where two rivers meet.", 0.9),
+               ("the the the the the the the the the the the the", 0.05), ("Bordeaux is known for wine.", 0.8)]
+    rows = [{"response": text, "scores": {"quality": q}} for text, q in answers]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    out = _run("bench_quality.py", "results.jsonl", "--skip-pairs", tmp_path=tmp_path)
+    assert "4 rows, 1 with rep-4 >= 0.5" in out and "[target <= 0: ok]" in out and "[target 0: ok]" in out
