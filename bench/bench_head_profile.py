@@ -12,9 +12,11 @@ load from other processes hits them alike.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,7 +37,11 @@ def _timed(method: PASTA, ctx: PrepareContext) -> float:
 
 
 def main() -> None:
-    lm = load_model()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded",
+                        help="hub id or model directory (default: the embedded SmolLM2-135M-Instruct)")
+    args = parser.parse_args()
+    lm = load_model(args.model)
     task = ifeval_task()
     split = task.load(RunSpec())
     steered, held = tuple(split.evaluated), split.held_out
@@ -43,7 +49,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         middle_s = _timed(PASTA(), PrepareContext(lm, steered, held, task=task))
-        store = ResultCache(tmp)
+        store = ResultCache(Path(tmp))
         profiled = PASTA(layers="profile")
         profile_s = _timed(profiled, PrepareContext(lm, steered, held, store=store, options=tools, task=task))
         cached_s = _timed(PASTA(layers="profile"), PrepareContext(lm, steered, held, store=store, options=tools,

@@ -22,6 +22,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -73,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", type=parse_types, default=None,
                         help="instruction types to sweep, comma-separated (default: make eval's seed types)")
+    parser.add_argument("--model", default="embedded",
+                        help="hub id or model directory (default: the embedded SmolLM2-135M-Instruct)")
     args = parser.parse_args()
     task = ifeval_task()
     spec = RunSpec() if args.types is None else RunSpec(types=args.types)
@@ -81,12 +84,12 @@ def main() -> None:
     except ValueError as e:
         parser.error(str(e))
     start_load, start = os.getloadavg()[0], time.perf_counter()
-    lm = load_model()
+    lm = load_model(args.model)
     steered, held = tuple(split.evaluated), split.held_out
     tools = _layer_sweep_tools(lm, task, spec.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         middle_s = _timed(ActivationSteering(), PrepareContext(lm, steered, held, task=task))
-        store = ResultCache(tmp)
+        store = ResultCache(Path(tmp))
         auto = ActivationSteering(layer="auto")
         auto_s = _timed(auto, PrepareContext(lm, steered, held, store=store, options=tools, task=task))
         cached_s = _timed(ActivationSteering(layer="auto"), PrepareContext(lm, steered, held, store=store,

@@ -47,7 +47,6 @@ def test_bench_startup_runs_once(tmp_path: Path) -> None:
     assert "ratio with/without" in out and "should be none" not in out
 
 
-@pytest.mark.slow
 def test_bench_dose_runs_on_two_cases_and_two_tokens(tmp_path: Path) -> None:
     out = _run("bench_dose.py", "--cases", "2", "--max-new-tokens", "2", tmp_path=tmp_path)
     assert "2 cases x 4 configs" in out and "dose / generation = " in out
@@ -70,3 +69,21 @@ def test_bench_quality_reads_a_results_table(tmp_path: Path) -> None:
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
     out = _run("bench_quality.py", "results.jsonl", "--skip-pairs", tmp_path=tmp_path)
     assert "4 rows, 1 with rep-4 >= 0.5" in out and "[target <= 0: ok]" in out and "[target 0: ok]" in out
+
+
+def test_bench_head_profile_runs_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = _run("bench_head_profile.py", "--model", str(tiny_model_dir), tmp_path=tmp_path)
+    assert "profile (empty cache): " in out and "chosen: pasta: profiled heads " in out
+
+
+def test_bench_layer_auto_runs_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = _run("bench_layer_auto.py", "--model", str(tiny_model_dir), "--types", "keywords:forbidden_words",
+               tmp_path=tmp_path)
+    assert "auto (empty cache): " in out and "keywords:forbidden_words (up to " in out and "chosen: actadd: " in out
+
+
+def test_bench_ray_runs_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    pytest.importorskip("ray", reason="bench_ray needs the [ray] extra (make test installs it)")
+    out = _run("bench_ray.py", "--model", str(tiny_model_dir), "--replicas", "1", "--per-type", "1", "--trials", "1",
+               "--max-new-tokens", "2", tmp_path=tmp_path)
+    assert "rows identical to the serial run: yes" in out
