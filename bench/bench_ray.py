@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pytest_steer.backends.ray import RayBackend, RaySettings
 from pytest_steer.cache import ResultCache
-from pytest_steer.ray_backend import RayBackend, RaySettings
 from pytest_steer.session.run import ModelSettings, SteerRun
 from pytest_steer.spec import RunSpec
 

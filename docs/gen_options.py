@@ -1,7 +1,7 @@
 """The options reference, generated from the declared options so that it cannot drift from the code.
 
 An MkDocs hook (mkdocs.yml `hooks:`): `on_page_markdown` replaces the marker line `<!-- options-reference -->`
-of a page with one table per owner (the run, the task, each steering method), read from
+of a page with one table per owner (the run, each backend, the task, each steering method), read from
 `pytest_steer.spec.declared_options()`, the list the plugin adds to `pytest --help`, the ini file and the
 marker. `tests/test_docs.py` checks that every flag of the help's steer group is in it.
 `python docs/gen_options.py` prints it.
@@ -40,7 +40,8 @@ def _table(options: list[Any]) -> list[str]:
 
 
 def options_markdown() -> str:
-    """Every declared option, grouped by who declares it: the run, the task(s), each registered method."""
+    """Every declared option, grouped by who declares it: the run, each backend, the task(s), each method."""
+    from pytest_steer.backends import backend_entry, backend_names
     from pytest_steer.methods import method_entry, method_names
     from pytest_steer.spec import MARKER_ONLY, declared_options
     from pytest_steer.tasks import task_options
@@ -48,11 +49,17 @@ def options_markdown() -> str:
     declared = declared_options()
     by_method = {name: {o.name for o in (method_entry(name).grid, *method_entry(name).options)}
                  for name in method_names()}
+    by_backend = {name: {o.name for o in backend_entry(name).options} for name in backend_names()}
     tasks = {o.name for o in task_options()}
-    owned = set(tasks).union(*by_method.values())
+    owned = set(tasks).union(*by_method.values(), *by_backend.values())
     groups: list[tuple[str, str, list[Any]]] = [
-        ("The run's options", "model, generation, scoring, report, cache, baselines, backends",
+        ("The run's options", "model, generation, scoring, report, cache, baselines, which backend generates",
          [o for o in declared if o.name not in owned]),
+    ]
+    for name, names in by_backend.items():
+        groups.append((f"Backend `{name}`", "its own settings, read when it generates the rows",
+                       [o for o in declared if o.name in names]))
+    groups += [
         ("The task's options", "declared by the built-in IFEval task; a task of your own adds its own",
          [o for o in declared if o.name in tasks]),
     ]

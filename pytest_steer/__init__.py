@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .backends import register_backend
+    from .backends.base import Backend
     from .errors import SteerError
     from .evaluation import EvalResult, MetricValue
     from .generation import Generation, GenerationEngine, GenerationRequest, GenerationSettings
@@ -49,7 +51,7 @@ _EXPORTS = {
     "ModelLoadError": "models",
     "MarkerError": "options",
     "StartError": "session",
-    # extending: your own method, task and scorer
+    # extending: your own method, task, scorer and backend
     "SteeringMethod": "methods.base",
     "PrepareContext": "methods.base",
     "MethodEntry": "methods",
@@ -69,6 +71,8 @@ _EXPORTS = {
     "Scorer": "scores",
     "scorer": "scores",
     "register_scorer": "scores",
+    "Backend": "backends.base",
+    "register_backend": "backends",
     # scripting: a sweep without pytest
     "RunSpec": "spec",
     "SteerRun": "session.run",
@@ -95,7 +99,7 @@ __all__ = [
     "SteeringMethod", "PrepareContext", "MethodEntry", "register_method", "user_turn", "Option",
     "PASTA", "ActivationSteering", "PromptEmphasis",
     "Task", "CaseSplit", "CaseOffers", "register_task", "Metric", "Sample", "Score", "Scorer", "scorer",
-    "register_scorer",
+    "register_scorer", "Backend", "register_backend",
     # scripting
     "RunSpec", "SteerRun", "SteerSession", "ModelSettings", "load_model", "LoadedModel", "GenerationEngine",
     "GenerationSettings", "GenerationRequest", "Generation", "ResultRow", "score_responses",

@@ -288,7 +288,7 @@ class ResultCache:
 
 class RecordingStore:
     """What steering methods fit once (e.g. activation vectors), kept as JSON records so that the same
-    state can be shipped to another process (a Ray replica) and served there from memory.
+    state can be shipped to another process (a backend's replica) and served there from memory.
 
     Reads and writes go through to `backing` (the run's ResultCache) when there is one; every record read
     or written is also kept, by kind and key hash, in `records`, which is plain JSON data.

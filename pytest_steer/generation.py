@@ -188,7 +188,7 @@ class Progress:
     total: int
     new_tokens: int
     elapsed_s: float
-    per_replica: Mapping[str, int] | None = None  # rows each Ray replica delivered (`ray_backend`)
+    per_replica: Mapping[str, int] | None = None  # rows each replica of a cluster backend delivered
 
     @property
     def tokens_per_s(self) -> float:

@@ -321,15 +321,6 @@ def parse_positive_number(value: Any) -> float:
     return x
 
 
-def parse_ray_address(value: Any) -> str:
-    """ "local" (start a Ray instance here), "auto" (the running cluster) or an address (host:port, ray://...)."""
-    text = str(value).strip()
-    if not text or any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(f"{value!r} is not local, auto or a Ray cluster address (host:port or "
-                                         "ray://host:10001)")
-    return text
-
-
 BUILTIN_QUALITY = ("offline", "fluency")
 
 

@@ -1,7 +1,8 @@
 """A run's settings: which options exist, and the hashable `RunSpec` that decides a test's rows.
 
 The run's own options (model, generation, scoring, report) are declared here; every registered
-steering method and task adds its own (`methods.method_options`, `tasks.task_options`). One list, so
+backend, steering method and task adds its own (`backends.backend_options`, `methods.method_options`,
+`tasks.task_options`). One list, so
 the command line, the ini file and the marker offer the same names, and the keys derive from them.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends import backend_options
 from .errors import UsageError
 from .methods import BASELINE_CONFIG, GridPoint, SteeringError, config, method_entry, method_names, method_options
 from .options import (
@@ -27,9 +29,7 @@ from .options import (
     parse_list,
     parse_methods,
     parse_positive_int,
-    parse_positive_number,
     parse_quality,
-    parse_ray_address,
     parse_temperature,
     parse_top_k,
     parse_top_p,
@@ -172,29 +172,18 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "compare_margin", parse_fraction, 0.05, "allowed regression when comparing with a saved baseline", marker=False
     ),
-    # the Ray backend's (ray_backend.py imports torch, so its options are declared here, where --help reads them)
-    Option(
-        "ray",
-        parse_ray_address,
-        None,
-        "generate on a Ray cluster, sharded by case: local (start one here), auto (the running cluster) or its "
-        "address; needs pip install 'pytest-steer[ray]'",
-        marker=False,
-    ),
-    Option("ray_replicas", parse_positive_int, 2, "Ray replicas, each loading the model once", marker=False),
-    Option("ray_gpus_per_replica", parse_fraction, 0.0, "GPUs each Ray replica reserves", marker=False),
-    Option("ray_cpus_per_replica", parse_positive_number, 1.0, "CPUs each Ray replica reserves", marker=False),
 )
 #: keywords only the marker has
 MARKER_ONLY = {"include_baseline": parse_bool}
 
 
 def declared_options() -> tuple[Option, ...]:
-    """The run's options, then every registered task's and method's; a name declared twice is an error."""
+    """The run's options, then every registered backend's, task's and method's; a name declared twice is an
+    error."""
     out: dict[str, Option] = {}
-    for o in (*RUN_OPTIONS, *task_options(), *method_options()):
+    for o in (*RUN_OPTIONS, *backend_options(), *task_options(), *method_options()):
         if o.name in out and out[o.name] is not o:
-            raise SteeringError(f"option {o.name!r} is declared twice (by the run, a task or a method); "
+            raise SteeringError(f"option {o.name!r} is declared twice (by the run, a backend, a task or a method); "
                                 "give each option its own name")
         out[o.name] = o
     return tuple(out.values())

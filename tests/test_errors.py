@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 import pytest_steer.methods as methods
+from pytest_steer.backends.ray import RayBackendError
 from pytest_steer.baselines import BaselineMismatch
 from pytest_steer.errors import ModelError, ScorerError, StartError, SteerError, TaskError, UsageError
 from pytest_steer.methods import SteeringError
 from pytest_steer.metrics.quality import QualityScorerError
 from pytest_steer.models import ModelLoadError
 from pytest_steer.options import MarkerError
-from pytest_steer.ray_backend import RayBackendError
 from pytest_steer.scores import ScorerError as ScoresScorerError
 from pytest_steer.session import StartError as SessionStartError
 from pytest_steer.spec import RunSpec

@@ -28,10 +28,12 @@ RANKS: dict[str, int] = {
     "plugin": 5,
     # 4: one session: start, the run's rows, the worker payload, finish and display
     "session.*": 4,
-    # 3: reporting, and the run's settings (every method's and task's options)
-    "ray_backend": 4,
+    "backends.base": 4,  # the backend protocol: it names the run
+    "backends.local": 4,
+    "backends.ray.*": 4,  # a backend of the run: replicas hold a SteerRun each
     "finish": 4,  # deprecated shims of modules merged into session/finish.py
-    "reporting": 4,  # a backend of the run: replicas hold a SteerRun each
+    "reporting": 4,
+    # 3: reporting, and the run's settings (every backend's, method's and task's options)
     "report.*": 3,
     "spec": 3,
     # 2: engine, metrics and statistics
@@ -58,6 +60,7 @@ RANKS: dict[str, int] = {
     "scores": 1,
     "prompts": 1,
     "tasks": 2,  # the registry: one line per built-in task
+    "backends": 2,  # the registry: one line per built-in backend, named as "module:Class" (no import)
     # 0: the floor, importing nothing of the package: the records (Case, GridPoint, Sample, Score, Metric) and
     # the one error family
     "records": 0,
@@ -311,6 +314,30 @@ def test_nothing_outside_the_ifeval_package_imports_it(graph: list[Import]) -> N
                     and not (imp.source == inside or imp.source.startswith(inside + "."))
                     and imp.source not in IFEVAL_IMPORTERS})
     assert not found, f"IFEval-specific imports outside tasks/ifeval/: {found}"
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the absolute imports of a module, at any depth (lazy ones included)."""
+    found = set()
+    for node, _ in _walk([ast.parse(path.read_text(encoding="utf-8"), str(path))]):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif node.level == 0 and node.module:
+            found.add(node.module.partition(".")[0])
+    return found
+
+
+def test_nothing_outside_the_ray_backend_imports_ray_or_it(graph: list[Import]) -> None:
+    """Ray is one backend among others: only backends/ray/ imports it, and only through the registry's name
+    ("module:Class", no import) does the rest of the package reach that backend."""
+    inside = f"{PACKAGE}.backends.ray"
+    outside = {m: p for m, p in package_modules(ROOT, PACKAGE).items()
+               if m != inside and not m.startswith(inside + ".")}
+    assert f"{PACKAGE}.session.run" in outside and len(outside) > 40  # the walk sees the package
+    assert sorted(m for m, p in outside.items() if "ray" in _third_party_imports(p)) == []
+    assert "ray" in _third_party_imports(ROOT / "backends" / "ray" / "__init__.py")  # the check can see one
+    assert sorted({f"{imp.source} (line {imp.line})" for imp in graph if imp.source in outside
+                   and (imp.target == inside or imp.target.startswith(inside + "."))}) == []
 
 
 def test_the_floor_imports_no_package_module(graph: list[Import]) -> None:

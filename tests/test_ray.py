@@ -18,7 +18,7 @@ from pytest_steer.spec import RunSpec
 
 ray = pytest.importorskip("ray")  # the [ray] extra; `make test` installs it, so CI runs these
 
-from pytest_steer.ray_backend import RayBackend, RayBackendError, RaySettings  # noqa: E402
+from pytest_steer.backends.ray import RayBackend, RayBackendError, RaySettings  # noqa: E402
 
 # every method, both trials; a 2-row batch makes a shard several batches, so a node can die mid-shard
 SPEC = RunSpec(methods=("pasta", "actadd", "prompt"), alphas=(10.0,), actadd_coefs=(1.0,), prompt_variants=("restate",),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..backends import build_backend
 from ..errors import StartError, SteerError
 from ..methods import GridPoint, method_entry, method_names
 from ..options import MarkerError
@@ -27,6 +28,7 @@ from ..scores import Metric
 from ..spec import RunSpec, check_settings, resolve, spec_from
 
 if TYPE_CHECKING:  # also what the plugin's fixtures are typed with
+    from ..backends.base import Backend
     from ..cache import ResultCache
     from ..evaluation import EvalResult
     from ..generation import Progress
@@ -131,11 +133,10 @@ class SteerSession:
         try:
             self.settings = resolve(get_cli, get_ini, {})
             check_settings(self.settings)
-        except (MarkerError, ValueError) as exc:
+            self.backend: Backend = build_backend(self.settings)  # where rows are generated; starts nothing
+            self.backend.check(xdist=worker is not None or xdist)
+        except (MarkerError, ValueError, SteerError) as exc:
             raise StartError(str(exc)) from None
-        if self.settings["ray"] and (worker is not None or xdist):
-            raise StartError("--steer-ray and -n both spread generation over processes; use one "
-                             "(Ray replicas take the place of xdist workers)")
         self.report_dir = Path(invocation_dir) / self.settings["report_dir"]
         self._run: SteerRun | None = None
         self.specs: list[RunSpec] = []
@@ -173,13 +174,7 @@ class SteerSession:
             cache = default_cache(g["cache"], g["cache_dir"])
             self.clear_cache(cache)
             settings = ModelSettings(g["model"], device, g["dtype"], g["attn"], g["trust_remote_code"])
-            backend = None
-            if g["ray"]:
-                from ..ray_backend import RayBackend, RaySettings
-
-                backend = RayBackend(RaySettings(g["ray"], g["ray_replicas"], g["ray_cpus_per_replica"],
-                                                 g["ray_gpus_per_replica"]))
-            self._run = SteerRun(settings, cache, on_progress=self.on_progress, backend=backend)
+            self._run = SteerRun(settings, cache, on_progress=self.on_progress, backend=self.backend)
         return self._run
 
     def clear_cache(self, cache: ResultCache | None = None) -> None:
@@ -335,31 +330,23 @@ class SteerSession:
             if self.stored is not None:
                 for spec in self.specs:
                     check_compatible(self.stored, self.run.comparable_settings(spec), g["compare"])
-            if g["ray"]:
-                self._start_ray()
+            self._start_backend()
         except (SteerError, ValueError) as exc:  # ValueError: library checks not moved into the family yet
             raise StartError(str(exc)) from None
 
-    def _start_ray(self) -> None:
-        """Reach the cluster and load the replicas now: an unreachable or too small cluster is one line here."""
-        from ..ray_backend import RayBackend, RayBackendError
-
-        backend = self.run.backend
-        assert isinstance(backend, RayBackend)
+    def _start_backend(self) -> None:
+        """Start the backend now (a cluster: reach it, load the replicas): a failure is one line here."""
         try:
-            backend.start(self.run)
-        except RayBackendError as exc:
-            backend.close()
-            raise StartError(str(exc)) from None
+            self.backend.start(self.run)
+        except SteerError:
+            self.backend.close()
+            raise
 
     def close(self) -> None:
-        """Stop a Ray backend, and release the report dir: the next session (another process, or pytester's
+        """Stop the backend, and release the report dir: the next session (another process, or pytester's
         next run) may write."""
-        if self._run is not None and self._run.backend is not None:
-            from ..ray_backend import RayBackend
-
-            if isinstance(self._run.backend, RayBackend):
-                self._run.backend.close()
+        if self._run is not None:
+            self.backend.close()
         if self._report_lock is not None:
             self._report_lock.close()
             self._report_lock = None

@@ -9,8 +9,8 @@ the plugin does:
 
 Work is done per unit = (run spec, trial): every config of that trial (the baseline and every
 method's values) for every case, generated together in mixed batches. Units are the same under
-pytest-xdist as in a serial run, so the numbers are too. With a backend (`ray_backend`, `--steer-ray`) the
-missing rows of every trial of a setting go to it at once, and it hands them back to be cached and scored here.
+pytest-xdist as in a serial run, so the numbers are too. The missing rows go to the run's backend (`backends`:
+this process by default), which hands them back to be cached and scored here.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from ..backends import check_methods
+from ..backends.base import Backend
+from ..backends.local import LocalBackend
 from ..cache import (
     RecordingStore,
     ResultCache,
@@ -119,20 +122,6 @@ def with_budgets(metrics: Sequence[Metric], spec: RunSpec) -> list[Metric]:
     return out
 
 
-class UnitBackend(Protocol):
-    """Where a run's missing rows are generated when not in this process (`ray_backend.RayBackend`).
-
-    It gets every missing row of one spec (all its trials at once, so that a replica runs every config and
-    trial of its cases in mixed batches) and hands finished generations, built on the given request
-    objects, to `on_batch` as they arrive; the run caches and scores them as it does its own.
-    """
-
-    def generate(self, run: SteerRun, spec: RunSpec, requests: Sequence[GenerationRequest],
-                 on_batch: Callable[[list[Generation]], None]) -> None: ...
-
-    def meta(self) -> dict[str, str]: ...
-
-
 @dataclass
 class SteerRun:
     """Loads once, generates each unit once, scores, caches, and keeps every row it produced."""
@@ -140,7 +129,7 @@ class SteerRun:
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     cache: ResultCache | None = None
     on_progress: Callable[[Progress], None] | None = None
-    backend: UnitBackend | None = None  # None: generate in this process
+    backend: Backend = field(default_factory=LocalBackend)  # where missing rows are generated
     # what the methods fitted in prepare(), read and written through the cache: a backend ships it to replicas
     store: RecordingStore | None = None
     _model: LoadedModel | None = field(default=None, init=False, repr=False)
@@ -183,6 +172,10 @@ class SteerRun:
         if k not in self._splits:
             self._splits[k] = self.task(spec).load(spec)
         return self._splits[k]
+
+    def use_split(self, spec: RunSpec, split: CaseSplit) -> None:
+        """Take `split` as this spec's cases: a backend's replica gets the driver's, whatever files it can see."""
+        self._splits[_split_key(spec)] = split
 
     def cases(self, spec: RunSpec) -> CaseSet:
         return self.split(spec).evaluated
@@ -247,6 +240,10 @@ class SteerRun:
         return GenerationEngine(self.model.model, self.model.tokenizer, self.methods(spec), self.settings(spec),
                                 batch_size=self._batch_sizes.get(spec, self.batch_size(spec)))
 
+    def keep_batch_size(self, spec: RunSpec, size: int) -> None:
+        """The batch size an engine ended with: an out-of-memory halving sticks for the spec's next batches."""
+        self._batch_sizes[spec] = size
+
     def requests(self, spec: RunSpec, trial: int) -> list[GenerationRequest]:
         return grid_requests(self.cases(spec), spec.configs(), [trial])
 
@@ -254,6 +251,7 @@ class SteerRun:
         """Fail fast: load the model, cases, methods and scorers, and check them, before generating."""
         for spec in dict.fromkeys(specs):
             spec.configs()
+            check_methods(self.backend, spec.methods)  # before the model loads
             check_metric_names(metrics_of(self.task(spec).scorers))  # before the model loads
             self.engine(spec).check_context(self.requests(spec, 0))  # every trial renders the same prompts
             for s in self.scorers(spec):
@@ -287,9 +285,9 @@ class SteerRun:
             # then finds every row and score cached, whatever pytest-xdist's scheduling did
             with self.cache.lock(f"unit-{spec.key()}-trial{trial}") if self.cache else contextlib.nullcontext():
                 if unit not in self._generations:
-                    # a backend gets every trial not generated yet in one go; this process, the one asked for
+                    # a cluster gets every trial not generated yet in one go; this process, the one asked for
                     trials = [t for t in range(spec.trials) if (spec, t) not in self._generations] \
-                        if self.backend is not None else [trial]
+                        if self.backend.all_trials else [trial]
                     self._generations.update(self._generate_units(spec, trials))
                 gens, hashes = self._generations[unit]
                 self._units[unit] = self._score(spec, gens, hashes, self._doses(self.engine(spec), gens, hashes),
@@ -298,8 +296,7 @@ class SteerRun:
 
     def _generate_units(self, spec: RunSpec, trials: Sequence[int]
                         ) -> dict[tuple[RunSpec, int], tuple[list[Generation], list[str]]]:
-        engine = self.engine(spec)
-        settings = dataclasses.asdict(engine.settings)
+        settings = dataclasses.asdict(self.settings(spec))
         settings["batch_size_independent"] = True  # rows don't depend on batch partners (per-row seeding)
         requests = [r for t in trials for r in self.requests(spec, t)]
         keys = [self._generation_key(spec, r, settings) for r in requests]
@@ -327,11 +324,7 @@ class SteerRun:
                         self.cache.put("generation", keys[i], generation_to_record(g))
 
             start = time.perf_counter()
-            if self.backend is not None:
-                self.backend.generate(self, spec, [requests[i] for i in missing], persist)
-            else:
-                engine.generate([requests[i] for i in missing], on_batch=persist, on_progress=self.on_progress)
-                self._batch_sizes[spec] = engine.batch_size  # an OOM-halved size sticks for the next units
+            self.backend.generate(self, spec, [requests[i] for i in missing], persist)
             self.generation_seconds += time.perf_counter() - start
             self.generated_rows += len(missing)
             self.generated_tokens += sum(gens[i].n_tokens for i in missing)
@@ -557,8 +550,7 @@ class SteerRun:
             out["dose pass"] = f"{self.dose_rows} steered rows and {self.off_target_rows} off-target passages " \
                                f"in {self.dose_seconds:.1f} s " \
                                f"({self.dose_seconds / max(self.generation_seconds, 1e-9):.0%} of generation time)"
-        if self.backend is not None:
-            out.update(self.backend.meta())
+        out.update(self.backend.meta())
         if self.cache is not None:
             st = self.cache.stats
             out["cache problems"] = f"{st.corrupt} corrupt record(s) regenerated, {st.unwritable} not written"

@@ -1,9 +1,9 @@
 """Generation on a Ray cluster: replicas, each holding the model once, generate a run's missing rows,
 sharded by case, and stream them back to the pytest process, which caches, scores and reports them.
 
-Ray is imported here and only when a backend starts (`pip install 'pytest-steer[ray]'`). Ray does the
-scheduling, transport and failure detection; this module decides what a shard is and what to do with
-a lost one:
+Ray is imported in this package only, and only when the backend starts (`pip install 'pytest-steer[ray]'`);
+importing this module is free, since `pytest --help` reads its options. Ray does the scheduling, transport and
+failure detection; this backend decides what a shard is and what to do with a lost one:
 
 - A shard is a group of cases with every config and trial of them still missing, so a replica runs
   them in the same mixed batches as one process does and never loads a second model. Rows do not
@@ -17,20 +17,23 @@ a lost one:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .cache import RecordingStore
-from .errors import StartError
-from .generation import Generation, GenerationRequest, Progress
-from .session.run import ModelSettings, SteerRun, generation_from_record, generation_to_record
-from .spec import RunSpec
+from ...errors import StartError
+from ...options import Option, parse_fraction, parse_positive_int, parse_positive_number
+
+if TYPE_CHECKING:
+    from ...generation import Generation, GenerationRequest
+    from ...session.run import SteerRun
+    from ...spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,30 @@ SHARDS_PER_REPLICA = 4
 #: how long replicas may take to be placed and load the model before the run gives up, in seconds
 START_TIMEOUT_S = 900.0
 _PROBE_TIMEOUT_S = 10.0
+
+
+def parse_ray_address(value: Any) -> str:
+    """ "local" (start a Ray instance here), "auto" (the running cluster) or an address (host:port, ray://...)."""
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{value!r} is not local, auto or a Ray cluster address (host:port or "
+                                         "ray://host:10001)")
+    return text
+
+
+RAY_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "ray",
+        parse_ray_address,
+        None,
+        "generate on a Ray cluster, sharded by case: local (start one here), auto (the running cluster) or its "
+        "address; needs pip install 'pytest-steer[ray]'",
+        marker=False,
+    ),
+    Option("ray_replicas", parse_positive_int, 2, "Ray replicas, each loading the model once", marker=False),
+    Option("ray_gpus_per_replica", parse_fraction, 0.0, "GPUs each Ray replica reserves", marker=False),
+    Option("ray_cpus_per_replica", parse_positive_number, 1.0, "CPUs each Ray replica reserves", marker=False),
+)
 
 
 class RayBackendError(StartError):
@@ -56,40 +83,6 @@ class RaySettings:
     gpus_per_replica: float = 0.0
 
 
-class Replica:
-    """A Ray actor's body: loads the model once and generates shards of any spec's rows."""
-
-    def __init__(self, model_settings: ModelSettings) -> None:
-        self.run = SteerRun(model_settings)  # no cache: the pytest process writes every row
-
-    def load(self) -> dict[str, str]:
-        """Load the model now (not on the first shard), and say what was loaded where."""
-        import ray
-
-        m = self.run.model
-        return {"identity": m.identity, "node": ray.get_runtime_context().get_node_id(),
-                "numerics": _numerics(m)}
-
-    def generate(self, spec: RunSpec, split: Any, records: dict[str, Any],
-                 shard: list[tuple[int, GenerationRequest]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
-        """Yield each finished batch as (row index, generation record) pairs."""
-        from .session.run import _split_key
-
-        run = self.run
-        run._splits[_split_key(spec)] = split  # the driver's cases, whatever files the replica can see
-        if run.store is None:
-            run.store = RecordingStore()
-        run.store.records.update(records)  # the driver's fitted state: prepare() reads it, fits nothing
-        engine = run.engine(spec)
-        lengths = {i: sum(len(m["content"]) for m in engine.messages(r)) for i, r in shard}
-        ordered = sorted(shard, key=lambda p: lengths[p[0]])  # less padding, as in one process
-        for start in range(0, len(ordered), engine.batch_size):
-            chunk = ordered[start:start + engine.batch_size]
-            gens = engine.generate([r for _, r in chunk])
-            run._batch_sizes[spec] = engine.batch_size  # an out-of-memory halving sticks for the next shards
-            yield [(i, generation_to_record(g)) for (i, _), g in zip(chunk, gens, strict=True)]
-
-
 @dataclass
 class _Member:
     name: str
@@ -101,19 +94,38 @@ class _Member:
 
 @dataclass
 class RayBackend:
-    """`session.UnitBackend` on Ray: start() checks the cluster and loads the replicas, generate() shards."""
+    """`backends.base.Backend` on Ray: start() checks the cluster and loads the replicas, generate() shards."""
+
+    name: ClassVar[str] = "ray"
+    options: ClassVar[tuple[Option, ...]] = RAY_OPTIONS
+    methods: ClassVar[tuple[str, ...] | None] = None  # replicas run the package's engine: every method
+    selected_by: ClassVar[str | None] = "ray"  # --steer-ray ADDRESS
+    all_trials: ClassVar[bool] = True  # shards hold every trial of their cases
 
     settings: RaySettings = field(default_factory=RaySettings)
     members: list[_Member] = field(default_factory=list, init=False)
     lost: list[str] = field(default_factory=list, init=False)  # one line per replica lost
     _connected_here: bool = field(default=False, init=False, repr=False)
 
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> RayBackend:
+        """`--steer-backend ray` without `--steer-ray` starts a Ray instance here."""
+        return cls(RaySettings(values["ray"] or "local", values["ray_replicas"], values["ray_cpus_per_replica"],
+                               values["ray_gpus_per_replica"]))
+
     # -- start-up -----------------------------------------------------------------------------------
+
+    def check(self, *, xdist: bool) -> None:
+        if xdist:
+            raise RayBackendError("--steer-ray and -n both spread generation over processes; use one "
+                                  "(Ray replicas take the place of xdist workers)")
 
     def start(self, run: SteerRun) -> None:
         """Connect, check the cluster has room for the replicas, start them and check they loaded the run's
         model; RayBackendError (one line) otherwise. Costs the model loads, before any generation."""
         ray = _import_ray()
+        from .replica import Replica, numerics
+
         s = self.settings
         where = f"--steer-ray {s.address}"
         if not ray.is_initialized():
@@ -150,9 +162,9 @@ class RayBackend:
             if info["identity"] != want:
                 raise RayBackendError(f"{where}: {m.name} on node {m.node} loaded a different model ({info['identity']}"
                                       f" vs {want} here); replicas must see the same model files (docs/ray.md)")
-            if info["numerics"] != _numerics(run.model):  # rows are cached under this process's device and dtype
+            if info["numerics"] != numerics(run.model):  # rows are cached under this process's device and dtype
                 raise RayBackendError(f"{where}: {m.name} runs the model as {info['numerics']}, this process as "
-                                      f"{_numerics(run.model)}; run pytest on a node of the replicas' kind, or set "
+                                      f"{numerics(run.model)}; run pytest on a node of the replicas' kind, or set "
                                       "--steer-device/--steer-dtype so that both agree (docs/ray.md)")
 
     def close(self) -> None:
@@ -173,6 +185,9 @@ class RayBackend:
     def generate(self, run: SteerRun, spec: RunSpec, requests: Sequence[GenerationRequest],
                  on_batch: Callable[[list[Generation]], None]) -> None:
         """Generate `requests` on the replicas, handing each arriving batch to `on_batch` once."""
+        from ...generation import Progress
+        from ...session.run import generation_from_record
+
         ray = _import_ray()
         lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                        ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError)
@@ -244,10 +259,6 @@ def shards(requests: Sequence[GenerationRequest], n: int) -> list[list[int]]:
     groups = list(by_case.values())
     size = math.ceil(len(groups) / max(1, min(n, len(groups)))) if groups else 1
     return [[i for g in groups[k:k + size] for i in g] for k in range(0, len(groups), size)]
-
-
-def _numerics(model: Any) -> str:
-    return f"{model.device.type}/{str(model.dtype).removeprefix('torch.')}"
 
 
 def _room(nodes: Sequence[dict[str, Any]], cpus: float, gpus: float) -> int:
