@@ -26,7 +26,8 @@ LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
 #: a pymdownx snippet include: --8<-- "path" or --8<-- "path:section"
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"\s*$', re.M)
 #: flags of the worked examples (docs/extending.md, docs/extending-builtins.md): the examples declare them
-EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-shout-cases", "--steer-x"}
+EXAMPLE_FLAGS = {"--steer-shout-levels", "--steer-shout-times", "--steer-shout-cases", "--steer-recording-log",
+                 "--steer-x"}
 
 
 def _expand(path: Path) -> str:
