@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # pytester's in-process runs unload modules first imported inside them; pyarrow extension types
@@ -10,8 +10,12 @@ import if_verifiable  # noqa: F401
 import pandas.core.arrays.arrow.extension_types  # noqa: F401  (what to_parquet registers)
 import pytest
 
+import pytest_steer.backends as backends
+import pytest_steer.methods as methods
+import pytest_steer.scores as scores
 import pytest_steer.session.finish
 import pytest_steer.session.run  # noqa: F401
+import pytest_steer.tasks as tasks
 from pytest_steer.models import LoadedModel, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -31,6 +35,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_sep("-", title)
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def registries() -> Iterator[None]:
+    """What a test registers (tasks, methods, scorers, backends), itself or through an in-process pytester run,
+    is gone after it: a later test sees only what was there before (test_extending.py, run after
+    test_tasks.py, found test_tasks' own "shout" task in place of the worked example's). A built-in task built
+    during the test stays built: building it again would cost the next test its scorer's load."""
+    registries = (tasks._ORIGINS, tasks._CLASHES, tasks.BUILTIN, methods._USER, scores._EXTRA, backends._USER)
+    saved = [(registry, dict(registry)) for registry in registries]
+    saved_tasks, builtin_tasks = dict(tasks._TASKS), set(tasks.BUILTIN)
+    yield
+    built = {name: task for name, task in tasks._TASKS.items()
+             if name in builtin_tasks and name not in tasks._ORIGINS and name not in saved_tasks}
+    for registry, items in saved:
+        registry.clear()
+        registry.update(items)
+    tasks._TASKS.clear()
+    tasks._TASKS.update({**saved_tasks, **built})
 
 
 @pytest.fixture(scope="session")

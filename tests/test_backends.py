@@ -1,9 +1,9 @@
 """The backend registry: which backend the settings choose, one line for a bad choice, and each backend's
-declared methods (the end-to-end runs are in test_extending.py and test_ray.py)."""
+declared methods (the end-to-end runs are in test_extending.py and test_ray.py). What a test registers is gone
+after it (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +18,6 @@ from pytest_steer.spec import declared_options
 
 def _settings(**given: Any) -> dict[str, Any]:
     return {**{o.name: o.default for o in declared_options()}, **given}
-
-
-@pytest.fixture
-def registry() -> Iterator[None]:
-    """Backends registered by a test are gone after it."""
-    saved = dict(backends._USER)
-    yield
-    backends._USER.clear()
-    backends._USER.update(saved)
 
 
 class OnlyPrompt(LocalBackend):
@@ -64,7 +55,7 @@ def test_an_unknown_backend_names_the_registered_ones_and_the_nearest() -> None:
         build_backend(_settings(backend="rya"))
 
 
-def test_a_method_a_backend_does_not_declare_is_refused_in_one_line(registry: None) -> None:
+def test_a_method_a_backend_does_not_declare_is_refused_in_one_line() -> None:
     register_backend(OnlyPrompt)
     backend = build_backend(_settings(backend="narrow"))
     check_methods(backend, ["prompt"])
@@ -74,7 +65,7 @@ def test_a_method_a_backend_does_not_declare_is_refused_in_one_line(registry: No
     check_methods(build_backend(_settings()), ["pasta", "actadd", "prompt"])  # local runs every method
 
 
-def test_register_backend_refuses_a_built_in_name_and_foreign_option_names(registry: None) -> None:
+def test_register_backend_refuses_a_built_in_name_and_foreign_option_names() -> None:
     class Shadow(LocalBackend):
         name = "ray"
 
