@@ -14,7 +14,7 @@ First, unless --skip-pairs, three tables, scored by `pytest_steer.score_response
    longer answer", agree with the people (a tie counts half).
 
 Then it reads the results.jsonl that `make eval` writes (rows with `response` and a `scores` dict holding
-`quality`), recomputes seq-rep-4 from each response's text with pytest_steer.metrics.side_effects (so
+`quality`), recomputes seq-rep-4 from each response's text with pytest_steer.metrics.measures (so
 the figure does not trust the stored `repetition` column), and prints:
 
 (a) the Spearman correlation between quality and rep-4; target <= 0 (more repetition, no more quality);
@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_steer.metrics.side_effects import detect_language, rep_n, text_tokens
+from pytest_steer.metrics.measures import detect_language, rep_n, text_tokens
 
 LOOP_REP4 = 0.5
 TOP_SHARE = 0.1
@@ -103,14 +103,14 @@ def pair_table(step: int) -> pd.DataFrame:
     return frames["GPT-4"]
 
 
-#: word salad is judged only in languages the model under test knows (metrics/quality.py: `order_mark`)
+#: word salad is judged only in languages the model under test knows (metrics/scorers.py: `order_mark`)
 SALAD_MODES = ("word salad", "salad after opening")
 
 
 @functools.cache
 def _fluency() -> Any:
     """The embedded model's word-order judge, loaded once."""
-    from pytest_steer.metrics.quality import Fluency
+    from pytest_steer.metrics.scorers import Fluency
     from pytest_steer.models import load_model
 
     loaded = load_model("embedded")

@@ -257,7 +257,7 @@ def test_power_uses_t_at_few_cases_and_says_one_trial_cannot_price_more_trials()
 def test_one_budget_per_phenomenon() -> None:
     """The offline quality already pays for repetition: no second repetition budget, and none on diversity.
     Budgets travel on the metric declarations, found by role."""
-    from pytest_steer.metrics.quality import _QUALITY, SIDE_EFFECTS
+    from pytest_steer.metrics.scorers import _QUALITY, SIDE_EFFECTS
     from pytest_steer.scores import budgets
     from pytest_steer.session.run import with_budgets
     from pytest_steer.spec import RunSpec

@@ -10,7 +10,7 @@ from pytest_steer.backends.ray import RayBackendError
 from pytest_steer.baselines import BaselineMismatch
 from pytest_steer.errors import ModelError, ScorerError, StartError, SteerError, TaskError, UsageError
 from pytest_steer.methods import SteeringError
-from pytest_steer.metrics.quality import QualityScorerError
+from pytest_steer.metrics.scorers import QualityScorerError
 from pytest_steer.models import ModelLoadError
 from pytest_steer.options import MarkerError
 from pytest_steer.scores import ScorerError as ScoresScorerError

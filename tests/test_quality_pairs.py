@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pytest_steer.metrics.side_effects import SUBSTANCE_WEIGHT
+from pytest_steer.metrics.measures import SUBSTANCE_WEIGHT
 from tests.quality_pairs import FORMATS, MODES, pair_set
 
 #: the shares the issue asks for: each failure mode below the genuine answer, formats within 10%

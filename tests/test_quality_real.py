@@ -65,15 +65,15 @@ def gpt4_pairs(embedded: Any, compliant: pd.DataFrame) -> pd.DataFrame:
                         genuine_response=frame["key"].map(answers).to_numpy())
 
 
-#: word salad is judged only in languages the model under test knows (metrics/quality.py: `order_mark`)
+#: word salad is judged only in languages the model under test knows (metrics/scorers.py: `order_mark`)
 SALAD_MODES = ("word salad", "salad after opening")
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_genuine_gpt4_answer_ranks_above_each_failure_mode(gpt4_pairs: pd.DataFrame, embedded: Any,
                                                            mode: str) -> None:
-    from pytest_steer.metrics.quality import Fluency
-    from pytest_steer.metrics.side_effects import detect_language
+    from pytest_steer.metrics.measures import detect_language
+    from pytest_steer.metrics.scorers import Fluency
 
     rows = gpt4_pairs[gpt4_pairs["kind"] == mode]
     if mode in SALAD_MODES:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pytest_steer.metrics.side_effects import (
+from pytest_steer.metrics.measures import (
     NO_ANSWER_FACTOR,
     OFF_TOPIC_FACTOR,
     ORDER_FLOOR,
@@ -257,6 +257,6 @@ def test_degeneration_tags() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, pytest_steer.metrics.side_effects; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    code = "import sys, pytest_steer.metrics.measures; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

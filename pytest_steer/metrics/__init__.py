@@ -1,6 +1,8 @@
-"""Scorers of generated responses: side effects and headline quality (`quality`, `side_effects`,
-`responses`). IFEval's scorer lives with its task (`pytest_steer.tasks.ifeval.scorer`); its names are
-still found here for one release, with a DeprecationWarning.
+"""Scorers of generated responses: `scorers` (side effects and the headline quality, fluency, topic, reward:
+the scorers `--steer-quality` builds), `measures` (the plain text measures and the headline formula they
+feed), `responses` (the same scores for responses generated elsewhere). IFEval's scorer lives with its task
+(`pytest_steer.tasks.ifeval.scorer`); its names are still found here for one release, with a
+DeprecationWarning.
 """
 
 from __future__ import annotations

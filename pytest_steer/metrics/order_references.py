@@ -4,7 +4,7 @@ Why: the word-order test asks the model under test how much more likely a window
 its words shuffled. A model gains much in the languages it knows and little in those it does not, so a
 correct Hindi answer and Hindi word salad look alike to an English model. `Fluency.order_marks` scores
 these paragraphs once per model: a language's mark is half the gain the model gets on its paragraph, and
-a language where the model gains less than `side_effects.MIN_KNOWN_GAIN` is not judged for word order.
+a language where the model gains less than `measures.MIN_KNOWN_GAIN` is not judged for word order.
 The paragraphs say the same thing in each language (a baker opening his shop), so the marks compare.
 """
 

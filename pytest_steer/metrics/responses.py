@@ -126,7 +126,7 @@ def score_responses(
     import pandas as pd
 
     from pytest_steer.methods.base import BASELINE_CONFIG
-    from pytest_steer.metrics.quality import SideEffectScorer, quality_scorers
+    from pytest_steer.metrics.scorers import SideEffectScorer, quality_scorers
     from pytest_steer.models import load_model
     from pytest_steer.scores import Sample, metrics_of
     from pytest_steer.tasks.base import Case

@@ -210,7 +210,7 @@ class SteerRun:
         """The task's scorers, the scorers registered for every task, then the quality and side-effect scorers."""
         k = _scorer_key(spec)
         if k not in self._scorers:
-            from ..metrics.quality import quality_scorers
+            from ..metrics.scorers import quality_scorers
 
             self._scorers[k] = [*self.task(spec).scorers, *registered_scorers(), *quality_scorers(
                 spec.quality, self.model, batch_size=spec.quality_batch_size, max_length=spec.reward_max_length,
@@ -532,7 +532,7 @@ class SteerRun:
             "transformers": transformers.__version__,
             "cache hit rate": f"{self.cached_rows / total:.0%} of {total} rows" if total else "n/a",
         }
-        from ..metrics.quality import RewardScore
+        from ..metrics.scorers import RewardScore
 
         reward_models = {s.model_identity for scorers in self._scorers.values() for s in scorers
                          if isinstance(s, RewardScore)}
@@ -565,7 +565,7 @@ def _layer_sweep_tools(model: LoadedModel, task: Task, max_new_tokens: int = 0) 
     import functools
 
     from ..methods.actadd import response_perplexities
-    from ..metrics.quality import Fluency
+    from ..metrics.scorers import Fluency
 
     if task.judge is None:
         return {}

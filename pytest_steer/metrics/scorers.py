@@ -17,7 +17,7 @@ Headline quality ("offline"), in [0, 1], reduced as a geometric mean (`Metric(sc
 
     quality = answer · repetition · order · topic · language · refusal · ending · substance
 
-(side_effects.headline_quality). Every factor but substance is 1 for a sound answer of any length, format
+(measures.headline_quality). Every factor but substance is 1 for a sound answer of any length, format
 or language, so the headline says "damaged", not "better"; substance (1 - 0.05 x (1 - min(1, own words /
 40))) only breaks ties between sound answers, and which of two sound answers a person prefers is a reward
 model's question (`--steer-quality <id>`). answer = 0.1 for no answer of its own (empty, only spans copied
@@ -77,7 +77,7 @@ from typing import Any
 
 import torch
 
-from pytest_steer.metrics.side_effects import (
+from pytest_steer.metrics.measures import (
     DRIFT_COSINE,
     FULL_ORDER_GAIN,
     LENGTH_FINISH,

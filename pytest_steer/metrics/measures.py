@@ -1,6 +1,7 @@
-"""Side effects of steering, as plain functions over strings and numbers (no torch, no model).
+"""The measures behind the side effects and the headline quality, as plain functions over strings and numbers
+(no torch, no model).
 
-`metrics/quality.py` turns these into named scores and documents the headline formula, its anchors
+`metrics/scorers.py` turns these into named scores and documents the headline formula, its anchors
 and what it can and cannot see. Each function here cites where its measure comes from:
 
 - `text_tokens`: model-independent tokens (lowercased words, numbers, single punctuation marks; one
@@ -16,7 +17,7 @@ and what it can and cannot see. Each function here cites where its measure comes
   taken out and spans copied from the prompt (4-grams of its words) left out.
 - `is_refusal`: a refusal in the response's first 40 words.
 - `order_probes`: windows over the whole text whose word order the model under test is asked about.
-- `headline_quality`: the headline formula from these parts (metrics/quality.py documents it).
+- `headline_quality`: the headline formula from these parts (metrics/scorers.py documents it).
 - `degeneration_tags`: visible labels for the report ("repetition", "wrong language", ...).
 """
 
@@ -590,7 +591,7 @@ def headline_quality(
     own_words: int | None = None,
 ) -> float:
     """answer · repetition · order · topic · language · refusal · ending · substance, in [0, 1]
-    (metrics/quality.py explains).
+    (metrics/scorers.py explains).
 
     `answer` from `answer_factor`; `worst_rep` from `worst_repetition`; `order_gain` the worst window's
     word-order gain in nats per word (None: not judged) against `order_mark`, the answer's language's mark;
