@@ -16,6 +16,10 @@ import pytest
      "pytest_steer.session.finish"),
     ("pytest_steer.finish", ["report_run", "RunInfo", "Report", "save_stored_baseline"],
      "pytest_steer.session.finish"),
+    ("pytest_steer.metrics.quality", ["SideEffectScorer", "Fluency", "Coherence", "quality_scorers"],
+     "pytest_steer.metrics.scorers"),
+    ("pytest_steer.metrics.side_effects", ["rep_n", "text_tokens", "detect_language", "headline_quality"],
+     "pytest_steer.metrics.measures"),
 ])
 def test_moved_module_warns_and_reexports(module: str, names: list[str], home: str) -> None:
     sys.modules.pop(module, None)
