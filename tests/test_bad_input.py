@@ -84,6 +84,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     a_file.write_text("x")
     wrong_shape = tmp / "wrong-shape.json"
     wrong_shape.write_text(json.dumps({"format": 1}))
+    notes = tmp / "notes.json"
+    notes.write_text('{"my": "data"}')
     return [
         ("save-baseline-unwritable", ["--steer-save-baseline", "/proc/x/b.json"], GRID_TEST, "/proc/x/b.json"),
         ("report-dir-is-a-file", ["--steer-report-dir", str(a_file)], GRID_TEST, f"{a_file}: is a file"),
@@ -138,6 +140,9 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
          "cannot be read (File name too long)"),
         ("dataset-file-missing", ["--steer-dataset", f"{tmp}/no-such-cases.jsonl"], GRID_TEST,
          "no-such-cases.jsonl: no such file"),  # was found only after the model had loaded
+        # probe round 4 of issue 29: the baseline was written over the user's file at the end of the run
+        ("save-baseline-over-a-users-file", ["--steer-save-baseline", str(notes)], GRID_TEST,
+         f"--steer-save-baseline {notes}: exists and is not a stored baseline pytest-steer wrote"),
     ]
 
 
