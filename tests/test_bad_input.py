@@ -86,6 +86,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     wrong_shape.write_text(json.dumps({"format": 1}))
     notes = tmp / "notes.json"
     notes.write_text('{"my": "data"}')
+    bad_line = tmp / "bad-line.jsonl"
+    bad_line.write_text('{"key": "x", "prompt": \n')
     return [
         ("save-baseline-unwritable", ["--steer-save-baseline", "/proc/x/b.json"], GRID_TEST, "/proc/x/b.json"),
         ("report-dir-is-a-file", ["--steer-report-dir", str(a_file)], GRID_TEST, f"{a_file}: is a file"),
@@ -143,6 +145,10 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         # probe round 4 of issue 29: the baseline was written over the user's file at the end of the run
         ("save-baseline-over-a-users-file", ["--steer-save-baseline", str(notes)], GRID_TEST,
          f"--steer-save-baseline {notes}: exists and is not a stored baseline pytest-steer wrote"),
+        # probe round 4 of issue 29: the case file was read only after the model had loaded
+        ("dataset-bad-line", ["--steer-dataset", str(bad_line)], GRID_TEST,
+         f"{bad_line} line 1: invalid JSON at column 24"),
+        ("types-unknown", ["--steer-types", "bogus:type"], GRID_TEST, "no cases for instruction type(s) bogus:type"),
     ]
 
 
