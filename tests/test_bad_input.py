@@ -280,3 +280,19 @@ def test_a_huge_option_value_is_quoted_cut_in_one_line(source: str, pytester: py
     assert len(lines) == 1 and len(lines[0]) < 1200, out[:3000]
     assert "alpha" in lines[0] and ("100,00" in lines[0] or "digits" in source)
     assert max(map(len, out.splitlines())) < 1200
+
+
+@pytest.mark.parametrize("option", ["--steer-cache-dir", "--steer-report-dir", "--steer-save-baseline",
+                                    "--steer-compare", "--steer-dataset"])
+def test_an_empty_path_is_refused_not_read_as_the_default(option: str, pytester: pytest.Pytester) -> None:
+    """Probe round 4 of issue 29: `--steer-cache-dir "$CACHE" --steer-clear-cache` with CACHE unset cleared the
+    shared default cache, an empty --steer-report-dir wrote the report into the project folder, and an empty
+    --steer-save-baseline saved nothing, all silently. Checked while the command line is parsed, so even
+    --collect-only refuses it."""
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest(option, "", "--collect-only", "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    expected = f"argument {option}: the path is empty (an unset variable?); give a path, or leave the option out"
+    assert len([line for line in out.splitlines() if expected in line]) == 1, out
+    assert "Traceback" not in out
