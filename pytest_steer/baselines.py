@@ -106,7 +106,7 @@ def overwrite_problem(path: str | Path) -> str | None:
             return f"is not a plain file (a device or a pipe); {what}"
         with open(path, "rb") as fh:
             head = fh.read(64)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there to lose; writing says why it cannot
         return None
     except OSError as exc:
         return f"cannot be checked ({exc.strerror or exc}); {what}"
