@@ -257,6 +257,10 @@ def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = F
             stamp = _stamp_or_none(folder / name)
             if os.path.lexists(folder / name) and (stamp is None or stamp != stamps.get(name)):
                 found.append(str((folder / name).relative_to(out_dir)))
+        for name in (RUN_MANIFEST, REPORT_MANIFEST):  # rewritten by every report: replaced only when ours
+            path = folder / name
+            if os.path.lexists(path) and (path.is_symlink() or read_manifest(path) is None):
+                found.append(str(path.relative_to(out_dir)))
     if not found:
         return None
     them, are = ("them", "they are") if len(found) > 1 else ("it", "it is")
