@@ -135,10 +135,16 @@ class ResultCache:
             self.stats.misses += 1
             return None
         path = self.path(kind, key)
-        try:
-            with open(path, "rb") as fh:
+        try:  # without blocking: a pipe at the record's path would otherwise wait for a writer for ever
+            with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):  # not ours either: kept
+                    self.stats.misses += 1
+                    self._warn_once("read", f"cannot read {path} (not a plain file: a folder or a pipe); "
+                                             "treating it as a miss")
+                    return None
                 raw = fh.read()
-                identity = _file_identity(os.fstat(fh.fileno()))
+                identity = _file_identity(st)
         except FileNotFoundError:
             self.stats.misses += 1
             return None

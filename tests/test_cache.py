@@ -607,6 +607,30 @@ def test_unreadable_record_is_a_miss(tmp_path, caplog):
     assert len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 1
 
 
+def test_a_pipe_at_a_records_path_is_a_miss_not_a_hang(tmp_path, caplog):
+    """Probe round 4 of issue 29: `get` opened a named pipe at a record's path and waited for a writer for ever.
+    It is a miss now, and kept (not a record of ours)."""
+    c = ResultCache(tmp_path)
+    path = c.path("generation", KEY)
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+
+    def unblock() -> None:  # a `get` that opens the pipe (the defect) then fails this test instead of hanging
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=unblock, daemon=True).start()
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        assert c.get("generation", KEY) is None
+    assert "(not a plain file: a folder or a pipe); treating it as a miss" in caplog.text
+    assert stat.S_ISFIFO(path.lstat().st_mode) and c.stats.corrupt == 0
+
+
 def test_failed_clear_turns_the_cache_off(tmp_path, monkeypatch, caplog):
     c = ResultCache(tmp_path)
     c.put("generation", KEY, VALUE)
