@@ -460,3 +460,20 @@ def test_a_users_file_with_a_manifests_name_is_not_overwritten(tmp_path: Path) -
     mine.unlink()
     assert report_run(rows, METRICS, tmp_path, _info()).problems == []
     assert not_ours(tmp_path, runs) is None  # the manifests it wrote are its own
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_link_where_a_run_folder_goes_is_not_written_through(tmp_path: Path) -> None:
+    """Probe round 4 of issue 29: with `run-run2` a link to a folder of the user's, a two-run session wrote its eight
+    files and a manifest into that folder. The report now refuses, in one line, and writes nothing there."""
+    rows, second = _two_runs()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run-run2").symlink_to(elsewhere)
+    report = report_run([*rows, *second], METRICS, out, _info())
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith(f"could not build the report in {out}: run-run2 would be overwritten")
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]

@@ -251,6 +251,9 @@ def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = F
         names.update({out_dir / _run_dir(run): _run_names(configs) for run, configs in runs.items()})
     found = []
     for folder, listed in names.items():
+        if folder != out_dir and folder.is_symlink():  # a link where a run folder goes: never written through
+            found.append(folder.name)
+            continue
         stamps = {**((read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}),
                   **((read_manifest(folder / REPORT_MANIFEST) or {}).get("stamps") or {})}
         for name in dict.fromkeys(listed):
