@@ -18,6 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,8 @@ COMPARED_SETTINGS = (
 _ROW_FIELDS = {f.name for f in dataclasses.fields(ResultRow)}
 _REQUIRED_ROW_FIELDS = [f.name for f in dataclasses.fields(ResultRow)
                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+#: how every file `save_baseline` writes begins (indent 1, sorted keys), in this format and the first one
+_BASELINE_START = re.compile(rb'\{\n "format": [0-9]+,\n "(?:meta|metrics)": ')
 
 
 class BaselineMismatch(UsageError):
@@ -63,8 +68,12 @@ def _json_safe(value: Any) -> Any:
 def save_baseline(path: str | Path, settings: Mapping[str, Mapping[str, Any]], rows: Iterable[ResultRow],
                   metrics: Sequence[Metric]) -> Path:
     """Write the file atomically (a crash never leaves half a baseline). Rows of several runs are
-    summarised per run id."""
+    summarised per run id. Raises BaselineMismatch, writing nothing, when `path` holds something that is not
+    a stored baseline (`overwrite_problem`)."""
     path = Path(path)
+    problem = overwrite_problem(path)
+    if problem:
+        raise BaselineMismatch(f"{path}: {problem}")
     rows = list(rows)
     summary = {}
     for run in dict.fromkeys(r.run for r in rows):
@@ -78,6 +87,32 @@ def save_baseline(path: str | Path, settings: Mapping[str, Mapping[str, Any]], r
            "rows": [dataclasses.asdict(r) for r in rows]}
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=str)
     return write_atomically(path, text)
+
+
+def overwrite_problem(path: str | Path) -> str | None:
+    """Why saving a baseline to `path` would destroy something, or None: a path with nothing there, an empty
+    file, or a stored baseline (saving again updates it) may be written; a file of the user's (a typo such as
+    `--steer-save-baseline conftest.py`), a link or a device may not. Ours is told by how the file begins, so
+    only its first bytes are read."""
+    path = Path(path)
+    what = "give a new path, or move it away"
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            return f"is a link, which saving would replace; give the path it points to, or {what}"
+        if stat.S_ISDIR(mode):
+            return "is a directory; give a file path"
+        if not stat.S_ISREG(mode):
+            return f"is not a plain file (a device or a pipe); {what}"
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except (FileNotFoundError, NotADirectoryError):  # nothing there to lose; writing says why it cannot
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc}); {what}"
+    if head and _BASELINE_START.match(head) is None:
+        return f"exists and is not a stored baseline pytest-steer wrote, so saving would overwrite it; {what}"
+    return None
 
 
 def _shape_problem(doc: Any) -> str | None:
@@ -113,6 +148,9 @@ def load_baseline(path: str | Path) -> StoredBaseline:
     path = Path(path)
     again = f"save a new one with --steer-save-baseline {path}"
     try:
+        if os.path.exists(path) and not path.is_file():  # a folder, or a device or pipe that would never end
+            raise BaselineMismatch(f"stored baseline {path} is not a file (a directory, a device or a pipe); give "
+                                   "the .json file --steer-save-baseline wrote")
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BaselineMismatch(f"stored baseline {path} does not exist; "

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ LEGACY_KINDS = frozenset({"generation", "score", "dose", "vectors", "layer-sweep
 #: release before's `mkstemp` ones), and in `locks/` empty lock files of `SteerRun`'s units
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _RECORD_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}\.json")
-_TEMP_FILE = re.compile(r"([0-9a-f]{2})/\.\1(?:[0-9a-f]{22}\.[0-9a-f]{8}|[0-9a-f]{14}\.[a-z0-9_]{8})\.tmp")
+_TEMP_FILE = re.compile(r"([0-9a-f]{2})/\.\1(?:[0-9a-f]{22}\.[0-9a-f]{8}|[0-9a-f]{14}\.[a-z0-9_]{8})\.tmp"
+                        r"|\.\.pytest-steer-cache\.json\.[0-9a-f]{8}\.tmp")  # the last: the manifest's
 _LOCK_FILE = re.compile(r"unit-[0-9a-f]{10}-trial[0-9]+\.lock")
 #: how every record `put` writes begins (canonical JSON: sorted keys, no spaces)
 _RECORD_START = re.compile(rb'\{"checksum":"[0-9a-f]{64}","format":')
@@ -133,10 +135,16 @@ class ResultCache:
             self.stats.misses += 1
             return None
         path = self.path(kind, key)
-        try:
-            with open(path, "rb") as fh:
+        try:  # without blocking: a pipe at the record's path would otherwise wait for a writer for ever
+            with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):  # not ours either: kept
+                    self.stats.misses += 1
+                    self._warn_once("read", f"cannot read {path} (not a plain file: a folder or a pipe); "
+                                             "treating it as a miss")
+                    return None
                 raw = fh.read()
-                identity = _file_identity(os.fstat(fh.fileno()))
+                identity = _file_identity(st)
         except FileNotFoundError:
             self.stats.misses += 1
             return None
@@ -244,9 +252,10 @@ class ResultCache:
                     kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder)]
                 else:
                     kept.append(f"{folder.name}/")
-        except OSError as exc:
+        except (OSError, RecursionError) as exc:  # RecursionError: a user's folder nested past os.walk's depth
             self.enabled = False
-            self._warn_once("clear", f"cannot clear {self.root} ({_reason(exc)}); the cache is off for this run")
+            reason = _reason(exc) if isinstance(exc, OSError) else "a folder in it is nested too deep to walk"
+            self._warn_once("clear", f"cannot clear {self.root} ({reason}); the cache is off for this run")
             return None
         self._marked.clear()
         if not kept:
@@ -376,16 +385,17 @@ def _remove_records(folder: Path) -> list[str]:
 def _written_here(folder: Path, rel: str) -> bool:
     """Whether the file `rel` of the kind folder `folder` is one `put` or `lock` wrote: a record that reads as
     one (not merely a sha256-named JSON file of the user's), a temp file of an interrupted write, or an empty
-    unit lock file in `locks/` (the only lock files the cache writes). A link is never one: `put` and `lock`
-    write plain files."""
+    unit lock file in `locks/` (the only lock files the cache writes). A link, a pipe or a device is never one:
+    `put` and `lock` write plain files (and opening a pipe to read it would wait for a writer for ever)."""
     path = folder / rel
     try:
-        if path.is_symlink():
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
             return False
         if _TEMP_FILE.fullmatch(rel):
             return True
         if _LOCK_FILE.fullmatch(rel):
-            return folder.name == LOCKS and path.stat().st_size == 0
+            return folder.name == LOCKS and st.st_size == 0
         if not _RECORD_FILE.fullmatch(rel):
             return False
         with open(path, "rb") as fh:

@@ -11,6 +11,7 @@ imported inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::(?P<index>\d+))?")
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
+_MKDTEMP = re.compile(r"[a-z0-9_]{8}")  # the random part of a `tempfile.mkdtemp` name
 
 
 class ModelLoadError(ModelError):
@@ -148,8 +151,39 @@ def embedded_model_dir() -> tuple[Path, str]:
     digest = _file_digest(gguf)
     target = cache_root() / "models" / f"smollm2-135m-instruct-{digest[:12]}-v{_CONVERSION_VERSION}"
     if not (target / "config.json").is_file():
-        _convert_gguf(gguf, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _conversion_lock(target) as alone:
+            if not (target / "config.json").is_file():  # another process may have converted it meanwhile
+                if alone:
+                    _remove_interrupted(target)
+                _convert_gguf(gguf, target)
     return target, f"gguf-sha256:{digest}"
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path) -> Iterator[bool]:
+    """Hold `.<target>.lock` beside `target` while converting: a second process waits, then finds the model
+    converted. Yields whether this process is known to be the only converter (False without file locks)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; conversions may run side by side (each in its own temp dir)
+        yield False
+        return
+    with open(target.parent / f".{target.name}.lock", "ab") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a filesystem that refuses locks: as without fcntl
+            yield False
+            return
+        yield True
+
+
+def _remove_interrupted(target: Path) -> None:
+    """Delete the temp folders of conversions into `target` that were killed (`_convert_gguf`'s `mkdtemp`
+    names, 517 MB each, never cleaned before): called only under the conversion lock, so none is in use."""
+    for tmp in target.parent.glob(f"{target.name}.tmp-*"):
+        if _MKDTEMP.fullmatch(tmp.name[len(target.name) + 5:]) and tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:

@@ -324,6 +324,17 @@ def parse_positive_number(value: Any) -> float:
 BUILTIN_QUALITY = ("offline", "fluency")
 
 
+def parse_path(value: Any) -> str:
+    """A file or directory path. An empty one is refused: it is what an unset variable in a script gives
+    (`--steer-cache-dir "$CACHE"`), and read as "the default" it made `--steer-clear-cache` clear the shared
+    default cache, and as a report dir the project folder."""
+    text = str(value)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty (an unset variable?); give a path, or leave the option "
+                                         "out for its default")
+    return text
+
+
 def parse_quality(value: Any) -> str:
     """ "offline" (degeneration-aware, default), "fluency", or a reward model id/path.
 

@@ -28,6 +28,7 @@ from .options import (
     parse_int,
     parse_list,
     parse_methods,
+    parse_path,
     parse_positive_int,
     parse_quality,
     parse_temperature,
@@ -137,7 +138,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "recommendation budget: rise of the repetition rate (worst window) against the baseline; only with a reward "
         "model or fluency as the headline (the offline quality already counts repetition)",
     ),
-    Option("report_dir", str, "steer-report", "where results, figures and the HTML report go", marker=False),
+    Option("report_dir", parse_path, "steer-report", "where results, figures and the HTML report go", marker=False),
     Option(
         "html",
         parse_bool,
@@ -148,7 +149,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("cache", parse_bool, True, "reuse finished generations and scores from the on-disk cache", marker=False),
     Option(
         "cache_dir",
-        str,
+        parse_path,
         None,
         "cache directory (default: $PYTEST_STEER_CACHE or ~/.cache/pytest-steer/results)",
         marker=False,
@@ -157,14 +158,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("static_cache", parse_bool, False, "static KV cache (compiled decoding on CUDA) for large grids"),
     Option(
         "save_baseline",
-        str,
+        parse_path,
         None,
         "save this run's summary and per-example results to a JSON file (to commit or keep as a CI artifact)",
         marker=False,
     ),
     Option(
         "compare",
-        str,
+        parse_path,
         None,
         "compare this run with a saved baseline file and fail tests whose metrics regressed",
         marker=False,

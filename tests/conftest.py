@@ -14,8 +14,9 @@ import pytest_steer.backends as backends
 import pytest_steer.methods as methods
 import pytest_steer.scores as scores
 import pytest_steer.session.finish
-import pytest_steer.session.run  # noqa: F401
+import pytest_steer.session.run
 import pytest_steer.tasks as tasks
+import pytest_steer.tasks.ifeval.scorer  # noqa: F401  (else a pytester run reloads it: two IFEvalScorer classes)
 from pytest_steer.models import LoadedModel, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -84,6 +84,10 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     a_file.write_text("x")
     wrong_shape = tmp / "wrong-shape.json"
     wrong_shape.write_text(json.dumps({"format": 1}))
+    notes = tmp / "notes.json"
+    notes.write_text('{"my": "data"}')
+    bad_line = tmp / "bad-line.jsonl"
+    bad_line.write_text('{"key": "x", "prompt": \n')
     return [
         ("save-baseline-unwritable", ["--steer-save-baseline", "/proc/x/b.json"], GRID_TEST, "/proc/x/b.json"),
         ("report-dir-is-a-file", ["--steer-report-dir", str(a_file)], GRID_TEST, f"{a_file}: is a file"),
@@ -138,6 +142,13 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
          "cannot be read (File name too long)"),
         ("dataset-file-missing", ["--steer-dataset", f"{tmp}/no-such-cases.jsonl"], GRID_TEST,
          "no-such-cases.jsonl: no such file"),  # was found only after the model had loaded
+        # probe round 4 of issue 29: the baseline was written over the user's file at the end of the run
+        ("save-baseline-over-a-users-file", ["--steer-save-baseline", str(notes)], GRID_TEST,
+         f"--steer-save-baseline {notes}: exists and is not a stored baseline pytest-steer wrote"),
+        # probe round 4 of issue 29: the case file was read only after the model had loaded
+        ("dataset-bad-line", ["--steer-dataset", str(bad_line)], GRID_TEST,
+         f"{bad_line} line 1: invalid JSON at column 24"),
+        ("types-unknown", ["--steer-types", "bogus:type"], GRID_TEST, "no cases for instruction type(s) bogus:type"),
     ]
 
 
@@ -269,3 +280,19 @@ def test_a_huge_option_value_is_quoted_cut_in_one_line(source: str, pytester: py
     assert len(lines) == 1 and len(lines[0]) < 1200, out[:3000]
     assert "alpha" in lines[0] and ("100,00" in lines[0] or "digits" in source)
     assert max(map(len, out.splitlines())) < 1200
+
+
+@pytest.mark.parametrize("option", ["--steer-cache-dir", "--steer-report-dir", "--steer-save-baseline",
+                                    "--steer-compare", "--steer-dataset"])
+def test_an_empty_path_is_refused_not_read_as_the_default(option: str, pytester: pytest.Pytester) -> None:
+    """Probe round 4 of issue 29: `--steer-cache-dir "$CACHE" --steer-clear-cache` with CACHE unset cleared the
+    shared default cache, an empty --steer-report-dir wrote the report into the project folder, and an empty
+    --steer-save-baseline saved nothing, all silently. Checked while the command line is parsed, so even
+    --collect-only refuses it."""
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest(option, "", "--collect-only", "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    expected = f"argument {option}: the path is empty (an unset variable?); give a path, or leave the option out"
+    assert len([line for line in out.splitlines() if expected in line]) == 1, out
+    assert "Traceback" not in out

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,45 @@ def test_regressions_skip_what_the_file_does_not_have(stored: Path) -> None:
     assert regressions(b, steered, config="pasta-alpha10", trial=0, margin=0.0, metrics=METRICS) == []
     b.metrics = [m for m in b.metrics if m.name != "quality"]  # a metric the stored run did not declare
     assert regressions(b, _rows(quality=0.0), config="pasta-alpha5", trial=None, margin=0.05, metrics=METRICS) == []
+
+
+def test_saving_never_overwrites_what_is_not_a_stored_baseline(tmp_path: Path, stored: Path) -> None:
+    """Probe round 4 of issue 29: `--steer-save-baseline notes.json` replaced a user's notes.json with the
+    baseline. A stored baseline (saving again updates it), an empty file or a new path may be written; a file
+    of the user's, a link (saving replaced it with a file) or a device may not, and they stay as they were."""
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "data"}')
+    link = tmp_path / "latest.json"
+    link.symlink_to(stored)
+    for path, problem in [(notes, "exists and is not a stored baseline pytest-steer wrote"), (link, "is a link"),
+                          (Path("/dev/null"), "is not a plain file"), (tmp_path, "is a directory")]:
+        with pytest.raises(BaselineMismatch) as info:
+            save_baseline(path, SETTINGS, _rows(), METRICS)
+        assert str(info.value).startswith(f"{path}: {problem}") and "\n" not in str(info.value)
+    assert notes.read_text() == '{"my": "data"}' and link.is_symlink() and link.resolve() == stored
+    before = load_baseline(stored)
+    save_baseline(stored, SETTINGS, _rows(quality=0.9), METRICS)  # ours: updated in place
+    assert load_baseline(stored).rows != before.rows
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    assert len(load_baseline(save_baseline(empty, SETTINGS, _rows(), METRICS)).rows) == len(_rows())
+
+
+def test_a_stored_baseline_that_is_a_pipe_or_device_is_refused_without_reading(tmp_path: Path) -> None:
+    """`--steer-compare /dev/zero` read without end (memory), and a named pipe waited for a writer for ever."""
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)
+
+    def unblock() -> None:  # so that a reader that opens the pipe (the defect) fails this test instead of hanging
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=unblock, daemon=True).start()
+    for path in (pipe, Path("/dev/zero")):
+        with pytest.raises(BaselineMismatch, match=r"is not a file \(a directory, a device or a pipe\)"):
+            load_baseline(path)

@@ -7,7 +7,10 @@ import logging
 import multiprocessing
 import os
 import re
+import stat
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +226,62 @@ def test_clear_deletes_files_only_by_their_exact_names_and_never_links_or_a_user
     assert not record.exists() and not new_temp.exists() and not Path(old_temp).exists()
     assert not (root / "locks" / f"{UNIT_LOCK}.lock").exists()
     assert line is not None and "locks/held.lock" in line and "dose/plans/" in line
+
+
+def test_clear_opens_and_deletes_only_plain_files_and_its_own_interrupted_manifest(tmp_path, caplog, monkeypatch):
+    """Probe round 4 of issue 29: a named pipe with a record's name hung the clear (it opened the pipe to read it
+    and waited for a writer), one with a temp file's name was deleted, the temp file of an interrupted manifest
+    write was named as the user's for ever (and kept its folder), and a user's folder nested 1,500 deep raised
+    RecursionError out of the clear."""
+    c = ResultCache(tmp_path / "cache")
+    c.put("generation", KEY, VALUE)
+    record = c.path("generation", KEY)
+    shard = record.parent
+    pipe = shard / f"{shard.name}{'e' * 62}.json"
+    os.mkfifo(pipe)
+    temp_pipe = shard / f".{shard.name}{'d' * 22}.0123abcd.tmp"
+    os.mkfifo(temp_pipe)
+
+    def unblock() -> None:  # a clear that opens the pipe (the defect) then fails this test instead of hanging
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    opener = threading.Thread(target=unblock, daemon=True)
+    opener.start()
+    os.close(_create_temp(record.parent.parent / cache_mod.CACHE_MANIFEST)[0])  # the manifest's interrupted write
+    line = c.clear()
+    assert not record.exists()
+    assert stat.S_ISFIFO(pipe.lstat().st_mode) and stat.S_ISFIFO(temp_pipe.lstat().st_mode)
+    names = sorted(p.name for p in (tmp_path / "cache" / "generation").rglob("*") if not p.is_dir())
+    assert names == sorted([pipe.name, temp_pipe.name, cache_mod.CACHE_MANIFEST]), names
+    assert line is not None and pipe.name in line and ".tmp" not in line.replace(temp_pipe.name, "")
+
+    os.unlink(pipe)
+    os.unlink(temp_pipe)
+    c.put("generation", KEY, VALUE)
+    monkeypatch.chdir(c.path("generation", KEY).parent.parent)
+    for _ in range(1500):  # 3,000 characters: within the system's path limit, past os.walk's recursion
+        os.mkdir("a")
+        os.chdir("a")
+    Path("mine.txt").write_text("a user's file")
+    monkeypatch.chdir(tmp_path)
+    deep = c.path("generation", KEY).parent.parent / "/".join(["a"] * 1500)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert c.clear() is None
+        assert "is nested too deep to walk); the cache is off for this run" in caplog.text
+        assert not c.enabled
+        assert (deep / "mine.txt").read_text() == "a user's file"
+    finally:  # bottom up: pytest's own clean-up of old temp dirs (shutil.rmtree) recurses, and would fail on it
+        (deep / "mine.txt").unlink()
+        for _ in range(1500):
+            deep.rmdir()
+            deep = deep.parent
 
 
 def test_clear_in_the_report_dir_does_not_call_the_reports_files_someone_elses(tmp_path):
@@ -546,6 +605,30 @@ def test_unreadable_record_is_a_miss(tmp_path, caplog):
         assert c.get("generation", KEY) is None
     assert (c.stats.misses, c.stats.hits, c.stats.corrupt) == (2, 0, 0)
     assert len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 1
+
+
+def test_a_pipe_at_a_records_path_is_a_miss_not_a_hang(tmp_path, caplog):
+    """Probe round 4 of issue 29: `get` opened a named pipe at a record's path and waited for a writer for ever.
+    It is a miss now, and kept (not a record of ours)."""
+    c = ResultCache(tmp_path)
+    path = c.path("generation", KEY)
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+
+    def unblock() -> None:  # a `get` that opens the pipe (the defect) then fails this test instead of hanging
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=unblock, daemon=True).start()
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        assert c.get("generation", KEY) is None
+    assert "(not a plain file: a folder or a pipe); treating it as a miss" in caplog.text
+    assert stat.S_ISFIFO(path.lstat().st_mode) and c.stats.corrupt == 0
 
 
 def test_failed_clear_turns_the_cache_off(tmp_path, monkeypatch, caplog):

@@ -342,3 +342,35 @@ def test_start_up_checks_import_no_torch(tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_an_interrupted_conversion_is_cleaned_up_and_nothing_else(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe round 4 of issue 29: a run killed while converting the embedded model left its temp folder (up to
+    517 MB) in the cache's models/ folder, and every later interrupted first run another one, never cleaned. Under
+    the conversion lock, the temp folders of killed conversions into the same target go; anything else stays."""
+    monkeypatch.setenv("PYTEST_STEER_CACHE", str(tmp_path))
+    converted: list[Path] = []
+
+    def convert(gguf: Path, target: Path) -> None:  # the real one dequantizes 517 MB
+        (target / "config.json").parent.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        converted.append(target)
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    digest = models._file_digest(models.embedded_gguf_path())
+    name = f"smollm2-135m-instruct-{digest[:12]}-v{models._CONVERSION_VERSION}"
+    killed = tmp_path / "models" / f"{name}.tmp-k1ll3d_x"
+    killed.mkdir(parents=True)
+    (killed / "model.safetensors").write_bytes(b"\0" * 1024)
+    kept = [tmp_path / "models" / f"{name}.tmp-notes.txt", tmp_path / "models" / "mine" / "config.json",
+            tmp_path / "models" / f"{name}.tmp-longer-than-mkdtemp" / "x"]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    target, _ = models.embedded_model_dir()
+    assert converted == [target] and target.name == name
+    assert not killed.exists()
+    assert all(path.read_text() == "mine" for path in kept)
+    models.embedded_model_dir()  # converted: nothing more happens
+    assert converted == [target]

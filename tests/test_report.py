@@ -14,6 +14,7 @@ import pytest
 from pytest_steer import reduce
 from pytest_steer.analysis import fixed_and_broken, recommend
 from pytest_steer.baselines import load_baseline
+from pytest_steer.files import RUN_MANIFEST
 from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
 from pytest_steer.report.html import summary_html, write_standalone
@@ -441,3 +442,38 @@ def test_report_run_compares_methods_at_matched_dose(tmp_path: Path) -> None:
     # without a dose there is no such comparison, and no failure
     plain = report_run(sweep_rows(n_keys=6), METRICS, tmp_path / "plain", _info())
     assert "Methods at matched dose" not in plain.fragment and plain.problems == []
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_users_file_with_a_manifests_name_is_not_overwritten(tmp_path: Path) -> None:
+    """Probe round 4 of issue 29: a file of the user's named `.pytest-steer-run.json` (no `written_by`) at the top of
+    the report dir was replaced by the run manifest. The manifests are checked like every other name."""
+    mine = tmp_path / RUN_MANIFEST
+    mine.write_text('{"mine": 1}')
+    rows = sweep_rows(n_keys=4)
+    runs = {"run1": list(dict.fromkeys(r.config for r in rows))}
+    line = not_ours(tmp_path, runs)
+    assert line is not None and line.startswith(f"{RUN_MANIFEST} would be overwritten by the report")
+    report = report_run(rows, METRICS, tmp_path, _info())
+    assert len(report.problems) == 1 and RUN_MANIFEST in report.problems[0]
+    assert mine.read_text() == '{"mine": 1}'
+    mine.unlink()
+    assert report_run(rows, METRICS, tmp_path, _info()).problems == []
+    assert not_ours(tmp_path, runs) is None  # the manifests it wrote are its own
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_link_where_a_run_folder_goes_is_not_written_through(tmp_path: Path) -> None:
+    """Probe round 4 of issue 29: with `run-run2` a link to a folder of the user's, a two-run session wrote its eight
+    files and a manifest into that folder. The report now refuses, in one line, and writes nothing there."""
+    rows, second = _two_runs()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run-run2").symlink_to(elsewhere)
+    report = report_run([*rows, *second], METRICS, out, _info())
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith(f"could not build the report in {out}: run-run2 would be overwritten")
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]

@@ -118,6 +118,15 @@ def _check_writable(option: str, path: Path, *, is_dir: bool) -> None:
         raise StartError(f"{option} {path}: {problem}")
 
 
+def _check_overwrite(option: str, path: Path) -> None:
+    """Fail at start-up, not after generating, when saving the baseline would replace a file of the user's."""
+    from ..baselines import overwrite_problem
+
+    problem = overwrite_problem(path)
+    if problem:
+        raise StartError(f"{option} {path}: {problem}")
+
+
 class SteerSession:
     """A pytest session's steering state: settings, the run (created on first use), gathered rows, the report.
 
@@ -247,6 +256,7 @@ class SteerSession:
             self._check_report_files(html)
             if g["save_baseline"]:
                 _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
+                _check_overwrite("--steer-save-baseline", Path(g["save_baseline"]))
         cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
         try:
             if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():

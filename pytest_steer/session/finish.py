@@ -251,12 +251,19 @@ def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = F
         names.update({out_dir / _run_dir(run): _run_names(configs) for run, configs in runs.items()})
     found = []
     for folder, listed in names.items():
+        if folder != out_dir and folder.is_symlink():  # a link where a run folder goes: never written through
+            found.append(folder.name)
+            continue
         stamps = {**((read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}),
                   **((read_manifest(folder / REPORT_MANIFEST) or {}).get("stamps") or {})}
         for name in dict.fromkeys(listed):
             stamp = _stamp_or_none(folder / name)
             if os.path.lexists(folder / name) and (stamp is None or stamp != stamps.get(name)):
                 found.append(str((folder / name).relative_to(out_dir)))
+        for name in (RUN_MANIFEST, REPORT_MANIFEST):  # rewritten by every report: replaced only when ours
+            path = folder / name
+            if os.path.lexists(path) and (path.is_symlink() or read_manifest(path) is None):
+                found.append(str(path.relative_to(out_dir)))
     if not found:
         return None
     them, are = ("them", "they are") if len(found) > 1 else ("it", "it is")

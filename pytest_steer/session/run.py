@@ -253,6 +253,7 @@ class SteerRun:
             spec.configs()
             check_methods(self.backend, spec.methods)  # before the model loads
             check_metric_names(metrics_of(self.task(spec).scorers))  # before the model loads
+            self.split(spec)  # the cases too: a bad case file or an unknown type fails before the model loads
             self.engine(spec).check_context(self.requests(spec, 0))  # every trial renders the same prompts
             for s in self.scorers(spec):
                 s.check()

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ...options import Option, Settings, parse_int, parse_list, parse_positive_int
+from ...options import Option, Settings, parse_int, parse_list, parse_path, parse_positive_int
 from ..base import Case, CaseLoadError, CaseSet, CaseSplit, index_by_key
 
 EMBEDDED = "embedded"
@@ -340,7 +340,7 @@ def parse_types(value: object) -> tuple[str, ...]:
 
 #: IFEval's own settings: where its cases come from and which are selected
 IFEVAL_OPTIONS = (
-    Option("dataset", str, "embedded",
+    Option("dataset", parse_path, "embedded",
            "cases: 'embedded', a .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id"),
     Option("split", str, "train", "dataset split for Hugging Face datasets"),
     Option("types", parse_types, SEED_INSTRUCTION_TYPES,
