@@ -45,6 +45,21 @@ def _files(root: Path, pattern: str = "*") -> list[Path]:
 # Basics
 
 
+
+def _fail_instead_of_hanging(pipe: Path) -> None:
+    """Open `pipe`'s write end for 10 s from a thread, so code that opens it for reading (the defect under test)
+    gets an empty read and fails its test instead of hanging the suite."""
+    def unblock() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=unblock, daemon=True).start()
+
 def test_round_trip_and_layout(tmp_path):
     c = ResultCache(tmp_path)
     assert c.get("generation", KEY) is None
@@ -242,17 +257,7 @@ def test_clear_opens_and_deletes_only_plain_files_and_its_own_interrupted_manife
     temp_pipe = shard / f".{shard.name}{'d' * 22}.0123abcd.tmp"
     os.mkfifo(temp_pipe)
 
-    def unblock() -> None:  # a clear that opens the pipe (the defect) then fails this test instead of hanging
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass
-            time.sleep(0.05)
-
-    opener = threading.Thread(target=unblock, daemon=True)
-    opener.start()
+    _fail_instead_of_hanging(pipe)  # a clear that opens the pipe (the defect) fails this test
     os.close(_create_temp(record.parent.parent / cache_mod.CACHE_MANIFEST)[0])  # the manifest's interrupted write
     line = c.clear()
     assert not record.exists()
@@ -615,16 +620,7 @@ def test_a_pipe_at_a_records_path_is_a_miss_not_a_hang(tmp_path, caplog):
     path.parent.mkdir(parents=True)
     os.mkfifo(path)
 
-    def unblock() -> None:  # a `get` that opens the pipe (the defect) then fails this test instead of hanging
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass
-            time.sleep(0.05)
-
-    threading.Thread(target=unblock, daemon=True).start()
+    _fail_instead_of_hanging(path)  # a `get` that opens the pipe (the defect) fails this test
     with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
         assert c.get("generation", KEY) is None
     assert "(not a plain file: a folder or a pipe); treating it as a miss" in caplog.text
