@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_manifest, report_files, write_atomically, write_manifest
+from .files import printable, read_manifest, report_files, write_atomically, write_manifest
 
 try:
     import fcntl
@@ -241,7 +241,7 @@ class ResultCache:
                 folders = [_kind_dir(self.root, kind)]
             elif self.root.is_dir():
                 report = report_files(self.root)  # a cache dir that is also the report dir: the report's are ours
-                folders = sorted(p for p in self.root.iterdir() if p.name not in report)
+                folders = sorted(p for p in self.root.iterdir() if p.name not in report or _is_ours(p))
             else:
                 folders = []
             for folder in folders:
@@ -249,7 +249,9 @@ class ResultCache:
                     if folder.exists() or folder.is_symlink():
                         kept.append(folder.name)
                 elif _is_ours(folder):
-                    kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder)]
+                    reports = report_files(folder)  # a report dir inside a kind folder: its files are ours too
+                    kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder)
+                             if rel.split("/")[0] not in reports]
                 else:
                     kept.append(f"{folder.name}/")
         except (OSError, RecursionError) as exc:  # RecursionError: a user's folder nested past os.walk's depth
@@ -262,7 +264,7 @@ class ResultCache:
             return None
         more = f" and {len(kept) - _NAMED} more" if len(kept) > _NAMED else ""
         return (f"pytest-steer cache: cleared {self.root}, but kept what it did not write there: "
-                f"{', '.join(kept[:_NAMED])}{more}")
+                f"{printable(', '.join(kept[:_NAMED]))}{more}")
 
     def _mark(self, kind: str) -> None:
         """Write the manifest that makes a kind folder provably ours (once per kind and cache object)."""
@@ -284,6 +286,8 @@ class ResultCache:
         try:
             if _file_identity(os.stat(path)) == identity:
                 path.unlink()
+                with contextlib.suppress(OSError):  # its shard folder, if now empty: `clear` keeps empty ones
+                    path.parent.rmdir()
             else:
                 outcome = "a concurrent writer has replaced it since"
         except FileNotFoundError:
@@ -361,6 +365,7 @@ def _remove_records(folder: Path) -> list[str]:
     removed = 0
     for here, dirs, files in os.walk(folder, topdown=False):
         base = Path(here)
+        emptied = False  # a shard folder goes only when it held records: an empty one may be the user's
         for name in files + [d for d in dirs if (base / d).is_symlink()]:
             rel = (base / name).relative_to(folder).as_posix()
             if name in dirs or (rel != CACHE_MANIFEST and not _written_here(folder, rel)):
@@ -369,7 +374,9 @@ def _remove_records(folder: Path) -> list[str]:
                 with contextlib.suppress(FileNotFoundError):  # already gone, e.g. another worker cleared it
                     (base / name).unlink()
                 removed += 1
-        if base != folder and base.parent == folder and _SHARD.fullmatch(base.name) and not any(base.iterdir()):
+                emptied = True
+        if (emptied and base != folder and base.parent == folder and _SHARD.fullmatch(base.name)
+                and not any(base.iterdir())):
             base.rmdir()
             removed += 1
         elif base != folder and not any(base.iterdir()):
@@ -436,11 +443,12 @@ def _check_record(raw: bytes, key: Any) -> tuple[dict[str, Any] | None, str | No
 def cache_root() -> Path:
     """Where pytest-steer keeps converted models and results.
 
-    `$PYTEST_STEER_CACHE` wins, then `$XDG_CACHE_HOME/pytest-steer`, then `~/.cache/pytest-steer`.
+    `$PYTEST_STEER_CACHE` wins, then `$XDG_CACHE_HOME/pytest-steer`, then `~/.cache/pytest-steer`. A variable
+    set to blanks counts as unset, as the XDG spec has it (`" "` is no folder anyone means).
     """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    if os.environ.get(CACHE_ENV, "").strip():
+        return Path(os.environ[CACHE_ENV].strip()).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
     return Path(base) / "pytest-steer"
 
 

@@ -57,6 +57,8 @@ def _create_temp(path: Path) -> tuple[int, str]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
+        except FileNotFoundError:  # the folder went meanwhile (a cache shard emptied by another process)
+            path.parent.mkdir(parents=True, exist_ok=True)
     raise FileExistsError(f"could not create a temp file beside {path}")
 
 
@@ -70,6 +72,13 @@ def _replace(src: str, dst: Path) -> None:
             if attempt == _REPLACE_RETRIES - 1:
                 raise
             time.sleep(0.01 * 2**attempt)
+
+
+def printable(text: str) -> str:
+    """`text` with each character a terminal would act on (escape codes, newlines) written as its Python
+    escape: file names of the user's are named in one terminal line, and must neither break it nor drive the
+    terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def write_manifest(folder: Path, name: str = RUN_MANIFEST, **fields: Any) -> Path:

@@ -29,8 +29,9 @@ def nearest(word: str, choices: Any, cutoff: float = 0.6) -> str | None:
     """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
     import difflib
 
-    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
-    return found[0] if found else None
+    by_lower = {str(c).lower(): str(c) for c in choices}  # `LOCAL` is a typo of `local` too
+    found = difflib.get_close_matches(str(word).lower(), by_lower, n=1, cutoff=cutoff)
+    return by_lower[found[0]] if found else None
 
 
 #: an error quotes what it got; past these lengths a word of it (a pasted file, a 100k-character value) is cut
@@ -408,16 +409,20 @@ def resolve(
                 f"@pytest.mark.steer got unknown keyword {k!r}"
                 + (f"; did you mean {hint!r}?" if hint else f"; allowed: {', '.join(allowed)}")
             )
+    marked: dict[str, Any] = {}  # parsed even where the command line wins: a bad value is an error in any run
+    for o in options:
+        if o.name in marker_kwargs and o.marker:
+            try:
+                marked[o.name] = o.parse(marker_kwargs[o.name])
+            except argparse.ArgumentTypeError as exc:
+                raise MarkerError(f"@pytest.mark.steer({o.name}={marker_kwargs[o.name]!r}): {exc}") from None
     out: dict[str, Any] = {}
     for o in options:
         cli = get_cli(o.name)
         if cli is not None and not (o.flag and cli is False):
             out[o.name] = cli
-        elif o.name in marker_kwargs and o.marker:
-            try:
-                out[o.name] = o.parse(marker_kwargs[o.name])
-            except argparse.ArgumentTypeError as exc:
-                raise MarkerError(f"@pytest.mark.steer({o.name}={marker_kwargs[o.name]!r}): {exc}") from None
+        elif o.name in marked:
+            out[o.name] = marked[o.name]
         else:
             ini = get_ini(o.name)
             if ini in (None, "", []):

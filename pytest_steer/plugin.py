@@ -338,12 +338,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 whole.add(_spec_for(it))
     except MarkerError as exc:
         raise pytest.UsageError(shorten(f"pytest-steer: {exc}")) from None
-    if config.option.collectonly:  # markers are checked as a run checks them; nothing is started
+    html = bool(steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None)
+                and hasattr(config.option, "htmlpath"))
+    if config.option.collectonly:  # markers and paths are checked as a run checks them; nothing is started
+        try:
+            if not steer.is_worker:
+                steer.check_paths([*selected, *whole], html=html)
+        except StartError as exc:
+            raise pytest.UsageError(shorten(f"pytest-steer: {exc}")) from None
         return
     steer.note_partial_selection(selected, whole)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    html = bool(steer.settings["html"] and not steer.is_worker and not getattr(config.option, "htmlpath", None)
-                and hasattr(config.option, "htmlpath"))
     try:
         steer.start([*selected, *whole],
                     say=lambda line: reporter.write_line(f"pytest-steer: {line}", yellow=True) if reporter else None,
@@ -438,8 +443,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = _session(config).display()
-    if lines and config.get_verbosity() >= 0:
+    lines = _session(config).display(quiet=config.get_verbosity() < 0)
+    if lines:
         terminalreporter.section("pytest-steer")
         for line in lines:
             terminalreporter.write_line(line)

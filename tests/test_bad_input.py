@@ -242,6 +242,53 @@ def test_collect_only_reports_marker_errors_like_a_run(pytester: pytest.Pytester
     assert not (pytester.path / "model-loaded").exists() and not (pytester.path / "steer-report").exists()
 
 
+def test_collect_only_refuses_the_paths_a_run_refuses(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: --collect-only passed a --steer-save-baseline that would replace a file of the
+    user's, which a run refuses before it starts."""
+    pytester.makeconftest(SPY)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider", "--steer-save-baseline", str(notes))
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert len([ln for ln in out.splitlines() if f"--steer-save-baseline {notes}: exists and is not" in ln]) == 1
+    assert notes.read_text() == '{"mine": 1}' and not (pytester.path / "steer-report").exists()
+
+
+def test_a_marker_value_the_command_line_overrides_is_still_checked(pytester: pytest.Pytester,
+                                                                    tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: with --steer-trials 2, the marker's trials=10**9 was never parsed; it is a bad
+    value in any run (the command line may be dropped tomorrow)."""
+    pytester.makepyfile(test_bad=_marker_test("alphas=[5], trials=10**9"))
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider", "--steer-trials", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert len([ln for ln in out.splitlines() if "trials=1000000000): 1000000000 trials are more than" in ln]) == 1
+
+
+def test_an_option_of_a_backend_not_chosen_is_named(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: `--steer-backend local --steer-ray-replicas 4` ignored the Ray option silently."""
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest("--collect-only", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider", "--steer-backend", "local", "--steer-ray-replicas", "4")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out
+    assert len([ln for ln in out.splitlines() if "--steer-ray-replicas set, but the backend is 'local': it does "
+                "nothing in this run" in ln]) == 1, out
+
+
+def test_a_backend_name_in_the_wrong_case_gets_a_hint(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: `--steer-backend LOCAL` named the registered backends but no nearest one."""
+    pytester.makepyfile(test_bad=GRID_TEST)
+    result = pytester.runpytest("--collect-only", "-q", "--steer-cache-dir", str(tmp_path / "cache"), "-p",
+                                "no:cacheprovider", "--steer-backend", "LOCAL")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "did you mean 'local'?" in out, out
+
+
 def test_marker_options_of_methods_the_test_does_not_run_warn(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """Issue 29: `actadd_coefs=` on a test that runs only PASTA was ignored silently."""
     pytester.makepyfile(test_bad=_marker_test("methods='pasta', alphas=[5], actadd_coefs=[2], actadd_layer=3"))

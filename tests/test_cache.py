@@ -312,6 +312,50 @@ def test_clear_in_the_report_dir_does_not_call_the_reports_files_someone_elses(t
          "summary.csv", "summary.html"])
 
 
+def test_clear_with_the_report_dir_in_a_kind_folder_clears_its_records(tmp_path):
+    """Probe round 5 of issue 29: with the report dir inside the cache's `generation/`, the run manifest there made
+    the whole kind folder count as the report's, so clear skipped its records and still said "cleared". The
+    records go; the report's files stay, and are not named as someone else's."""
+    from pytest_steer.session.finish import RunInfo, report_run
+
+    from .factories import METRICS, sweep_rows
+
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    info = RunInfo(meta={"model": "tiny"}, settings={"run1": {"task": "ifeval", "seed": 0}},
+                   primary="strict_prompt_accuracy")
+    report_run(sweep_rows(n_keys=3), METRICS, tmp_path / "generation", info)
+    line = c.clear()
+    assert c.get("generation", KEY) is None
+    assert (tmp_path / "generation" / "summary.html").is_file()
+    assert (tmp_path / "generation" / "results.jsonl").is_file()
+    assert line is None
+
+
+def test_clear_keeps_a_users_empty_folder_named_like_a_shard(tmp_path):
+    """Probe round 5 of issue 29: an empty folder of the user's with a shard's name (`ab/`) in a kind folder of
+    ours was removed; a shard folder goes only once its records have."""
+    c = ResultCache(tmp_path)
+    c.put("generation", KEY, VALUE)
+    shard = c.path("generation", KEY).parent
+    mine = tmp_path / "generation" / ("ab" if shard.name != "ab" else "cd")
+    mine.mkdir()
+    line = c.clear()
+    assert not shard.exists() and mine.is_dir()
+    assert line is not None and f"generation/{mine.name}/" in line
+
+
+def test_a_blank_cache_variable_counts_as_unset(tmp_path, monkeypatch):
+    """Probe round 5 of issue 29: PYTEST_STEER_CACHE=" " made a folder named " " in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    for blank in ("", " ", "\t"):
+        monkeypatch.setenv("PYTEST_STEER_CACHE", blank)
+        assert cache_root() == tmp_path / "home" / ".cache" / "pytest-steer"
+    monkeypatch.setenv("PYTEST_STEER_CACHE", f" {tmp_path / 'mine'} ")
+    assert cache_root() == tmp_path / "mine"
+
+
 def test_a_forged_or_foreign_manifest_does_not_make_a_folder_ours(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / cache_mod.CACHE_MANIFEST).write_text('{"written_by": "someone-else", "kind": "data"}')

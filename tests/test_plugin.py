@@ -554,3 +554,20 @@ def test_clear_cache_keeps_what_is_not_ours_and_says_so(pytester: pytest.Pyteste
     assert {rel: (cache / rel).read_text() for rel in user} == user
     result.stdout.fnmatch_lines([f"*pytest-steer cache: cleared {cache}, but kept what it did not write there: "
                                  "huggingface/, my-project-data/"])
+
+
+def test_quiet_still_names_what_was_kept(pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: under `-q` the whole pytest-steer section was hidden, the line naming the user's
+    folders kept in the report dir (and the clear line of the cache) with it; `-q` hides the tables only."""
+    cache = tmp_path / "shared"
+    (cache / "my-project-data").mkdir(parents=True)
+    pytester.makepyfile("def test_point(steer_result):\n    pass\n")
+    (pytester.path / "report" / "run-friday").mkdir(parents=True)
+    args = [*_args(tiny_model_dir, cache, grid=False), "--steer-methods", "prompt", "--steer-prompt-variants",
+            "system", "--steer-trials", "1", "--steer-clear-cache", "-q"]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert len([ln for ln in out.splitlines() if ln.startswith("kept in") and "run-friday/" in ln]) == 1, out
+    assert len([ln for ln in out.splitlines() if "but kept what it did not write there: my-project-data/" in ln]) == 1
+    assert not [ln for ln in out.splitlines() if ln.startswith("report: ")]  # the summary stays hidden under -q

@@ -331,6 +331,65 @@ def test_a_copied_or_edited_run_folder_is_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_figures")
+@pytest.mark.parametrize("how", ["cp -a", "mv"])
+def test_a_run_folder_brought_from_another_report_dir_is_kept(tmp_path: Path, how: str) -> None:
+    """Probe round 5 of issue 29: `cp -a report-a/run-run2 report-b/` (or tar, which also keeps size and time)
+    gave report-b a folder whose manifest named it and whose files matched its stamps, and the next session
+    in report-b deleted it as its own. A manifest now vouches only for the folder it was written in, and its
+    stamps for the very files (their inode). The same holds for a folder moved with `mv`."""
+    import os
+    import shutil
+
+    a, b = tmp_path / "report-a", tmp_path / "report-b"
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, a, _info())
+    report_run([*rows, *second], METRICS, b, _info())
+    shutil.rmtree(b / "run-run2")  # what report-b's own session wrote there; the user brings report-a's instead
+    if how == "mv":
+        os.rename(a / "run-run2", b / "run-run2")
+    else:
+        shutil.copytree(a / "run-run2", b / "run-run2", copy_function=shutil.copy2)
+    brought = {p.name: p.read_bytes() for p in (b / "run-run2").iterdir()}
+    report = report_run(rows, METRICS, b, _info())  # one run now: b's run folders are replaced
+    assert report.problems == []
+    assert {p.name: p.read_bytes() for p in (b / "run-run2").iterdir()} == brought
+    assert not (b / "run-run1").exists()  # b's own, as written: removed
+    kept = [line for line in report.terminal_lines if line.startswith("kept in")]
+    assert report.kept == kept and len(kept) == 1
+    assert f"run-run2/ (moved or copied here: its manifest was written in {a / 'run-run2'})" in kept[0]
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_files_copied_into_a_run_folder_are_not_vouched_for(tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: a file copied with its time where one a manifest lists was (a restore from a
+    backup) matched its size and time stamps, so a later session replaced or removed it as its own; a copy has
+    another inode."""
+    import shutil
+
+    rows, second = _two_runs()
+    runs = {"run1": list(dict.fromkeys(r.config for r in rows)), "run2": list(dict.fromkeys(r.config for r in second))}
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    assert not_ours(tmp_path, runs) is None
+    results = tmp_path / "run-run2" / "results.jsonl"
+    results.rename(tmp_path / "saved.jsonl")
+    shutil.copy2(tmp_path / "saved.jsonl", results)  # a copy back where it was: same bytes, size and time
+    line = not_ours(tmp_path, runs)
+    assert line is not None and line.startswith("run-run2/results.jsonl would be overwritten by the report")
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_the_kept_line_names_a_users_folder_without_its_control_characters(tmp_path: Path) -> None:
+    """Probe round 5 of issue 29: a folder named with an escape sequence was printed raw in the kept line, where
+    it drives the terminal (here: clears the screen) and a newline breaks the one line in two."""
+    rows = sweep_rows(n_keys=3)
+    (tmp_path / "run-\x1b[2J\nmine").mkdir()
+    report = report_run(rows, METRICS, tmp_path, _info())
+    (kept,) = report.kept
+    assert "\x1b" not in kept and "\n" not in kept and kept.isprintable()
+    assert "run-\\x1b[2J\\nmine/ (no pytest-steer manifest)" in kept
+
+
+@pytest.mark.usefixtures("no_figures")
 def test_a_linked_run_folder_is_kept_untouched_and_named(tmp_path: Path) -> None:
     """Probe round 3 of issue 29: a `run-*` link to a folder (of ours or not) was kept, but silently; now it is
     named in the kept line, and neither it nor what it points to is touched."""

@@ -120,6 +120,19 @@ def backend_name(settings: Settings) -> str:
     return chosen or next(iter(selected), "local")
 
 
+def unused_options(settings: Settings) -> str | None:
+    """One line naming the options of backends other than the chosen one that are set away from their default
+    (`--steer-backend local --steer-ray-replicas 4`): they do nothing, which the user should hear. A warning,
+    not an error: an ini file may configure Ray for the runs that use it."""
+    chosen = backend_name(settings)
+    unused = [o.cli for name in backend_names() if name != chosen for o in backend_entry(name).options
+              if settings[o.name] != o.default]
+    if not unused:
+        return None
+    return (f"{', '.join(unused)} set, but the backend is {chosen!r}: {'they do' if len(unused) > 1 else 'it does'} "
+            f"nothing in this run")
+
+
 def build_backend(settings: Settings) -> Any:
     """The chosen backend (`backend_name`), built from its own options' values; builds start nothing."""
     entry = backend_entry(backend_name(settings))

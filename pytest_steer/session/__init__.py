@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..backends import build_backend
+from ..backends import build_backend, unused_options
 from ..errors import StartError, SteerError
 from ..methods import GridPoint, method_entry, method_names
 from ..options import MarkerError
@@ -144,6 +144,7 @@ class SteerSession:
             check_settings(self.settings)
             self.backend: Backend = build_backend(self.settings)  # where rows are generated; starts nothing
             self.backend.check(xdist=worker is not None or xdist)
+            unused = unused_options(self.settings)
         except (MarkerError, ValueError, SteerError) as exc:
             raise StartError(str(exc)) from None
         self.report_dir = Path(invocation_dir) / self.settings["report_dir"]
@@ -153,10 +154,11 @@ class SteerSession:
         self.gathered: list[WorkerPayload] = []
         self.summary_fragment: str | None = None
         self.terminal_lines: list[str] = []
+        self.alerts: list[str] = []  # the part of terminal_lines that `-q` still shows
         self.stored: Any = None  # baselines.StoredBaseline with --steer-compare
         self.missing_in_stored: set[str] = set()
         self._warned_markers: set[str] = set()  # tests whose marker sets options of methods they do not run
-        self.notes: list[str] = []  # start-up warnings for the terminal summary (e.g. a read-only cache)
+        self.notes: list[str] = [unused] if unused else []  # start-up warnings for the terminal summary
         self._report_lock: Any = None  # held from start-up to close(): one session per report dir
         self.html_page: Path | None = None  # the pytest-html page the plugin points into the report dir
         self._cleared = False  # --steer-clear-cache done (once per session)
@@ -254,9 +256,7 @@ class SteerSession:
             _check_writable("--steer-report-dir", self.report_dir, is_dir=True)
             self._lock_report_dir()
             self._check_report_files(html)
-            if g["save_baseline"]:
-                _check_writable("--steer-save-baseline", Path(g["save_baseline"]), is_dir=False)
-                _check_overwrite("--steer-save-baseline", Path(g["save_baseline"]))
+            self._check_baseline_path()
         cache_dir = Path(g["cache_dir"]) if g["cache_dir"] else default_cache_dir()
         try:
             if g["cache"] and cache_dir.exists() and not cache_dir.is_dir():
@@ -305,6 +305,20 @@ class SteerSession:
         if self._report_lock is None:
             raise StartError(f"--steer-report-dir {self.report_dir}: another pytest session is writing its report "
                              "there; wait for it, or give this run its own --steer-report-dir")
+
+    def check_paths(self, specs: Iterable[RunSpec], *, html: bool = False) -> None:
+        """The start-up checks of the paths a run writes, with no side effect: `--collect-only` refuses what a
+        run would refuse. Raises StartError."""
+        self.specs = list(dict.fromkeys(specs))
+        _check_writable("--steer-report-dir", self.report_dir, is_dir=True)
+        self._check_report_files(html)
+        self._check_baseline_path()
+
+    def _check_baseline_path(self) -> None:
+        path = self.settings["save_baseline"]
+        if path:
+            _check_writable("--steer-save-baseline", Path(path), is_dir=False)
+            _check_overwrite("--steer-save-baseline", Path(path))
 
     def _check_report_files(self, html: bool) -> None:
         """A user's file with a name the report writes (`--steer-report-dir .`, a kept results.jsonl) would be
@@ -440,6 +454,7 @@ class SteerSession:
         report = report_run(rows, metrics, self.report_dir, RunInfo(meta=meta, settings=settings), save_baseline=save)
         self.summary_fragment = report.fragment
         lines = [*report.terminal_lines, *report.problems]
+        must_act: list[str] = []  # shown under `-q` too, with the kept files and failed steps
         if len(self.gathered) > 1 and not g["cache"]:
             lines.append("--steer-cache false: xdist workers cannot share generations, so a trial whose tests ran "
                          "on several workers was generated on each of them")
@@ -447,13 +462,14 @@ class SteerSession:
         failures = [*(run.scorer_failures if run is not None else []),
                     *(f for p in self.gathered for f in p.scorer_failures)]
         if failures:
-            lines.append(f"scorers failed on {len(failures)} row(s); those scores are missing (the rows' "
-                         f"details.scorer_errors say why) and were not cached. First: {failures[0]}")
+            must_act.append(f"scorers failed on {len(failures)} row(s); those scores are missing (the rows' "
+                          f"details.scorer_errors say why) and were not cached. First: {failures[0]}")
         if run is not None and run.cache is not None and (run.cache.stats.corrupt or run.cache.stats.unwritable):
             st = run.cache.stats
-            lines.append(f"cache: {st.corrupt} corrupt record(s) found and regenerated, {st.unwritable} record(s) "
-                         f"could not be written ({run.cache.root})")
-        self.terminal_lines = lines
+            must_act.append(f"cache: {st.corrupt} corrupt record(s) found and regenerated, {st.unwritable} record(s) "
+                          f"could not be written ({run.cache.root})")
+        self.terminal_lines = [*lines, *must_act]
+        self.alerts = [*report.kept, *report.problems, *must_act]
 
     def html_columns(self) -> list[tuple[str, str]]:
         """The per-test HTML table's columns: the grid point, then every declared metric that is not a side
@@ -489,8 +505,11 @@ class SteerSession:
             lines[-1] = f"other: {other.describe()}"
         return lines
 
-    def display(self) -> list[str]:
-        """The lines of the terminal summary's pytest-steer section."""
+    def display(self, quiet: bool = False) -> list[str]:
+        """The lines of the terminal summary's pytest-steer section; `quiet` (`-q`): only the warnings and what
+        the user must act on (files kept, steps that failed), not the tables."""
+        if quiet:
+            return [*self.notes, *self.alerts]
         lines = [*self.notes, *self.terminal_lines]
         if self.missing_in_stored:
             lines.append(f"not in the stored baseline, not compared: {', '.join(sorted(self.missing_in_stored))}")

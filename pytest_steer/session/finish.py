@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from ..files import REPORT_MANIFEST, RUN_MANIFEST, read_manifest, write_manifest
+from ..files import REPORT_MANIFEST, RUN_MANIFEST, printable, read_manifest, write_manifest
 from ..results import BASELINE, ResultRow, to_frame
 from ..scores import QUALITY_ROLE, Metric, with_role
 from ..scores import budgets as declared_budgets
@@ -53,6 +53,7 @@ class Report:
     fragment: str = ""  # HTML for pytest-html's summary section
     terminal_lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per step that failed
+    kept: list[str] = field(default_factory=list)  # the line naming what was kept, also in terminal_lines
 
 
 def _step(problems: list[str], what: str, fn: Callable[[], T]) -> T | None:
@@ -210,10 +211,24 @@ def _files_of(folder: Path) -> dict[str, int]:
 
 
 def _stamp(path: Path) -> list[int]:
-    """A file's size and modification time: what the run manifest records of each file it lists, so that a
-    file the user has changed since (an annotated summary.csv) is no longer ours to delete."""
+    """A file's size, modification time, device and inode: what the run manifest records of each file it lists,
+    so that a file the user has changed since (an annotated summary.csv) is no longer ours to delete, nor is a
+    copy of it (`cp -a` and `tar` keep size and time, never the inode)."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino]
+
+
+def _where(folder: Path) -> str:
+    """The folder a manifest is written in, as the manifest records it: a folder moved elsewhere with its
+    manifest (`mv run-x ../other-report/`) is the user's there, not ours."""
+    return str(Path(os.path.abspath(folder)))
+
+
+def _vouched(folder: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The stamps a manifest of `folder` vouches for: none when the manifest was written in another folder."""
+    if not manifest or manifest.get("written_in") != _where(folder):
+        return {}
+    return manifest.get("stamps") or {}
 
 
 def _run_dir(run: str) -> str:
@@ -254,8 +269,8 @@ def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = F
         if folder != out_dir and folder.is_symlink():  # a link where a run folder goes: never written through
             found.append(folder.name)
             continue
-        stamps = {**((read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}),
-                  **((read_manifest(folder / REPORT_MANIFEST) or {}).get("stamps") or {})}
+        stamps = {**_vouched(folder, read_manifest(folder / RUN_MANIFEST)),
+                  **_vouched(folder, read_manifest(folder / REPORT_MANIFEST))}
         for name in dict.fromkeys(listed):
             stamp = _stamp_or_none(folder / name)
             if os.path.lexists(folder / name) and (stamp is None or stamp != stamps.get(name)):
@@ -277,10 +292,10 @@ def mark_pages(out_dir: Path, written: Iterable[str], runs: Mapping[str, str] | 
     still hold (the next session may replace them), and `runs` (the session's run folders; default: as recorded)."""
     out_dir = Path(out_dir)
     earlier = read_manifest(out_dir / REPORT_MANIFEST) or {}
-    stamps = {n: s for n, s in (earlier.get("stamps") or {}).items() if _stamp_or_none(out_dir / n) == s}
+    stamps = {n: s for n, s in _vouched(out_dir, earlier).items() if _stamp_or_none(out_dir / n) == s}
     stamps.update({n: _stamp(out_dir / n) for n in written})
     write_manifest(out_dir, REPORT_MANIFEST, runs=(earlier.get("runs") or {}) if runs is None else dict(runs),
-                   files=sorted(stamps), stamps=stamps)
+                   files=sorted(stamps), stamps=stamps, written_in=_where(out_dir))
 
 
 def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> list[str]:
@@ -304,6 +319,10 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
             continue
         if sub.name != _run_dir(str(manifest.get("run"))):
             left.append(f"{sub.name}/ (a copy: its manifest is {_run_dir(str(manifest.get('run')))}'s)")
+            continue
+        if manifest.get("written_in") != _where(sub):
+            left.append(f"{sub.name}/ (moved or copied here: its manifest was written in "
+                        f"{printable(str(manifest.get('written_in')))})")
             continue
         stamps = manifest.get("stamps") or {}
         ours = set(manifest.get("files", ())) | {RUN_MANIFEST}
@@ -332,14 +351,14 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
 def _mark_written(folder: Path, run: str, before: dict[str, int]) -> None:
     """Write the run manifest of `folder`: the files this session wrote there (a new inode since `before`), and
     those an earlier session's manifest listed that are still as it wrote them, each with its `_stamp`."""
-    earlier = (read_manifest(folder / RUN_MANIFEST) or {}).get("stamps") or {}
+    earlier = _vouched(folder, read_manifest(folder / RUN_MANIFEST))
     stamps = {}
     for name, ino in _files_of(folder).items():
         if name != RUN_MANIFEST:
             stamp = _stamp(folder / name)
             if before.get(name) != ino or earlier.get(name) == stamp:
                 stamps[name] = stamp
-    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps)
+    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder))
 
 
 def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
@@ -379,8 +398,9 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
                 + lines
         left = _remove_replaced(out_dir, set(subs.values()), report.problems)
         if left:
-            report.terminal_lines.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them "
-                                         f"yourself if they are not needed): {'; '.join(left)}")
+            report.kept.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them yourself if "
+                               f"they are not needed): {printable('; '.join(left))}")
+            report.terminal_lines += report.kept
         report.fragment = "".join(fragments)
         from ..report.html import write_standalone
 
