@@ -221,14 +221,16 @@ def _stamp(path: Path) -> list[int]:
 def _where(folder: Path) -> str:
     """The folder a manifest is written in, as the manifest records it: a folder moved elsewhere with its
     manifest (`mv run-x ../other-report/`) is the user's there, not ours."""
-    return str(Path(os.path.abspath(folder)))
+    return os.path.abspath(folder)
 
 
 def _vouched(folder: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """The stamps a manifest of `folder` vouches for: none when the manifest was written in another folder."""
-    if not manifest or manifest.get("written_in") != _where(folder):
-        return {}
-    return manifest.get("stamps") or {}
+    return (manifest.get("stamps") or {}) if manifest is not None and _written_here(folder, manifest) else {}
+
+
+def _written_here(folder: Path, manifest: dict[str, Any]) -> bool:
+    return manifest.get("written_in") == _where(folder)
 
 
 def _run_dir(run: str) -> str:
@@ -320,9 +322,9 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
         if sub.name != _run_dir(str(manifest.get("run"))):
             left.append(f"{sub.name}/ (a copy: its manifest is {_run_dir(str(manifest.get('run')))}'s)")
             continue
-        if manifest.get("written_in") != _where(sub):
+        if not _written_here(sub, manifest):
             left.append(f"{sub.name}/ (moved or copied here: its manifest was written in "
-                        f"{printable(str(manifest.get('written_in')))})")
+                        f"{manifest.get('written_in')})")
             continue
         stamps = manifest.get("stamps") or {}
         ours = set(manifest.get("files", ())) | {RUN_MANIFEST}
