@@ -51,5 +51,9 @@ test: lint $(VENV)/.installed-ray
 bench: setup
 	$(PY) bench/bench_generation.py $(ARGS)
 
+# Deletes only what it provably made: the report's own files in steer-report/ (by their manifests; your files
+# there stay and are named) and the venv this Makefile set up (it carries .installed; another one is kept).
 clean:
-	rm -rf $(VENV) steer-report
+	if [ -x $(PY) ]; then $(PY) -c "from pytest_steer.session.finish import remove_report as r; print(r('steer-report') or '')"; \
+	elif [ -e steer-report ]; then echo "steer-report kept: without $(VENV) nothing proves which of its files are ours"; fi
+	if [ -f $(VENV)/.installed ]; then rm -rf $(VENV); elif [ -e $(VENV) ]; then echo "$(VENV) kept: this Makefile did not set it up"; fi

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -300,15 +300,18 @@ def mark_pages(out_dir: Path, written: Iterable[str], runs: Mapping[str, str] | 
                    files=sorted(stamps), stamps=stamps, written_in=_where(out_dir))
 
 
-def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> list[str]:
-    """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
-    provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
-    folder is not ours) lists their files, unchanged since, and they hold nothing else. Returns what was kept
-    (a folder without our manifest, e.g. one written before manifests, a copy, or one holding files of the
-    user's or files the user changed, a link), one entry each, for one terminal line."""
+def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
+                     ran: Collection[str] | None = None) -> tuple[list[str], list[str]]:
+    """Remove the `run-<key>/` folders of earlier sessions that this one replaced (of the runs in `ran`, whose
+    files it wrote elsewhere; None: every run), and only those that are provably ours: a manifest this package
+    wrote there (it names the folder's run, so a user's copy of the folder is not ours) lists their files,
+    unchanged since, and they hold nothing else. Returns what was kept that is not provably ours (a folder
+    without our manifest, e.g. one written before manifests, a copy, or one holding files of the user's or files
+    the user changed, a link), and the folders of ours kept because this session did not run their run (their
+    results may exist nowhere else: the cache may be off), one entry each, for a terminal line each."""
     if not out_dir.is_dir():
-        return []
-    left = []
+        return [], []
+    left, earlier = [], []
     for sub in sorted(out_dir.glob(f"{RUN_DIR_PREFIX}*")):
         if sub.is_symlink() and sub.is_dir():
             left.append(f"{sub.name} (a link to a folder: never followed)")
@@ -338,6 +341,9 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
             left.append(f"{sub.name}/ ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed since "
                         "pytest-steer wrote it)")
             continue
+        if ran is not None and manifest.get("run") not in ran:
+            earlier.append(f"{sub.name}/")
+            continue
 
         def remove(sub: Path = sub) -> None:
             for p in sub.iterdir():
@@ -347,7 +353,42 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str]) -> lis
             sub.rmdir()
 
         _step(problems, f"remove the replaced report folder {sub}", remove)
-    return left
+    return left, earlier
+
+
+def remove_report(out_dir: Path) -> str | None:
+    """Delete the report in `out_dir` as far as it is provably ours (`make clean`): its `run-<key>/` folders
+    as `_remove_replaced` would, the top-level files a manifest written there vouches for, unchanged, then the
+    manifests and lock, and the folder if that empties it. Everything else stays; returns one line naming it,
+    or None. Raises OSError when a session holds the report dir."""
+    from ..cache import hold_lock
+    from ..files import REPORT_LOCK
+
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        return f"kept {out_dir}: a link, never followed" if out_dir.is_symlink() else None
+    lock = hold_lock(out_dir / REPORT_LOCK)
+    if lock is None:
+        raise OSError(f"{out_dir}: a pytest session is writing its report there; wait for it")
+    with lock:
+        problems: list[str] = []
+        _remove_replaced(out_dir, set(), problems)  # what it keeps is listed below with the rest
+        manifests = [out_dir / n for n in (RUN_MANIFEST, REPORT_MANIFEST)]
+        for name, stamp in {k: v for m in manifests for k, v in _vouched(out_dir, read_manifest(m)).items()}.items():
+            if "/" not in name and _stamp_or_none(out_dir / name) == stamp:
+                (out_dir / name).unlink()
+        for path in manifests:
+            if not path.is_symlink() and read_manifest(path) is not None:
+                path.unlink()
+        lock_file = out_dir / REPORT_LOCK
+        if lock_file.is_file() and not lock_file.is_symlink() and lock_file.stat().st_size == 0:
+            lock_file.unlink()
+    rest = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in out_dir.iterdir())
+    if not rest:
+        out_dir.rmdir()
+        return None
+    return (f"kept in {out_dir}, not provably written by pytest-steer: {printable(', '.join(rest[:10]))}"
+            f"{' ...' if len(rest) > 10 else ''}" + "".join(f"; {p}" for p in problems))
 
 
 def _mark_written(folder: Path, run: str, before: dict[str, int]) -> None:
@@ -398,11 +439,15 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
                 + lines
-        left = _remove_replaced(out_dir, set(subs.values()), report.problems)
+        left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, ran=set(runs))
+        if earlier:
+            report.kept.append(f"kept in {out_dir}, the folders of runs this session did not run (an earlier "
+                               f"session's, not in this summary; delete them yourself when no longer needed): "
+                               f"{printable(', '.join(earlier))}")
         if left:
             report.kept.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them yourself if "
                                f"they are not needed): {printable('; '.join(left))}")
-            report.terminal_lines += report.kept
+        report.terminal_lines += report.kept
         report.fragment = "".join(fragments)
         from ..report.html import write_standalone
 
