@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -181,13 +182,14 @@ def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
         def draw(*args: object, **kwargs: object) -> Path:
             out = next(a for a in args if isinstance(a, Path))  # the report directory
             out.mkdir(parents=True, exist_ok=True)
-            (out / name).write_bytes(PNG_SIGNATURE)
-            return out / name
+            path = out / name.format(*args)  # the name the figure has: a run manifest lists no other
+            path.write_bytes(PNG_SIGNATURE)
+            return path
 
         return draw
 
     for fn, name in (("tradeoff_figure", "tradeoff.png"), ("pareto_figure", "pareto.png"),
-                     ("tag_heatmaps", "heatmap_tags.png"), ("tag_delta_bars", "delta.png")):
+                     ("tag_heatmaps", "heatmap_tags.png"), ("tag_delta_bars", "delta_by_tag_{1}.png")):
         monkeypatch.setattr(f"pytest_steer.report.figures.{fn}", stub(name))
 
 
@@ -609,3 +611,26 @@ def test_the_folders_of_runs_a_session_did_not_run_are_kept(tmp_path: Path) -> N
                            "session's, not in this summary; delete them yourself when no longer needed): run-run2/"]
     assert report.kept[0] in report.terminal_lines
     assert "run2" not in (tmp_path / "summary.csv").read_text()
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_file_the_user_saves_while_the_report_is_written_is_not_ours(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe round 7 (C3): the run manifest listed every file with a new inode since the report began, so a file
+    the user saved in the report dir meanwhile was vouched for as ours, and a later clean-up deleted it."""
+    from pytest_steer.session import finish
+
+    original = finish._report_one
+
+    def and_the_user_saves_a_file(*args: object, **kwargs: object) -> tuple[str, list[str]]:
+        done = original(*args, **kwargs)  # type: ignore[arg-type]
+        (tmp_path / "notes.txt").write_text("saved meanwhile")
+        return done
+
+    monkeypatch.setattr(finish, "_report_one", and_the_user_saves_a_file)
+    rows, _ = _two_runs()
+    assert report_run(rows, METRICS, tmp_path, _info()).problems == []
+    manifest = json.loads((tmp_path / RUN_MANIFEST).read_text())
+    assert "notes.txt" not in manifest["files"] and "results.jsonl" in manifest["files"]
+    remove_report(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

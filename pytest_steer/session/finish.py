@@ -391,15 +391,16 @@ def remove_report(out_dir: Path) -> str | None:
             f"{' ...' if len(rest) > 10 else ''}" + "".join(f"; {p}" for p in problems))
 
 
-def _mark_written(folder: Path, run: str, before: dict[str, int]) -> None:
-    """Write the run manifest of `folder`: the files this session wrote there (a new inode since `before`), and
-    those an earlier session's manifest listed that are still as it wrote them, each with its `_stamp`."""
+def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str]) -> None:
+    """Write the run manifest of `folder`: the files this session wrote there (one of the run's `names` with a new
+    inode since `before`: a file the user saved there meanwhile is not ours), and those an earlier session's
+    manifest listed that are still as it wrote them, each with its `_stamp`."""
     earlier = _vouched(folder, read_manifest(folder / RUN_MANIFEST))
     stamps = {}
     for name, ino in _files_of(folder).items():
         if name != RUN_MANIFEST:
             stamp = _stamp(folder / name)
-            if before.get(name) != ino or earlier.get(name) == stamp:
+            if (name in names and before.get(name) != ino) or earlier.get(name) == stamp:
                 stamps[name] = stamp
     write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder))
 
@@ -422,7 +423,8 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
     try:
         runs = list(dict.fromkeys(r.run for r in rows))
         # checked at start-up too; here again for an xdist controller (it starts nothing) and for late arrivals
-        theirs = not_ours(out_dir, {run: dict.fromkeys(r.config for r in rows if r.run == run) for run in runs})
+        configs = {run: list(dict.fromkeys(r.config for r in rows if r.run == run)) for run in runs}
+        theirs = not_ours(out_dir, configs)
         if theirs:
             raise RuntimeError(theirs)
         fragments = []
@@ -434,7 +436,7 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
             fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
                                           report.problems)
             _step(report.problems, f"mark {subs[run]} as written by pytest-steer",
-                  partial(_mark_written, subs[run], run, before))
+                  partial(_mark_written, subs[run], run, before, set(_run_names(configs[run]))))
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
