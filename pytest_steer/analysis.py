@@ -462,6 +462,9 @@ def load_results(out_dir: Path) -> SavedResults:
     files, if any, are an earlier session's): that raises ValueError naming the folders to load instead."""
     out_dir = Path(out_dir)
     runs = (read_manifest(out_dir / REPORT_MANIFEST) or {}).get("runs") or {}
+    if not isinstance(runs, dict) or not all(isinstance(f, str) for f in runs.values()):
+        raise ValueError(f"{out_dir / REPORT_MANIFEST} was changed by hand: its runs are not run keys and folders; "
+                         "delete it to load the results files at the top of the folder")
     if runs and "." not in runs.values():
         folders = ", ".join(str(out_dir / f) for f in runs.values())
         raise ValueError(f"the last session in {out_dir} wrote {len(runs)} runs, each in its own folder: "

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import printable, read_manifest, report_files, write_atomically, write_manifest
+from .files import open_lock_file, printable, read_manifest, report_files, write_atomically, write_manifest
 
 try:
     import fcntl
@@ -197,7 +197,7 @@ class ResultCache:
             try:
                 path = _kind_dir(_kind_dir(self.root, LOCKS), f"{name}.lock")
                 self._mark(LOCKS)
-                fh = open(path, "ab")  # closed below, which releases the lock
+                fh = open_lock_file(path)  # closed below, which releases the lock
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             except OSError as exc:
                 if fh is not None:
@@ -244,8 +244,12 @@ class ResultCache:
                 folders = sorted(p for p in self.root.iterdir() if p.name not in report or _is_ours(p))
             else:
                 folders = []
+            linked = []  # kind folders that are links: never followed to delete, so their records stay
             for folder in folders:
-                if folder.is_symlink() or not folder.is_dir():
+                if folder.is_symlink() and folder.is_dir() and _is_ours(folder):
+                    linked.append(folder.name)
+                    kept.append(f"{folder.name} (a link, not followed: its records are not cleared)")
+                elif folder.is_symlink() or not folder.is_dir():
                     if folder.exists() or folder.is_symlink():
                         kept.append(folder.name)
                 elif _is_ours(folder):
@@ -260,6 +264,10 @@ class ResultCache:
             self._warn_once("clear", f"cannot clear {self.root} ({reason}); the cache is off for this run")
             return None
         self._marked.clear()
+        if linked:  # as when deleting fails: no record meant to be gone is reused
+            self.enabled = False
+            self._warn_once("clear", f"cannot clear {', '.join(linked)} in {self.root} (a link, not followed); "
+                                     "the cache is off for this run")
         if not kept:
             return None
         more = f" and {len(kept) - _NAMED} more" if len(kept) > _NAMED else ""
@@ -267,12 +275,14 @@ class ResultCache:
                 f"{printable(', '.join(kept[:_NAMED]))}{more}")
 
     def _mark(self, kind: str) -> None:
-        """Write the manifest that makes a kind folder provably ours (once per kind and cache object)."""
-        if kind not in self._marked:
-            folder = _kind_dir(self.root, kind)
-            if read_manifest(folder / CACHE_MANIFEST) is None:
-                write_manifest(folder, name=CACHE_MANIFEST, kind=kind, what="pytest-steer result cache records")
-            self._marked.add(kind)
+        """Write the manifest that makes a kind folder provably ours, before each record: read once per kind and
+        cache object, then only checked to be there (one `stat`), since another session's clear removes it."""
+        folder = _kind_dir(self.root, kind)
+        if kind in self._marked and (folder / CACHE_MANIFEST).is_file():
+            return
+        if read_manifest(folder / CACHE_MANIFEST) is None:
+            write_manifest(folder, name=CACHE_MANIFEST, kind=kind, what="pytest-steer result cache records")
+        self._marked.add(kind)
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
@@ -334,7 +344,7 @@ def hold_lock(path: Path) -> Any:
     """Take the lock file `path` without waiting: its open file (keep it open to hold the lock), or None
     when another process holds it. Without `fcntl`, or on a filesystem that refuses locks, every caller
     gets it. Raises OSError if it cannot be created."""
-    fh = open(path, "ab")  # closing it (or the process ending) releases the lock
+    fh = open_lock_file(path)  # closing it (or the process ending) releases the lock
     if fcntl is not None:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,36 @@ def write_manifest(folder: Path, name: str = RUN_MANIFEST, **fields: Any) -> Pat
                             json.dumps({"written_by": WRITTEN_BY, **fields}, indent=1, sort_keys=True) + "\n")
 
 
+#: a manifest lists one folder's files: one larger than this is not ours, and is not read whole
+_MAX_MANIFEST_BYTES = 16 * 2**20
+
+
+def open_plain(path: Path, flags: int = os.O_RDONLY) -> int:
+    """`os.open` that never waits and opens only a plain file: a pipe at a path of ours would block a read until
+    a writer comes and a write until a reader does (for ever), a device may never end. Returns the descriptor;
+    raises OSError (IsADirectoryError for anything but a plain file)."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(f"{path} is not a plain file (a folder, a pipe or a device)")
+    return fd
+
+
+def open_lock_file(path: Path) -> Any:
+    """The lock file `path`, created if missing, opened to append (never truncated), as a binary file object;
+    raises OSError when it cannot be, or is not a plain file (`open_plain`)."""
+    return os.fdopen(open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+
+
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The manifest at `path` if this package wrote it (None: absent, unreadable or someone else's)."""
+    """The manifest at `path` if this package wrote it (None: absent, unreadable, not a plain file, too large to
+    be a manifest, or someone else's)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with os.fdopen(open_plain(path), "rb") as fh:
+            raw = fh.read(_MAX_MANIFEST_BYTES + 1)
+        if len(raw) > _MAX_MANIFEST_BYTES:
+            return None
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY else None

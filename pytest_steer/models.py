@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import cache_root
+from .cache import CACHE_ENV, cache_root
 from .errors import ModelError
+from .files import open_lock_file, read_manifest, write_manifest
 from .options import nearest
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
 _MKDTEMP = re.compile(r"[a-z0-9_]{8}")  # the random part of a `tempfile.mkdtemp` name
+#: the manifest a conversion writes first into its temp folder, naming that folder: what proves a leftover ours
+_CONVERSION_MARK = ".pytest-steer-conversion.json"
 
 
 class ModelLoadError(ModelError):
@@ -151,12 +154,16 @@ def embedded_model_dir() -> tuple[Path, str]:
     digest = _file_digest(gguf)
     target = cache_root() / "models" / f"smollm2-135m-instruct-{digest[:12]}-v{_CONVERSION_VERSION}"
     if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with _conversion_lock(target) as alone:
-            if not (target / "config.json").is_file():  # another process may have converted it meanwhile
-                if alone:
-                    _remove_interrupted(target)
-                _convert_gguf(gguf, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _conversion_lock(target) as alone:
+                if not (target / "config.json").is_file():  # another process may have converted it meanwhile
+                    if alone:
+                        _remove_interrupted(target)
+                    _convert_gguf(gguf, target)
+        except OSError as exc:  # e.g. $PYTEST_STEER_CACHE names a file, or a full disk: one line, no traceback
+            raise ModelLoadError(f"cannot convert the embedded model into {target.parent} ({exc}); set "
+                                 f"{CACHE_ENV} to a folder you can write, with 600 MB free") from None
     return target, f"gguf-sha256:{digest}"
 
 
@@ -169,7 +176,7 @@ def _conversion_lock(target: Path) -> Iterator[bool]:
     except ImportError:  # Windows: no advisory locks; conversions may run side by side (each in its own temp dir)
         yield False
         return
-    with open(target.parent / f".{target.name}.lock", "ab") as fh:
+    with open_lock_file(target.parent / f".{target.name}.lock") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         except OSError:  # a filesystem that refuses locks: as without fcntl
@@ -179,10 +186,14 @@ def _conversion_lock(target: Path) -> Iterator[bool]:
 
 
 def _remove_interrupted(target: Path) -> None:
-    """Delete the temp folders of conversions into `target` that were killed (`_convert_gguf`'s `mkdtemp`
-    names, 517 MB each, never cleaned before): called only under the conversion lock, so none is in use."""
+    """Delete the temp folders of conversions into `target` that were killed (517 MB each, never cleaned before):
+    called only under the conversion lock, so none is in use. A folder goes only when it has `_convert_gguf`'s
+    `mkdtemp` name and the manifest it wrote there naming that very folder: a converted model the user renamed
+    to keep it (`<target>.tmp-original`) has neither manifest nor, moved, the place it names."""
     for tmp in target.parent.glob(f"{target.name}.tmp-*"):
-        if _MKDTEMP.fullmatch(tmp.name[len(target.name) + 5:]) and tmp.is_dir() and not tmp.is_symlink():
+        if (_MKDTEMP.fullmatch(tmp.name[len(target.name) + 5:]) and tmp.is_dir() and not tmp.is_symlink()
+                and (mark := read_manifest(tmp / _CONVERSION_MARK)) is not None
+                and mark.get("written_in") == os.path.abspath(tmp)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -194,6 +205,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
+        write_manifest(tmp, _CONVERSION_MARK, written_in=os.path.abspath(tmp), what="an embedded-model conversion")
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # Any: the Auto class's return type knows neither hf_quantizer's None nor the loaded class
         model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -207,6 +219,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model.generation_config.top_p = 0.9
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        (tmp / _CONVERSION_MARK).unlink()  # the converted model is no leftover
         try:
             tmp.rename(target)
         except OSError:  # another process converted it first

@@ -916,3 +916,75 @@ def test_a_recording_store_keeps_what_prepare_read_or_wrote_and_serves_it_withou
     replica.get("vectors", {"layer": 1})["v"].append(9.0)  # a caller editing its copy changes nothing stored
     assert replica.get("vectors", {"layer": 1}) == {"v": [0.1, 0.2]}
     assert replica.get("vectors", {"layer": 2}) == {"v": [1.5]} and replica.get("scores", {"layer": 1}) is None
+
+
+def _fail_instead_of_waiting_for_a_reader(pipe: Path) -> None:
+    """Open `pipe`'s read end again and again for 10 s from a thread, so code that opens it for writing (the defect
+    under test) gets through and fails its test instead of hanging the suite."""
+    def unblock() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+                time.sleep(0.05)
+                os.close(fd)
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=unblock, daemon=True).start()
+
+
+def test_pipes_where_manifests_and_locks_go_are_refused_not_waited_on(tmp_path, caplog):
+    """Probe round 7 of issue 29: a pipe named like a manifest hung `--steer-clear-cache` and `load_results` (a
+    blocking read), one named like a lock file the cache's unit lock and the report dir's lock (a blocking open
+    for writing). A pipe is never ours: the manifest reads as absent, a lock file that is a pipe as unusable."""
+    from pytest_steer.cache import hold_lock
+    from pytest_steer.files import REPORT_LOCK, read_manifest
+
+    user = tmp_path / "cache" / "mine"
+    user.mkdir(parents=True)
+    os.mkfifo(user / cache_mod.CACHE_MANIFEST)
+    _fail_instead_of_hanging(user / cache_mod.CACHE_MANIFEST)
+    assert read_manifest(user / cache_mod.CACHE_MANIFEST) is None
+    line = ResultCache(tmp_path / "cache").clear()
+    assert line is not None and line.endswith("kept what it did not write there: mine/")
+
+    os.mkfifo(tmp_path / REPORT_LOCK)
+    _fail_instead_of_waiting_for_a_reader(tmp_path / REPORT_LOCK)
+    with pytest.raises(OSError, match="not a plain file"):
+        hold_lock(tmp_path / REPORT_LOCK)
+
+    c = ResultCache(tmp_path / "cache")
+    unit_lock = c.root / cache_mod.LOCKS / f"{UNIT_LOCK}.lock"
+    unit_lock.parent.mkdir()
+    os.mkfifo(unit_lock)
+    _fail_instead_of_waiting_for_a_reader(unit_lock)
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"), c.lock(UNIT_LOCK):
+        pass  # no lock: the work may be done twice, never wrongly
+    assert "cannot lock" in caplog.text and stat.S_ISFIFO(unit_lock.lstat().st_mode)
+
+
+def test_a_kind_folder_cleared_by_another_session_is_marked_again(tmp_path):
+    """Probe round 7: a cache object wrote a kind folder's manifest once, so after another session's clear its
+    new records sat in a folder without one, and the next clear kept them as someone else's."""
+    writer = ResultCache(tmp_path)
+    writer.put("off-target-dose", KEY, VALUE)
+    assert ResultCache(tmp_path).clear() is None and not (tmp_path / "off-target-dose").exists()
+    writer.put("off-target-dose", KEY, VALUE)
+    assert ResultCache(tmp_path).clear() is None and not (tmp_path / "off-target-dose").exists()
+
+
+def test_a_kind_folder_that_is_a_link_is_named_and_the_cache_goes_off(tmp_path, caplog):
+    """Probe round 7: `vectors` linked to a bigger disk: clear rightly deletes nothing through the link, but named
+    it like a user's file and went on serving the records the user asked to clear."""
+    elsewhere, root = tmp_path / "big-disk", tmp_path / "cache"
+    elsewhere.mkdir()
+    root.mkdir()
+    (root / "vectors").symlink_to(elsewhere)
+    c = ResultCache(root)
+    c.put("vectors", KEY, VALUE)
+    with caplog.at_level(logging.WARNING, logger="pytest_steer.cache"):
+        line = c.clear()
+    assert line is not None and "vectors (a link, not followed: its records are not cleared)" in line
+    assert "the cache is off for this run" in caplog.text
+    assert c.get("vectors", KEY) is None and len(_files(elsewhere)) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_steer import models
+from pytest_steer.files import write_manifest
 from pytest_steer.models import (
     EMBEDDED_INSTALL,
     EMBEDDED_PACKAGE,
@@ -363,8 +365,13 @@ def test_an_interrupted_conversion_is_cleaned_up_and_nothing_else(tmp_path: Path
     killed = tmp_path / "models" / f"{name}.tmp-k1ll3d_x"
     killed.mkdir(parents=True)
     (killed / "model.safetensors").write_bytes(b"\0" * 1024)
+    write_manifest(killed, models._CONVERSION_MARK, written_in=os.path.abspath(killed))
+    # probe round 7: a converted model renamed to keep it has an mkdtemp-like name too, and was deleted
+    renamed, moved = tmp_path / "models" / f"{name}.tmp-original", tmp_path / "models" / f"{name}.tmp-20261206"
+    shutil.copytree(killed, moved)  # a leftover copied (its manifest names the folder it was written in)
     kept = [tmp_path / "models" / f"{name}.tmp-notes.txt", tmp_path / "models" / "mine" / "config.json",
-            tmp_path / "models" / f"{name}.tmp-longer-than-mkdtemp" / "x"]
+            tmp_path / "models" / f"{name}.tmp-longer-than-mkdtemp" / "x", renamed / "config.json",
+            moved / "notes.txt"]
     for path in kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")
@@ -374,3 +381,14 @@ def test_an_interrupted_conversion_is_cleaned_up_and_nothing_else(tmp_path: Path
     assert all(path.read_text() == "mine" for path in kept)
     models.embedded_model_dir()  # converted: nothing more happens
     assert converted == [target]
+
+
+def test_a_cache_variable_naming_a_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe round 7: `PYTEST_STEER_CACHE` set to a file ended the session in an INTERNALERROR traceback
+    (NotADirectoryError from the conversion); now one line names the folder and the variable to set."""
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    monkeypatch.setenv("PYTEST_STEER_CACHE", str(mine))
+    with pytest.raises(models.ModelLoadError, match="set PYTEST_STEER_CACHE to a folder you can write"):
+        models.embedded_model_dir()
+    assert mine.read_text() == "mine"

@@ -479,6 +479,10 @@ def test_load_results_reads_the_last_session_or_says_where_it_is(tmp_path: Path)
     assert {r.run for r in load_results(tmp_path / "run-run2").rows} == {"run2"}
     report_run(second, METRICS, tmp_path, _info())
     assert {r.run for r in load_results(tmp_path).rows} == {"run2"}
+    manifest = tmp_path / ".pytest-steer-report.json"  # probe round 7: edited by hand, it raised AttributeError
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "runs": "run2"}))
+    with pytest.raises(ValueError, match="changed by hand"):
+        load_results(tmp_path)
 
 
 def test_report_run_draws_the_dose_figure_when_rows_have_a_dose(tmp_path: Path) -> None:

@@ -226,7 +226,13 @@ def _where(folder: Path) -> str:
 
 def _vouched(folder: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """The stamps a manifest of `folder` vouches for: none when the manifest was written in another folder."""
-    return (manifest.get("stamps") or {}) if manifest is not None and _written_here(folder, manifest) else {}
+    return _stamps(manifest) if manifest is not None and _written_here(folder, manifest) else {}
+
+
+def _stamps(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's stamps by file name; none when they are not a mapping (a manifest edited by hand)."""
+    stamps = manifest.get("stamps")
+    return stamps if isinstance(stamps, dict) else {}
 
 
 def _written_here(folder: Path, manifest: dict[str, Any]) -> bool:
@@ -329,8 +335,8 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
             left.append(f"{sub.name}/ (moved or copied here: its manifest was written in "
                         f"{manifest.get('written_in')})")
             continue
-        stamps = manifest.get("stamps") or {}
-        ours = set(manifest.get("files", ())) | {RUN_MANIFEST}
+        stamps = _stamps(manifest)
+        ours = set(stamps) | {RUN_MANIFEST}
         others = sorted(p.name + ("/" if p.is_dir() else "") for p in sub.iterdir()
                         if p.name not in ours or p.is_symlink() or not p.is_file())
         if others:
