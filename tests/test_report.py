@@ -18,7 +18,7 @@ import pytest
 from pytest_steer import reduce
 from pytest_steer.analysis import fixed_and_broken, recommend
 from pytest_steer.baselines import load_baseline
-from pytest_steer.files import RUN_MANIFEST
+from pytest_steer.files import RUN_MANIFEST, write_atomically
 from pytest_steer.methods.base import BASELINE_CONFIG, GridPoint
 from pytest_steer.report.figures import pareto_figure, tag_delta_bars, tag_heatmaps, tradeoff_figure
 from pytest_steer.report.html import summary_html, write_standalone
@@ -183,8 +183,7 @@ def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
             out = next(a for a in args if isinstance(a, Path))  # the report directory
             out.mkdir(parents=True, exist_ok=True)
             path = out / name.format(*args)  # the name the figure has: a run manifest lists no other
-            path.write_bytes(PNG_SIGNATURE)
-            return path
+            return write_atomically(path, PNG_SIGNATURE)  # as the figures are: a new file, not the old one changed
 
         return draw
 
@@ -600,21 +599,58 @@ def test_make_clean_keeps_a_users_files(tmp_path: Path, ours: bool) -> None:
 
 
 @pytest.mark.usefixtures("no_figures")
-def test_the_folders_of_runs_a_session_did_not_run_are_kept(tmp_path: Path) -> None:
-    """Probe round 7 (P1): `pytest test_a.py` after a session that also ran `test_b.py` deleted `run-run2/`, and
-    with the cache off its results.jsonl held the only copy of those generations. Only a run this session ran
-    has its old folder replaced; the others stay, named in their own line, and the summary is this session's."""
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_folders_of_runs_a_session_did_not_run_are_kept_when_in_no_cache(tmp_path: Path, cached: bool) -> None:
+    """Probe rounds 6 and 7 (P1): `pytest test_a.py` after a session that also ran `test_b.py` deleted `run-run2/`,
+    and with the cache off its results.jsonl held the only copy of those generations. Such a folder stays, named
+    in its own line; with the cache on (the rows are there) it is replaced, as the last session's report is."""
     rows, second = _two_runs()
-    report_run([*rows, *second], METRICS, tmp_path, _info())
+    report_run([*rows, *second], METRICS, tmp_path, RunInfo(**{**vars(_info()), "cached": cached}))
     before = (tmp_path / "run-run2" / "results.jsonl").read_bytes()
     report = report_run(rows, METRICS, tmp_path, _info())
     assert report.problems == []
-    assert (tmp_path / "run-run2" / "results.jsonl").read_bytes() == before
-    assert not (tmp_path / "run-run1").exists()
-    assert report.kept == [f"kept in {tmp_path}, the folders of runs this session did not run (an earlier "
-                           "session's, not in this summary; delete them yourself when no longer needed): run-run2/"]
-    assert report.kept[0] in report.terminal_lines
+    assert not (tmp_path / "run-run1").exists()  # its rows are all in this session's report
     assert "run2" not in (tmp_path / "summary.csv").read_text()
+    if cached:
+        assert not (tmp_path / "run-run2").exists() and report.kept == []
+        return
+    assert (tmp_path / "run-run2" / "results.jsonl").read_bytes() == before
+    assert report.kept == [f"kept in {tmp_path}, earlier sessions' run folders holding rows this session did not "
+                           "produce again, in no cache (not in this summary; delete them yourself when no longer "
+                           f"needed): run-run2/ ({len(second)} rows)"]
+    assert report.kept[0] in report.terminal_lines
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_an_interrupted_session_never_replaces_rows_in_no_cache(tmp_path: Path) -> None:
+    """Probe round 7 (D1): with the cache off, a session interrupted after trial 0 replaced the complete earlier
+    report of the same run (trials 0 and 1) with its own half, and the earlier trial-1 rows were in no cache.
+    The earlier results.jsonl is kept aside, named; it survives the next sessions, and goes only with
+    `remove_report` (`make clean`); a session that produces every row again replaces it as usual."""
+    rows, _ = _two_runs()
+    report_run(rows, METRICS, tmp_path, _info())
+    complete = (tmp_path / "results.jsonl").read_bytes()
+    first_trial = [r for r in rows if r.trial == 0]
+    report = report_run(first_trial, METRICS, tmp_path, _info())
+    assert report.problems == []
+    aside = [p for p in tmp_path.glob("results-*.jsonl")]
+    assert len(aside) == 1 and aside[0].read_bytes() == complete
+    lost = len(rows) - len(first_trial)
+    assert report.kept == [f"kept in {tmp_path}: {aside[0].name}, an earlier session's results.jsonl, for its {lost} "
+                           "rows this session did not produce again (they are in no cache)"]
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(first_trial)
+    report = report_run([*rows, *_two_runs()[1]], METRICS, tmp_path, _info())  # two runs: folders, top stays
+    report = report_run(first_trial, METRICS, tmp_path, _info())  # the half again: the top half is replaced
+    assert [k for k in report.kept if ": results-" in k] == []  # the run folders of step 3 are kept, not this
+    assert [p.read_bytes() for p in tmp_path.glob("results-*.jsonl")] == [complete]
+    other = [r for r in _two_runs()[1]]  # another run, one-run: the same top-level files
+    report_run(other, METRICS, tmp_path, _info())
+    assert len(list(tmp_path.glob("results-*.jsonl"))) == 2  # the half of run1 kept aside too, with the first
+    report_run([*rows, *other], METRICS, tmp_path / "sub", RunInfo(**{**vars(_info()), "cached": True}))
+    report_run(rows, METRICS, tmp_path / "sub", _info())  # every row of run1 again: nothing kept aside
+    assert not list((tmp_path / "sub").glob("results-*.jsonl"))
+    remove_report(tmp_path)
+    assert not tmp_path.exists() or not list(tmp_path.glob("results*.jsonl"))
 
 
 @pytest.mark.usefixtures("no_figures")

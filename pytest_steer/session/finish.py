@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from ..files import REPORT_MANIFEST, RUN_MANIFEST, printable, read_manifest, write_manifest
-from ..results import BASELINE, ResultRow, to_frame
+from ..results import BASELINE, ResultRow, read_jsonl, to_frame
 from ..scores import QUALITY_ROLE, Metric, with_role
 from ..scores import budgets as declared_budgets
 
@@ -39,13 +40,16 @@ class RunInfo:
     primary: str = ""  # the task's primary metric, for runs without settings
     budgets: dict[str, float] = field(default_factory=dict)  # for declarations without budgets (older files)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run key -> settings: baseline, details
+    #: whether the rows are in the results cache too: if not, the results files are their only copy, and a later
+    #: session never deletes or replaces one that holds rows it does not produce again
+    cached: bool = False
 
     def for_run(self, run: str) -> RunInfo:
         s = self.settings.get(run)
         if not s:
             return self
-        return RunInfo(meta={**self.meta, "task": str(s.get("task", self.meta.get("task", "")))},
-                       primary=str(s.get("primary") or self.primary), budgets=self.budgets, settings=self.settings)
+        return replace(self, meta={**self.meta, "task": str(s.get("task", self.meta.get("task", "")))},
+                       primary=str(s.get("primary") or self.primary))
 
 
 @dataclass
@@ -307,14 +311,14 @@ def mark_pages(out_dir: Path, written: Iterable[str], runs: Mapping[str, str] | 
 
 
 def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
-                     ran: Collection[str] | None = None) -> tuple[list[str], list[str]]:
-    """Remove the `run-<key>/` folders of earlier sessions that this one replaced (of the runs in `ran`, whose
-    files it wrote elsewhere; None: every run), and only those that are provably ours: a manifest this package
-    wrote there (it names the folder's run, so a user's copy of the folder is not ours) lists their files,
-    unchanged since, and they hold nothing else. Returns what was kept that is not provably ours (a folder
-    without our manifest, e.g. one written before manifests, a copy, or one holding files of the user's or files
-    the user changed, a link), and the folders of ours kept because this session did not run their run (their
-    results may exist nowhere else: the cache may be off), one entry each, for a terminal line each."""
+                     units: set[Unit] | None = None) -> tuple[list[str], list[str]]:
+    """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
+    provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
+    folder is not ours) lists their files, unchanged since, and they hold nothing else; and no results file of
+    theirs holds rows in no cache that are not among this session's `units` (None: remove those too). Returns
+    what was kept that is not provably ours (a folder without our manifest, e.g. one written before manifests, a
+    copy, or one holding files of the user's or files the user changed, a link), and the folders of ours kept
+    for their rows, one entry each, for a terminal line each."""
     if not out_dir.is_dir():
         return [], []
     left, earlier = [], []
@@ -347,8 +351,9 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
             left.append(f"{sub.name}/ ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed since "
                         "pytest-steer wrote it)")
             continue
-        if ran is not None and manifest.get("run") not in ran:
-            earlier.append(f"{sub.name}/")
+        lost = _rows_not_again(sub, units) if units is not None else 0
+        if lost:
+            earlier.append(f"{sub.name}/ ({lost} rows)")
             continue
 
         def remove(sub: Path = sub) -> None:
@@ -397,10 +402,58 @@ def remove_report(out_dir: Path) -> str | None:
             f"{' ...' if len(rest) > 10 else ''}" + "".join(f"; {p}" for p in problems))
 
 
-def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str]) -> None:
+Unit = tuple[str, str, str, int]
+RESULTS_FILE = "results.jsonl"
+
+
+def _unit(row: ResultRow) -> Unit:
+    return (row.run, row.key, row.config, row.trial)
+
+
+def _uncached(folder: Path) -> list[str]:
+    """The results files in `folder` whose rows, its run manifest says, are in no cache (a session with the cache
+    off wrote them, or kept them aside), as written: their only copy."""
+    manifest = read_manifest(folder / RUN_MANIFEST)
+    stamps = _vouched(folder, manifest)
+    names = manifest.get("uncached") if manifest is not None else None
+    return [n for n in names if isinstance(n, str) and "/" not in n and n in stamps
+            and _stamp_or_none(folder / n) == stamps[n]] if isinstance(names, list) else []
+
+
+def _rows_not_again(folder: Path, units: set[Unit], names: Iterable[str] | None = None) -> int:
+    """How many rows of the uncached results files in `folder` (or of those `names`) are not among `units`, this
+    session's rows: rows that deleting or replacing the file would lose. An unreadable file counts as one row."""
+    lost = 0
+    for name in _uncached(folder) if names is None else names:
+        try:
+            lost += sum(_unit(r) not in units for r in read_jsonl(folder / name))
+        except (OSError, ValueError, TypeError):
+            lost += 1
+    return lost
+
+
+def _keep_aside(folder: Path, units: set[Unit]) -> tuple[str, int]:
+    """Before a run's report is written into `folder`: an uncached `results.jsonl` there with rows this session
+    does not produce again (it was interrupted, ran fewer trials, or another run) is renamed to
+    `results-<its time>.jsonl`, never overwritten. Returns the new name and its rows not again, or ("", 0)."""
+    path = folder / RESULTS_FILE
+    if RESULTS_FILE not in _uncached(folder) or not (lost := _rows_not_again(folder, units, [RESULTS_FILE])):
+        return "", 0
+    when = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
+    name, n = f"results-{when}.jsonl", 1
+    while os.path.lexists(folder / name):
+        name, n = f"results-{when}-{n}.jsonl", n + 1
+    os.rename(path, folder / name)
+    return name, lost
+
+
+def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str],
+                  uncached: Collection[str]) -> None:
     """Write the run manifest of `folder`: the files this session wrote there (one of the run's `names` with a new
     inode since `before`: a file the user saved there meanwhile is not ours), and those an earlier session's
-    manifest listed that are still as it wrote them, each with its `_stamp`."""
+    manifest listed that are still as it wrote them, each with its `_stamp`; and which results files hold rows
+    in no cache (`uncached`, and those the earlier manifest named besides `results.jsonl`)."""
+    carried = [n for n in _uncached(folder) if n != RESULTS_FILE]
     earlier = _vouched(folder, read_manifest(folder / RUN_MANIFEST))
     stamps = {}
     for name, ino in _files_of(folder).items():
@@ -408,7 +461,8 @@ def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collect
             stamp = _stamp(folder / name)
             if (name in names and before.get(name) != ino) or earlier.get(name) == stamp:
                 stamps[name] = stamp
-    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder))
+    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder),
+                   uncached=sorted(n for n in {*uncached, *carried} if n in stamps))
 
 
 def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
@@ -435,23 +489,32 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
             raise RuntimeError(theirs)
         fragments = []
         subs = {run: out_dir if len(runs) == 1 else out_dir / _run_dir(run) for run in runs}
+        units = {_unit(r) for r in rows}
         for run in runs:
             ms = metrics[run] if isinstance(metrics, Mapping) else metrics
             run_info = info.for_run(run)
             before = _files_of(subs[run])
+            aside = _step(report.problems, f"keep the earlier results in {subs[run]} (not written: it would "
+                          "replace rows in no cache)", partial(_keep_aside, subs[run], units))
+            if aside is None:
+                continue
+            if aside[0]:
+                report.kept.append(f"kept in {subs[run]}: {aside[0]}, an earlier session's results.jsonl, for its "
+                                   f"{aside[1]} rows this session did not produce again (they are in no cache)")
             fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
                                           report.problems)
-            _step(report.problems, f"mark {subs[run]} as written by pytest-steer",
-                  partial(_mark_written, subs[run], run, before, set(_run_names(configs[run]))))
+            _step(report.problems, f"mark {subs[run]} as written by pytest-steer", partial(
+                _mark_written, subs[run], run, before, {*_run_names(configs[run]), aside[0]},
+                [*([] if info.cached else [RESULTS_FILE]), *([aside[0]] if aside[0] else [])]))
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
                 + lines
-        left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, ran=set(runs))
+        left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, units=units)
         if earlier:
-            report.kept.append(f"kept in {out_dir}, the folders of runs this session did not run (an earlier "
-                               f"session's, not in this summary; delete them yourself when no longer needed): "
-                               f"{printable(', '.join(earlier))}")
+            report.kept.append(f"kept in {out_dir}, earlier sessions' run folders holding rows this session did not "
+                               f"produce again, in no cache (not in this summary; delete them yourself when no longer "
+                               f"needed): {printable(', '.join(earlier))}")
         if left:
             report.kept.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them yourself if "
                                f"they are not needed): {printable('; '.join(left))}")
