@@ -24,7 +24,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,9 +253,8 @@ class ResultCache:
                     if folder.exists() or folder.is_symlink():
                         kept.append(folder.name)
                 elif _is_ours(folder):
-                    reports = report_files(folder)  # a report dir inside a kind folder: its files are ours too
-                    kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder)
-                             if rel.split("/")[0] not in reports]
+                    in_report = _in_a_report(folder)
+                    kept += [f"{folder.name}/{rel}" for rel in _remove_records(folder) if not in_report(rel)]
                 else:
                     kept.append(f"{folder.name}/")
         except (OSError, RecursionError) as exc:  # RecursionError: a user's folder nested past os.walk's depth
@@ -397,6 +396,25 @@ def _remove_records(folder: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             folder.rmdir()
     return kept
+
+
+def _in_a_report(folder: Path) -> Callable[[str], bool]:
+    """Whether a path `rel` kept in the kind folder `folder` is a file of a report dir inside it, at any depth,
+    that the report's manifests name: ours, though not the cache's, so not named as the user's (a user's file
+    there is). Each folder's report files are read once."""
+    seen: dict[Path, set[str]] = {}
+
+    def in_report(rel: str) -> bool:
+        parts = rel.rstrip("/").split("/")
+        for i in range(len(parts)):
+            where = folder.joinpath(*parts[:i])
+            if where not in seen:
+                seen[where] = report_files(where)
+            if parts[i] in seen[where]:
+                return True
+        return False
+
+    return in_report
 
 
 def _written_here(folder: Path, rel: str) -> bool:

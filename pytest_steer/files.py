@@ -8,6 +8,7 @@ ever deleted. This module imports nothing from the package (the cache, a leaf, u
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -94,19 +95,25 @@ _MAX_MANIFEST_BYTES = 16 * 2**20
 
 def open_plain(path: Path, flags: int = os.O_RDONLY) -> int:
     """`os.open` that never waits and opens only a plain file: a pipe at a path of ours would block a read until
-    a writer comes and a write until a reader does (for ever), a device may never end. Returns the descriptor;
-    raises OSError (IsADirectoryError for anything but a plain file)."""
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    a writer comes and a write until a reader does (for ever), a device may never end. A file it creates gets
+    0o666 less the umask, as `open()` gives. Returns the descriptor; raises OSError."""
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP):  # a pipe nobody reads; a link, where O_NOFOLLOW was asked
+            raise OSError(f"{path} is not a plain file (a link, a pipe or a device)") from None
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise IsADirectoryError(f"{path} is not a plain file (a folder, a pipe or a device)")
+        raise OSError(f"{path} is not a plain file (a folder, a pipe or a device)")
     return fd
 
 
 def open_lock_file(path: Path) -> Any:
     """The lock file `path`, created if missing, opened to append (never truncated), as a binary file object;
-    raises OSError when it cannot be, or is not a plain file (`open_plain`)."""
-    return os.fdopen(open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+    raises OSError when it cannot be, or is a link (never followed: it would create a file elsewhere) or not a
+    plain file (`open_plain`)."""
+    return os.fdopen(open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)), "ab")
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -88,7 +88,13 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, str]]:
     notes.write_text('{"my": "data"}')
     bad_line = tmp / "bad-line.jsonl"
     bad_line.write_text('{"key": "x", "prompt": \n')
+    dangling = tmp / "dangling-report"
+    if not dangling.is_symlink():
+        dangling.symlink_to(tmp / "no-such-folder")
     return [
+        # probe round 7 of issue 29: said "cannot be written (File exists)"
+        ("report-dir-dangling-link", ["--steer-report-dir", str(dangling)], GRID_TEST,
+         f"a link to {tmp / 'no-such-folder'}, which does not exist"),
         ("save-baseline-unwritable", ["--steer-save-baseline", "/proc/x/b.json"], GRID_TEST, "/proc/x/b.json"),
         ("report-dir-is-a-file", ["--steer-report-dir", str(a_file)], GRID_TEST, f"{a_file}: is a file"),
         ("report-dir-unwritable", ["--steer-report-dir", "/proc/steer-report"], GRID_TEST, "/proc/steer-report"),

@@ -325,11 +325,17 @@ def test_clear_with_the_report_dir_in_a_kind_folder_clears_its_records(tmp_path)
     info = RunInfo(meta={"model": "tiny"}, settings={"run1": {"task": "ifeval", "seed": 0}},
                    primary="strict_prompt_accuracy")
     report_run(sweep_rows(n_keys=3), METRICS, tmp_path / "generation", info)
+    rows = sweep_rows(n_keys=3)  # probe round 7: one deeper (`generation/rep`), with two runs, was named
+    for r in rows[: len(rows) // 2]:
+        r.run = "run2"
+    report_run(rows, METRICS, tmp_path / "generation" / "rep", info)
+    (tmp_path / "generation" / "rep" / "notes.txt").write_text("mine")
     line = c.clear()
     assert c.get("generation", KEY) is None
     assert (tmp_path / "generation" / "summary.html").is_file()
     assert (tmp_path / "generation" / "results.jsonl").is_file()
-    assert line is None
+    assert (tmp_path / "generation" / "rep" / "run-run2" / "results.jsonl").is_file()
+    assert line is not None and line.endswith("kept what it did not write there: generation/rep/notes.txt")
 
 
 def test_clear_keeps_a_users_empty_folder_named_like_a_shard(tmp_path):
@@ -371,12 +377,16 @@ def test_records_and_report_files_honour_the_umask(tmp_path):
     import os
     import stat
 
+    from pytest_steer.cache import hold_lock
     from pytest_steer.results import write_atomically
 
     old = os.umask(0o022)
     try:
         c = ResultCache(tmp_path / "cache")
         c.put("generation", KEY, VALUE)
+        with c.lock(UNIT_LOCK):  # probe round 7: lock files were created 0777 less the umask
+            pass
+        hold_lock(tmp_path / "report.lock").close()
         report = write_atomically(tmp_path / "report" / "summary.csv", "a,b\n")
         os.umask(0o077)
         private = write_atomically(tmp_path / "report" / "private.csv", "a,b\n")
@@ -384,6 +394,8 @@ def test_records_and_report_files_honour_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(c.path("generation", KEY).stat().st_mode) == 0o644
     assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert stat.S_IMODE((c.root / cache_mod.LOCKS / f"{UNIT_LOCK}.lock").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "report.lock").stat().st_mode) == 0o644
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert [p.name for p in (tmp_path / "report").iterdir() if p.name.endswith(".tmp")] == []
 
@@ -988,3 +1000,15 @@ def test_a_kind_folder_that_is_a_link_is_named_and_the_cache_goes_off(tmp_path, 
     assert line is not None and "vectors (a link, not followed: its records are not cleared)" in line
     assert "the cache is off for this run" in caplog.text
     assert c.get("vectors", KEY) is None and len(_files(elsewhere)) == 1
+
+
+def test_a_link_where_a_lock_file_goes_is_never_followed(tmp_path):
+    """Probe round 7: a dangling link at the report dir's lock file made the session create the file it points
+    to, outside the report dir."""
+    from pytest_steer.cache import hold_lock
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "lock").symlink_to(tmp_path / "elsewhere.lock")
+    with pytest.raises(OSError, match="not a plain file"):
+        hold_lock(tmp_path / "report" / "lock")
+    assert not (tmp_path / "elsewhere.lock").exists()

@@ -674,3 +674,14 @@ def test_a_file_the_user_saves_while_the_report_is_written_is_not_ours(tmp_path:
     assert "notes.txt" not in manifest["files"] and "results.jsonl" in manifest["files"]
     remove_report(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_report_dir_reached_through_a_link_is_the_same_folder(tmp_path: Path) -> None:
+    """Probe round 7: a report written through `R -> U` was not vouched for when the next session named `U`
+    itself (the manifest recorded the path, not the folder), so that session refused every file."""
+    rows, _ = _two_runs()
+    (tmp_path / "U").mkdir()
+    (tmp_path / "R").symlink_to(tmp_path / "U")
+    assert report_run(rows, METRICS, tmp_path / "R", _info()).problems == []
+    assert not_ours(tmp_path / "U", {"run1": list(dict.fromkeys(r.config for r in rows))}) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -300,8 +301,9 @@ class SteerSession:
             self.report_dir.mkdir(parents=True, exist_ok=True)
             self._report_lock = hold_lock(self.report_dir / REPORT_LOCK)
         except OSError as exc:
-            raise StartError(f"--steer-report-dir {self.report_dir}: cannot be written "
-                             f"({exc.strerror or exc})") from None
+            reason = (f"a link to {os.readlink(self.report_dir)}, which does not exist"
+                      if self.report_dir.is_symlink() and not self.report_dir.exists() else exc.strerror or exc)
+            raise StartError(f"--steer-report-dir {self.report_dir}: cannot be written ({reason})") from None
         if self._report_lock is None:
             raise StartError(f"--steer-report-dir {self.report_dir}: another pytest session is writing its report "
                              "there; wait for it, or give this run its own --steer-report-dir")

@@ -225,7 +225,7 @@ def _stamp(path: Path) -> list[int]:
 def _where(folder: Path) -> str:
     """The folder a manifest is written in, as the manifest records it: a folder moved elsewhere with its
     manifest (`mv run-x ../other-report/`) is the user's there, not ours."""
-    return os.path.abspath(folder)
+    return os.path.realpath(folder)  # the folder itself: the same through a link to it (`ln -s U R`)
 
 
 def _vouched(folder: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
