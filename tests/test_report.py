@@ -599,30 +599,26 @@ def test_make_clean_keeps_a_users_files(tmp_path: Path, ours: bool) -> None:
 
 
 @pytest.mark.usefixtures("no_figures")
-@pytest.mark.parametrize("cached", [False, True])
-def test_the_folders_of_runs_a_session_did_not_run_are_kept_when_in_no_cache(tmp_path: Path, cached: bool) -> None:
+def test_the_folders_of_runs_a_session_did_not_run_are_kept(tmp_path: Path) -> None:
     """Probe rounds 6 and 7 (P1): `pytest test_a.py` after a session that also ran `test_b.py` deleted `run-run2/`,
-    and with the cache off its results.jsonl held the only copy of those generations. Such a folder stays, named
-    in its own line; with the cache on (the rows are there) it is replaced, as the last session's report is."""
+    and with the cache off (or cleared since, or unwritable on an xdist worker: round 8) its results.jsonl held
+    the only copy of those generations. Such a folder stays, named in its own line."""
     rows, second = _two_runs()
-    report_run([*rows, *second], METRICS, tmp_path, RunInfo(**{**vars(_info()), "cached": cached}))
+    report_run([*rows, *second], METRICS, tmp_path, _info())
     before = (tmp_path / "run-run2" / "results.jsonl").read_bytes()
     report = report_run(rows, METRICS, tmp_path, _info())
     assert report.problems == []
     assert not (tmp_path / "run-run1").exists()  # its rows are all in this session's report
     assert "run2" not in (tmp_path / "summary.csv").read_text()
-    if cached:
-        assert not (tmp_path / "run-run2").exists() and report.kept == []
-        return
     assert (tmp_path / "run-run2" / "results.jsonl").read_bytes() == before
     assert report.kept == [f"kept in {tmp_path}, earlier sessions' run folders holding rows this session did not "
-                           "produce again, in no cache (not in this summary; delete them yourself when no longer "
-                           f"needed): run-run2/ ({len(second)} rows)"]
+                           "produce again (not in this summary; delete them yourself when no longer needed): "
+                           f"run-run2/ ({len(second)} rows)"]
     assert report.kept[0] in report.terminal_lines
 
 
 @pytest.mark.usefixtures("no_figures")
-def test_an_interrupted_session_never_replaces_rows_in_no_cache(tmp_path: Path) -> None:
+def test_an_interrupted_session_never_replaces_rows_it_did_not_produce_again(tmp_path: Path) -> None:
     """Probe round 7 (D1): with the cache off, a session interrupted after trial 0 replaced the complete earlier
     report of the same run (trials 0 and 1) with its own half, and the earlier trial-1 rows were in no cache.
     The earlier results.jsonl is kept aside, named; it survives the next sessions, and goes only with
@@ -637,7 +633,7 @@ def test_an_interrupted_session_never_replaces_rows_in_no_cache(tmp_path: Path) 
     assert len(aside) == 1 and aside[0].read_bytes() == complete
     lost = len(rows) - len(first_trial)
     assert report.kept == [f"kept in {tmp_path}: {aside[0].name}, an earlier session's results.jsonl, for its {lost} "
-                           "rows this session did not produce again (they are in no cache)"]
+                           "rows this session did not produce again"]
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(first_trial)
     report = report_run([*rows, *_two_runs()[1]], METRICS, tmp_path, _info())  # two runs: folders, top stays
     report = report_run(first_trial, METRICS, tmp_path, _info())  # the half again: the top half is replaced
@@ -646,7 +642,7 @@ def test_an_interrupted_session_never_replaces_rows_in_no_cache(tmp_path: Path) 
     other = [r for r in _two_runs()[1]]  # another run, one-run: the same top-level files
     report_run(other, METRICS, tmp_path, _info())
     assert len(list(tmp_path.glob("results-*.jsonl"))) == 2  # the half of run1 kept aside too, with the first
-    report_run([*rows, *other], METRICS, tmp_path / "sub", RunInfo(**{**vars(_info()), "cached": True}))
+    report_run([*rows, *other], METRICS, tmp_path / "sub", _info())
     report_run(rows, METRICS, tmp_path / "sub", _info())  # every row of run1 again: nothing kept aside
     assert not list((tmp_path / "sub").glob("results-*.jsonl"))
     remove_report(tmp_path)
@@ -685,3 +681,18 @@ def test_a_report_dir_reached_through_a_link_is_the_same_folder(tmp_path: Path) 
     (tmp_path / "R").symlink_to(tmp_path / "U")
     assert report_run(rows, METRICS, tmp_path / "R", _info()).problems == []
     assert not_ours(tmp_path / "U", {"run1": list(dict.fromkeys(r.config for r in rows))}) is None
+
+
+def test_remove_report_leaves_a_report_dir_a_session_is_writing(tmp_path: Path) -> None:
+    """Probe round 8: `make clean` during a session ended in a traceback; it says so in one line, deleting nothing."""
+    from pytest_steer.cache import hold_lock
+    from pytest_steer.files import REPORT_LOCK
+
+    (tmp_path / "summary.csv").write_text("x")
+    lock = hold_lock(tmp_path / REPORT_LOCK)
+    try:
+        assert remove_report(tmp_path) == (f"{tmp_path}: a pytest session is writing its report there; nothing "
+                                           "deleted, try again when it ends")
+    finally:
+        lock.close()
+    assert (tmp_path / "summary.csv").read_text() == "x"

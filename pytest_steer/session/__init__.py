@@ -453,17 +453,14 @@ class SteerSession:
             return
         g = self.settings
         save = Path(g["save_baseline"]) if g["save_baseline"] else None
-        run = self._run
-        cache = run.cache if run is not None else None  # an xdist controller: the workers' caches, shared
-        cached = bool(g["cache"]) and (cache is None or (cache.enabled and not cache.stats.unwritable))
-        report = report_run(rows, metrics, self.report_dir, RunInfo(meta=meta, settings=settings, cached=cached),
-                            save_baseline=save)
+        report = report_run(rows, metrics, self.report_dir, RunInfo(meta=meta, settings=settings), save_baseline=save)
         self.summary_fragment = report.fragment
         lines = [*report.terminal_lines, *report.problems]
         must_act: list[str] = []  # shown under `-q` too, with the kept files and failed steps
         if len(self.gathered) > 1 and not g["cache"]:
             lines.append("--steer-cache false: xdist workers cannot share generations, so a trial whose tests ran "
                          "on several workers was generated on each of them")
+        run = self._run
         failures = [*(run.scorer_failures if run is not None else []),
                     *(f for p in self.gathered for f in p.scorer_failures)]
         if failures:

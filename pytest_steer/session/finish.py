@@ -40,9 +40,6 @@ class RunInfo:
     primary: str = ""  # the task's primary metric, for runs without settings
     budgets: dict[str, float] = field(default_factory=dict)  # for declarations without budgets (older files)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run key -> settings: baseline, details
-    #: whether the rows are in the results cache too: if not, the results files are their only copy, and a later
-    #: session never deletes or replaces one that holds rows it does not produce again
-    cached: bool = False
 
     def for_run(self, run: str) -> RunInfo:
         s = self.settings.get(run)
@@ -295,8 +292,8 @@ def not_ours(out_dir: Path, runs: Mapping[str, Iterable[str]], *, html: bool = F
         return None
     them, are = ("them", "they are") if len(found) > 1 else ("it", "it is")
     return (f"{', '.join(found)} would be overwritten by the report, and no pytest-steer manifest shows that it "
-            f"wrote {them} as {are}; choose another (or an empty) --steer-report-dir, or move {them} away; if an "
-            f"earlier pytest-steer run wrote {them}, delete {them} yourself")
+            f"wrote {them} as {are}; choose another (or an empty) --steer-report-dir, or move {them} away (a "
+            f"results.jsonl of a session that was killed holds its generations)")
 
 
 def mark_pages(out_dir: Path, written: Iterable[str], runs: Mapping[str, str] | None = None) -> None:
@@ -315,7 +312,7 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
     """Remove the `run-<key>/` folders of earlier sessions that this one replaced, and only those that are
     provably ours: a manifest this package wrote there (it names the folder's run, so a user's copy of the
     folder is not ours) lists their files, unchanged since, and they hold nothing else; and no results file of
-    theirs holds rows in no cache that are not among this session's `units` (None: remove those too). Returns
+    theirs holds rows that are not among this session's `units` (None: remove those too). Returns
     what was kept that is not provably ours (a folder without our manifest, e.g. one written before manifests, a
     copy, or one holding files of the user's or files the user changed, a link), and the folders of ours kept
     for their rows, one entry each, for a terminal line each."""
@@ -370,8 +367,8 @@ def _remove_replaced(out_dir: Path, kept: set[Path], problems: list[str],
 def remove_report(out_dir: Path) -> str | None:
     """Delete the report in `out_dir` as far as it is provably ours (`make clean`): its `run-<key>/` folders
     as `_remove_replaced` would, the top-level files a manifest written there vouches for, unchanged, then the
-    manifests and lock, and the folder if that empties it. Everything else stays; returns one line naming it,
-    or None. Raises OSError when a session holds the report dir."""
+    manifests and lock, and the folder if that empties it. Everything else stays; returns one line naming it
+    (or saying that a session holds the report dir, so nothing was deleted), or None."""
     from ..cache import hold_lock
     from ..files import REPORT_LOCK
 
@@ -380,7 +377,7 @@ def remove_report(out_dir: Path) -> str | None:
         return f"kept {out_dir}: a link, never followed" if out_dir.is_symlink() else None
     lock = hold_lock(out_dir / REPORT_LOCK)
     if lock is None:
-        raise OSError(f"{out_dir}: a pytest session is writing its report there; wait for it")
+        return f"{out_dir}: a pytest session is writing its report there; nothing deleted, try again when it ends"
     with lock:
         problems: list[str] = []
         _remove_replaced(out_dir, set(), problems)  # what it keeps is listed below with the rest
@@ -410,34 +407,38 @@ def _unit(row: ResultRow) -> Unit:
     return (row.run, row.key, row.config, row.trial)
 
 
-def _uncached(folder: Path) -> list[str]:
-    """The results files in `folder` whose rows, its run manifest says, are in no cache (a session with the cache
-    off wrote them, or kept them aside), as written: their only copy."""
-    manifest = read_manifest(folder / RUN_MANIFEST)
-    stamps = _vouched(folder, manifest)
-    names = manifest.get("uncached") if manifest is not None else None
-    return [n for n in names if isinstance(n, str) and "/" not in n and n in stamps
-            and _stamp_or_none(folder / n) == stamps[n]] if isinstance(names, list) else []
+#: a results file of ours: `results.jsonl`, or an earlier one `_keep_aside` renamed
+_RESULTS = re.compile(r"results(-\d{8}T\d{6}(-\d+)?)?\.jsonl")
+
+
+def _results_files(folder: Path) -> list[str]:
+    """The results files in `folder` that its run manifest vouches for, as written. Each may be the only copy of
+    its generations (the cache may be off, cleared since, another folder, or unwritable on an xdist worker),
+    so none is deleted or replaced while it holds rows a session does not produce again."""
+    stamps = _vouched(folder, read_manifest(folder / RUN_MANIFEST))
+    return sorted(n for n in stamps if _RESULTS.fullmatch(n) and _stamp_or_none(folder / n) == stamps[n])
 
 
 def _rows_not_again(folder: Path, units: set[Unit], names: Iterable[str] | None = None) -> int:
-    """How many rows of the uncached results files in `folder` (or of those `names`) are not among `units`, this
-    session's rows: rows that deleting or replacing the file would lose. An unreadable file counts as one row."""
-    lost = 0
-    for name in _uncached(folder) if names is None else names:
+    """How many rows (distinct units) of the results files in `folder` (or of those `names`) are not among
+    `units`, this session's rows: what deleting or replacing the files would lose. An unreadable file counts
+    as one row."""
+    lost: set[Unit] = set()
+    unreadable = 0
+    for name in _results_files(folder) if names is None else names:
         try:
-            lost += sum(_unit(r) not in units for r in read_jsonl(folder / name))
+            lost |= {u for r in read_jsonl(folder / name) if (u := _unit(r)) not in units}
         except (OSError, ValueError, TypeError):
-            lost += 1
-    return lost
+            unreadable += 1
+    return len(lost) + unreadable
 
 
 def _keep_aside(folder: Path, units: set[Unit]) -> tuple[str, int]:
-    """Before a run's report is written into `folder`: an uncached `results.jsonl` there with rows this session
-    does not produce again (it was interrupted, ran fewer trials, or another run) is renamed to
+    """Before a run's report is written into `folder`: an earlier `results.jsonl` of ours there with rows this
+    session does not produce again (it was interrupted, ran fewer trials, or another run) is renamed to
     `results-<its time>.jsonl`, never overwritten. Returns the new name and its rows not again, or ("", 0)."""
     path = folder / RESULTS_FILE
-    if RESULTS_FILE not in _uncached(folder) or not (lost := _rows_not_again(folder, units, [RESULTS_FILE])):
+    if RESULTS_FILE not in _results_files(folder) or not (lost := _rows_not_again(folder, units, [RESULTS_FILE])):
         return "", 0
     when = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
     name, n = f"results-{when}.jsonl", 1
@@ -447,13 +448,10 @@ def _keep_aside(folder: Path, units: set[Unit]) -> tuple[str, int]:
     return name, lost
 
 
-def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str],
-                  uncached: Collection[str]) -> None:
+def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str]) -> None:
     """Write the run manifest of `folder`: the files this session wrote there (one of the run's `names` with a new
     inode since `before`: a file the user saved there meanwhile is not ours), and those an earlier session's
-    manifest listed that are still as it wrote them, each with its `_stamp`; and which results files hold rows
-    in no cache (`uncached`, and those the earlier manifest named besides `results.jsonl`)."""
-    carried = [n for n in _uncached(folder) if n != RESULTS_FILE]
+    manifest listed that are still as it wrote them, each with its `_stamp`."""
     earlier = _vouched(folder, read_manifest(folder / RUN_MANIFEST))
     stamps = {}
     for name, ino in _files_of(folder).items():
@@ -461,8 +459,7 @@ def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collect
             stamp = _stamp(folder / name)
             if (name in names and before.get(name) != ino) or earlier.get(name) == stamp:
                 stamps[name] = stamp
-    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder),
-                   uncached=sorted(n for n in {*uncached, *carried} if n in stamps))
+    write_manifest(folder, run=run, files=sorted(stamps), stamps=stamps, written_in=_where(folder))
 
 
 def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[str, Sequence[Metric]],
@@ -500,12 +497,11 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
                 continue
             if aside[0]:
                 report.kept.append(f"kept in {subs[run]}: {aside[0]}, an earlier session's results.jsonl, for its "
-                                   f"{aside[1]} rows this session did not produce again (they are in no cache)")
+                                   f"{aside[1]} rows this session did not produce again")
             fragment, lines = _report_one([r for r in rows if r.run == run], ms, subs[run], run_info, run,
                                           report.problems)
             _step(report.problems, f"mark {subs[run]} as written by pytest-steer", partial(
-                _mark_written, subs[run], run, before, {*_run_names(configs[run]), aside[0]},
-                [*([] if info.cached else [RESULTS_FILE]), *([aside[0]] if aside[0] else [])]))
+                _mark_written, subs[run], run, before, {*_run_names(configs[run]), aside[0]}))
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
@@ -513,8 +509,8 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
         left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, units=units)
         if earlier:
             report.kept.append(f"kept in {out_dir}, earlier sessions' run folders holding rows this session did not "
-                               f"produce again, in no cache (not in this summary; delete them yourself when no longer "
-                               f"needed): {printable(', '.join(earlier))}")
+                               f"produce again (not in this summary; delete them yourself when no longer needed): "
+                               f"{printable(', '.join(earlier))}")
         if left:
             report.kept.append(f"kept in {out_dir}, not provably written by pytest-steer (delete them yourself if "
                                f"they are not needed): {printable('; '.join(left))}")
