@@ -15,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -48,9 +49,16 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::(?P<index>\d+))?")
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _CONVERSION_VERSION = 1  # bump when _convert_gguf changes what it writes
+log = logging.getLogger(__name__)
 _MKDTEMP = re.compile(r"[a-z0-9_]{8}")  # the random part of a `tempfile.mkdtemp` name
 #: the manifest a conversion writes first into its temp folder, naming that folder: what proves a leftover ours
 _CONVERSION_MARK = ".pytest-steer-conversion.json"
+#: what a conversion writes into its temp folder (save_pretrained's model and tokenizer files, the manifest and
+#: its atomic write's temp file): a leftover holding anything else is kept
+_CONVERSION_FILES = re.compile(
+    r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab"
+    r"|model\.safetensors\.index)\.json|model(-\d{5}-of-\d{5})?\.safetensors|chat_template\.jinja|merges\.txt"
+    r"|tokenizer\.model|\.pytest-steer-conversion\.json|\.\.pytest-steer-conversion\.[0-9a-f]{8}\.tmp")
 
 
 class ModelLoadError(ModelError):
@@ -188,13 +196,27 @@ def _conversion_lock(target: Path) -> Iterator[bool]:
 def _remove_interrupted(target: Path) -> None:
     """Delete the temp folders of conversions into `target` that were killed (517 MB each, never cleaned before):
     called only under the conversion lock, so none is in use. A folder goes only when it has `_convert_gguf`'s
-    `mkdtemp` name and the manifest it wrote there naming that very folder: a converted model the user renamed
-    to keep it (`<target>.tmp-original`) has neither manifest nor, moved, the place it names."""
+    `mkdtemp` name and the manifest it wrote there naming that very folder (a converted model the user renamed
+    to keep it, `<target>.tmp-original`, has neither manifest nor, moved, the place it names), and holds
+    nothing but plain files a conversion writes; one holding anything else is kept, with a warning."""
     for tmp in target.parent.glob(f"{target.name}.tmp-*"):
-        if (_MKDTEMP.fullmatch(tmp.name[len(target.name) + 5:]) and tmp.is_dir() and not tmp.is_symlink()
+        if not (_MKDTEMP.fullmatch(tmp.name[len(target.name) + 5:]) and tmp.is_dir() and not tmp.is_symlink()
                 and (mark := read_manifest(tmp / _CONVERSION_MARK)) is not None
                 and mark.get("written_in") == os.path.abspath(tmp)):
-            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        entries = list(tmp.iterdir())
+        others = [p.name for p in entries
+                  if p.is_symlink() or not p.is_file() or not _CONVERSION_FILES.fullmatch(p.name)]
+        if others:
+            log.warning("pytest-steer: kept %s, the folder of a conversion that was killed: it also holds %s; delete "
+                        "it yourself when you no longer need those", tmp, ", ".join(sorted(others)[:5]))
+            continue
+        with contextlib.suppress(OSError):
+            for p in entries:
+                if p.name != _CONVERSION_MARK:
+                    p.unlink()
+            (tmp / _CONVERSION_MARK).unlink()  # last: an interrupted clean-up leaves a folder still marked ours
+            tmp.rmdir()
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:

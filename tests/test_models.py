@@ -369,9 +369,12 @@ def test_an_interrupted_conversion_is_cleaned_up_and_nothing_else(tmp_path: Path
     # probe round 7: a converted model renamed to keep it has an mkdtemp-like name too, and was deleted
     renamed, moved = tmp_path / "models" / f"{name}.tmp-original", tmp_path / "models" / f"{name}.tmp-20261206"
     shutil.copytree(killed, moved)  # a leftover copied (its manifest names the folder it was written in)
+    noted = tmp_path / "models" / f"{name}.tmp-n0t3s_1n"  # probe round 9: a killed leftover the user wrote into
+    shutil.copytree(killed, noted)
+    write_manifest(noted, models._CONVERSION_MARK, written_in=os.path.abspath(noted))
     kept = [tmp_path / "models" / f"{name}.tmp-notes.txt", tmp_path / "models" / "mine" / "config.json",
             tmp_path / "models" / f"{name}.tmp-longer-than-mkdtemp" / "x", renamed / "config.json",
-            moved / "notes.txt"]
+            moved / "notes.txt", noted / "my-notes.txt"]
     for path in kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")

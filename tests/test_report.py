@@ -696,3 +696,26 @@ def test_remove_report_leaves_a_report_dir_a_session_is_writing(tmp_path: Path) 
     finally:
         lock.close()
     assert (tmp_path / "summary.csv").read_text() == "x"
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_full_disk_never_costs_the_rows_of_an_earlier_run_folder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe round 9 (D1): a one-run session on a full disk could not write its results.jsonl, then removed the
+    earlier session's `run-run1/` as replaced, and its rows (in no cache) were gone. A folder is replaced only by
+    results this session has on disk."""
+    import errno
+
+    from pytest_steer import analysis
+
+    rows, second = _two_runs()
+    report_run([*rows, *second], METRICS, tmp_path, _info())
+    earlier = (tmp_path / "run-run1" / "results.jsonl").read_bytes()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(analysis, "write_results", full)
+    report = report_run(rows, METRICS, tmp_path, _info())
+    assert any("No space left on device" in p for p in report.problems)
+    assert (tmp_path / "run-run1" / "results.jsonl").read_bytes() == earlier

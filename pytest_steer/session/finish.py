@@ -448,6 +448,13 @@ def _keep_aside(folder: Path, units: set[Unit]) -> tuple[str, int]:
     return name, lost
 
 
+def _wrote_results(folder: Path, before: dict[str, int]) -> bool:
+    """Whether this session's results file is in `folder`, vouched for by the manifest: a new file since `before`
+    (a full disk leaves the earlier one, or none), as written."""
+    ino = _files_of(folder).get(RESULTS_FILE)
+    return ino is not None and ino != before.get(RESULTS_FILE) and RESULTS_FILE in _results_files(folder)
+
+
 def _mark_written(folder: Path, run: str, before: dict[str, int], names: Collection[str]) -> None:
     """Write the run manifest of `folder`: the files this session wrote there (one of the run's `names` with a new
     inode since `before`: a file the user saved there meanwhile is not ours), and those an earlier session's
@@ -487,6 +494,7 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
         fragments = []
         subs = {run: out_dir if len(runs) == 1 else out_dir / _run_dir(run) for run in runs}
         units = {_unit(r) for r in rows}
+        written: set[Unit] = set()  # the rows of runs whose results file is on disk: only those replace others
         for run in runs:
             ms = metrics[run] if isinstance(metrics, Mapping) else metrics
             run_info = info.for_run(run)
@@ -502,11 +510,13 @@ def report_run(rows: Sequence[ResultRow], metrics: Sequence[Metric] | Mapping[st
                                           report.problems)
             _step(report.problems, f"mark {subs[run]} as written by pytest-steer", partial(
                 _mark_written, subs[run], run, before, {*_run_names(configs[run]), aside[0]}))
+            if _wrote_results(subs[run], before):
+                written |= {_unit(r) for r in rows if r.run == run}
             fragments.append(fragment)
             task = run_info.meta.get("task")
             report.terminal_lines += ([f"run {run}" + (f" ({task}):" if task else ":")] if len(runs) > 1 else []) \
                 + lines
-        left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, units=units)
+        left, earlier = _remove_replaced(out_dir, set(subs.values()), report.problems, units=written)
         if earlier:
             report.kept.append(f"kept in {out_dir}, earlier sessions' run folders holding rows this session did not "
                                f"produce again (not in this summary; delete them yourself when no longer needed): "
