@@ -385,8 +385,8 @@ def remove_report(out_dir: Path) -> str | None:
         for name, stamp in {k: v for m in manifests for k, v in _vouched(out_dir, read_manifest(m)).items()}.items():
             if "/" not in name and _stamp_or_none(out_dir / name) == stamp:
                 (out_dir / name).unlink()
-        for path in manifests:
-            if not path.is_symlink() and read_manifest(path) is not None:
+        for path in manifests:  # only one written here: a manifest copied in with a folder is the user's copy
+            if not path.is_symlink() and (m := read_manifest(path)) is not None and _written_here(out_dir, m):
                 path.unlink()
         lock_file = out_dir / REPORT_LOCK
         if lock_file.is_file() and not lock_file.is_symlink() and lock_file.stat().st_size == 0:
